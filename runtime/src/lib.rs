@@ -8,3 +8,5 @@ pub mod error;
 pub mod format;
 
 pub use error::{Error, Result};
+pub mod backend;
+pub mod quant;

@@ -1,0 +1,9 @@
+//! The CPU backend: a thread pool and the kernels the model graph runs on it.
+
+pub mod attention;
+pub mod dot;
+pub mod matmul;
+pub mod ops;
+pub mod pool;
+
+pub use pool::Pool;

@@ -1,0 +1,193 @@
+//! ggml block formats we read from GGUF files, their scalar dequantization, and the
+//! quantization of activations to 8-bit blocks that llama.cpp uses for its dot products.
+//!
+//! ```text
+//! Q4_0  [ d: f16 | qs: 16 bytes ]            x[j] = d * ((qs[j] & 15) - 8),  x[j+16] = d * ((qs[j] >> 4) - 8)
+//! Q4_1  [ d: f16 | m: f16 | qs: 16 bytes ]   x[j] = d * (qs[j] & 15) + m,    x[j+16] = d * (qs[j] >> 4) + m
+//! Q8_0  [ d: f16 | qs: 32 × i8 ]             x[j] = d * qs[j]
+//! Q8_1  [ d: f16 | s: f16 | qs: 32 × i8 ]    x[j] = d * qs[j],  s = d * Σ qs   (activations only)
+//! ```
+//! All blocks hold 32 elements of one row; rows are a whole number of blocks.
+//!
+//! Matching llama.cpp: it multiplies Q4_0/Q8_0 weights by activations quantized to Q8_0 and
+//! Q4_1 weights by activations quantized to Q8_1 (round to nearest even, scale = amax/127).
+//! We do the same on the reference path so greedy tokens and perplexity agree with it.
+
+use half::{bf16, f16};
+
+use crate::format::GgmlType;
+
+/// Elements per block for every 32-element format here.
+pub const QK: usize = 32;
+/// Bytes of one Q8_0 block.
+pub const Q8_0_BYTES: usize = 34;
+/// Bytes of one Q8_1 block.
+pub const Q8_1_BYTES: usize = 36;
+
+#[inline]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
+}
+
+/// Dequantize one row (`out.len()` elements) of a tensor of type `ty` from its bytes.
+/// `row` must hold exactly the bytes of `out.len()` elements. Supports every type for which
+/// [`GgmlType::is_supported`] is true; returns false otherwise.
+pub fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut [f32]) -> bool {
+    match ty {
+        GgmlType::F32 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        GgmlType::Q8_0 => {
+            for (o, b) in out.chunks_exact_mut(QK).zip(row.chunks_exact(Q8_0_BYTES)) {
+                let d = f16_at(b, 0);
+                for j in 0..QK {
+                    o[j] = d * (b[2 + j] as i8) as f32;
+                }
+            }
+        }
+        GgmlType::Q4_0 => {
+            for (o, b) in out.chunks_exact_mut(QK).zip(row.chunks_exact(18)) {
+                let d = f16_at(b, 0);
+                for j in 0..16 {
+                    o[j] = d * ((b[2 + j] & 15) as i32 - 8) as f32;
+                    o[j + 16] = d * ((b[2 + j] >> 4) as i32 - 8) as f32;
+                }
+            }
+        }
+        GgmlType::Q4_1 => {
+            for (o, b) in out.chunks_exact_mut(QK).zip(row.chunks_exact(20)) {
+                let d = f16_at(b, 0);
+                let m = f16_at(b, 2);
+                for j in 0..16 {
+                    o[j] = d * (b[4 + j] & 15) as f32 + m;
+                    o[j + 16] = d * (b[4 + j] >> 4) as f32 + m;
+                }
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Which 8-bit activation format a weight type's dot product consumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActFormat {
+    /// Activations stay f32 (dense weights).
+    F32,
+    /// Q8_0 blocks (for Q4_0 and Q8_0 weights).
+    Q8_0,
+    /// Q8_1 blocks (for Q4_1 weights).
+    Q8_1,
+}
+
+impl ActFormat {
+    /// The activation format llama.cpp pairs with weight type `ty`.
+    pub fn for_weights(ty: GgmlType) -> ActFormat {
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q8_0 => ActFormat::Q8_0,
+            GgmlType::Q4_1 => ActFormat::Q8_1,
+            _ => ActFormat::F32,
+        }
+    }
+
+    /// Bytes needed to hold one row of `n` activations in this format.
+    pub fn row_bytes(self, n: usize) -> usize {
+        match self {
+            ActFormat::F32 => n * 4,
+            ActFormat::Q8_0 => n / QK * Q8_0_BYTES,
+            ActFormat::Q8_1 => n / QK * Q8_1_BYTES,
+        }
+    }
+}
+
+/// Round half to even, as `_mm256_round_ps(_, _MM_ROUND_NEAREST)` does in llama.cpp's x86 path.
+#[inline]
+fn round_even(x: f32) -> i32 {
+    x.round_ties_even() as i32
+}
+
+/// Quantize `x` (a multiple of 32 long) into Q8_0 blocks written to `out`.
+pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
+    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_0_BYTES)) {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        ob[0..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        for j in 0..QK {
+            ob[2 + j] = round_even(xb[j] * id) as i8 as u8;
+        }
+    }
+}
+
+/// Quantize `x` (a multiple of 32 long) into Q8_1 blocks written to `out`.
+pub fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
+    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_1_BYTES)) {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for j in 0..QK {
+            let q = round_even(xb[j] * id);
+            sum += q;
+            ob[4 + j] = q as i8 as u8;
+        }
+        ob[0..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_bits().to_le_bytes());
+    }
+}
+
+/// Quantize a row of activations into `fmt` (F32 copies the floats as bytes).
+pub fn quantize_row(fmt: ActFormat, x: &[f32], out: &mut [u8]) {
+    match fmt {
+        ActFormat::F32 => out.copy_from_slice(bytemuck::cast_slice(x)),
+        ActFormat::Q8_0 => quantize_row_q8_0(x, out),
+        ActFormat::Q8_1 => quantize_row_q8_1(x, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_roundtrip_is_close() {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.13).collect();
+        let mut q = vec![0u8; 2 * Q8_0_BYTES];
+        quantize_row_q8_0(&x, &mut q);
+        let mut y = vec![0f32; 64];
+        assert!(dequantize_row(GgmlType::Q8_0, &q, &mut y));
+        for (a, b) in x.iter().zip(&y) {
+            // Error is at most half a step (amax/127/2) plus f16 rounding of the scale.
+            assert!((a - b).abs() <= 1.04 / 127.0 * 0.5 + 1e-3, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn q8_1_sum_matches_values() {
+        let x: Vec<f32> = (0..32).map(|i| (i as f32 - 10.0) * 0.5).collect();
+        let mut q = vec![0u8; Q8_1_BYTES];
+        quantize_row_q8_1(&x, &mut q);
+        let d = f16_at(&q, 0);
+        let s = f16_at(&q, 2);
+        let sum: i32 = q[4..].iter().map(|&b| b as i8 as i32).sum();
+        assert!((s - d * sum as f32).abs() <= s.abs() * 1e-3);
+    }
+
+    #[test]
+    fn unsupported_type_is_refused() {
+        let mut out = [0f32; 256];
+        assert!(!dequantize_row(GgmlType::Q6K, &[0u8; 210], &mut out));
+    }
+}

@@ -1,0 +1,3 @@
+//! Weight formats and quantizers.
+
+pub mod ggml;
