@@ -7,6 +7,19 @@
 pub mod error;
 pub mod format;
 
-pub use error::{Error, Result};
 pub mod backend;
+pub mod install;
+pub mod kv;
+pub mod model;
+pub mod perplexity;
 pub mod quant;
+pub mod sample;
+pub mod session;
+
+pub use error::{Error, Result};
+pub use model::{Model, ModelParams};
+pub use sample::SamplingParams;
+pub use session::{CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason};
+pub mod dfloat;
+pub mod tokenizer;
+pub mod chat;

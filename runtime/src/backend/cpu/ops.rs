@@ -35,9 +35,9 @@ pub enum RopeStyle {
 
 /// Cosines and sines of one position for `n_rot/2` frequencies, computed as ggml does:
 /// theta_i = pos · base^(-2i/n_rot), optionally divided by a per-frequency factor.
-pub fn rope_cos_sin(pos: usize, n_rot: usize, base: f32, factors: Option<&[f32]>, out: &mut [(f32, f32)]) {
+pub fn rope_cos_sin(pos: f32, n_rot: usize, base: f32, factors: Option<&[f32]>, out: &mut [(f32, f32)]) {
     let theta_scale = base.powf(-2.0 / n_rot as f32);
-    let mut theta = pos as f32;
+    let mut theta = pos;
     for (i, o) in out.iter_mut().enumerate().take(n_rot / 2) {
         let t = match factors {
             Some(f) => theta / f[i],
@@ -125,14 +125,14 @@ mod tests {
     #[test]
     fn rope_preserves_norm_and_position_zero_is_identity() {
         let mut cs = vec![(0f32, 0f32); 4];
-        rope_cos_sin(0, 8, 10000.0, None, &mut cs);
+        rope_cos_sin(0.0, 8, 10000.0, None, &mut cs);
         let orig: Vec<f32> = (0..16).map(|i| i as f32 * 0.3 - 2.0).collect();
         for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
             let mut x = orig.clone();
             rope(&mut x, 8, 8, &cs, style);
             assert_eq!(x, orig);
         }
-        rope_cos_sin(17, 8, 10000.0, None, &mut cs);
+        rope_cos_sin(17.0, 8, 10000.0, None, &mut cs);
         let mut x = orig.clone();
         rope(&mut x, 8, 8, &cs, RopeStyle::Interleaved);
         for (a, b) in x.chunks(8).zip(orig.chunks(8)) {

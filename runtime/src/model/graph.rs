@@ -1,0 +1,198 @@
+//! The decoder forward pass: embed → N × block → norm → LM head.
+//!
+//! One graph for every supported architecture; they differ by config flags (biases, Q/K
+//! norms, RoPE style), never by copies of this code. It decides what runs; the CPU backend
+//! decides how. A batch of tokens (prefill) and a single token (decode) take the same path.
+
+use super::config::ModelConfig;
+use super::weights::{Linear, Weights};
+use crate::backend::cpu::attention::{attention, AttnShape};
+use crate::backend::cpu::matmul::matmul;
+use crate::backend::cpu::ops::{
+    add_bias_rows, add_inplace, rms_norm, rms_norm_heads, rope, rope_cos_sin, silu_mul,
+};
+use crate::backend::cpu::Pool;
+use crate::error::{Error, Result};
+use crate::format::GgufFile;
+use crate::kv::F16Cache;
+use crate::quant::ggml::{dequantize_row, quantize_row, ActFormat};
+
+/// Which logits a forward pass produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (perplexity, scoring).
+    All,
+    /// None (prompt chunks before the last one).
+    None,
+}
+
+/// Buffers for one batch of up to `cap` tokens, allocated once per session so the decode
+/// loop allocates nothing.
+pub struct Scratch {
+    cap: usize,
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    tmp: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    acts: Vec<u8>,
+    scores: Vec<f32>,
+    rope_cs: Vec<(f32, f32)>,
+    logits: Vec<f32>,
+}
+
+impl Scratch {
+    /// Buffers for batches of up to `cap` tokens in a context of `n_ctx`.
+    pub fn new(c: &ModelConfig, cap: usize, n_ctx: usize, n_threads: usize, all_logits: bool) -> Self {
+        let widest = c.n_embd.max(c.n_ff).max(c.q_dim());
+        Scratch {
+            cap,
+            x: vec![0.0; cap * c.n_embd],
+            xn: vec![0.0; cap * c.n_embd],
+            q: vec![0.0; cap * c.q_dim()],
+            k: vec![0.0; cap * c.kv_dim()],
+            v: vec![0.0; cap * c.kv_dim()],
+            attn: vec![0.0; cap * c.q_dim()],
+            tmp: vec![0.0; cap * c.n_embd],
+            gate: vec![0.0; cap * c.n_ff],
+            up: vec![0.0; cap * c.n_ff],
+            acts: vec![0; cap * widest * 4],
+            scores: vec![0.0; n_threads * n_ctx],
+            rope_cs: vec![(0.0, 0.0); cap * c.n_rot / 2],
+            logits: vec![0.0; if all_logits { cap } else { 1 } * c.n_vocab],
+        }
+    }
+
+    /// The first `n` logits of the last forward pass.
+    pub fn last_logits(&self, n: usize) -> &[f32] {
+        &self.logits[..n]
+    }
+
+    /// Largest batch these buffers hold.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+}
+
+/// `out[t] = W · x[t] (+ bias)` for `n` rows of `x`, converting activations first.
+fn project(pool: &Pool, file: &GgufFile, w: &Linear, x: &[f32], n: usize, acts: &mut [u8], out: &mut [f32]) {
+    let fmt = ActFormat::for_weights(w.ty);
+    let rb = fmt.row_bytes(w.cols);
+    for (xr, ar) in x.chunks_exact(w.cols).take(n).zip(acts.chunks_exact_mut(rb)) {
+        quantize_row(fmt, xr, ar);
+    }
+    matmul(pool, w.view(file), acts, rb, n, out);
+    if let Some(b) = &w.bias {
+        add_bias_rows(&mut out[..n * w.rows], b);
+    }
+}
+
+/// Run `tokens` (at positions `kv.len()..`) through the model, store their keys/values in
+/// `kv`, and return the requested logits (`n_vocab` per token).
+#[allow(clippy::too_many_arguments)]
+pub fn forward<'s>(
+    c: &ModelConfig,
+    w: &Weights,
+    file: &GgufFile,
+    pool: &Pool,
+    tokens: &[u32],
+    kv: &mut F16Cache,
+    s: &'s mut Scratch,
+    logits: Logits,
+) -> Result<&'s [f32]> {
+    let n = tokens.len();
+    let pos0 = kv.len();
+    if n == 0 {
+        return Err(Error::invalid("forward pass on zero tokens"));
+    }
+    if n > s.cap {
+        return Err(Error::invalid(format!("batch of {n} tokens exceeds the batch size {}", s.cap)));
+    }
+    if logits == Logits::All && s.logits.len() < n * c.n_vocab {
+        return Err(Error::invalid("this session was not created for all-token logits"));
+    }
+    if pos0 + n > kv.n_ctx() {
+        return Err(Error::ContextFull(format!(
+            "{} tokens in context + {n} new exceed the context size {}",
+            pos0,
+            kv.n_ctx()
+        )));
+    }
+    if s.scores.len() < pool.n_threads() * (pos0 + n) {
+        return Err(Error::Internal("attention scratch smaller than the context".into()));
+    }
+    let d = c.n_embd;
+    // Embeddings.
+    let erb = w.token_embd.view(file).row_bytes();
+    let embd = w.token_embd.view(file).data;
+    for (i, &t) in tokens.iter().enumerate() {
+        if t as usize >= c.n_vocab {
+            return Err(Error::invalid(format!("token id {t} is outside the vocabulary of {}", c.n_vocab)));
+        }
+        let row = &embd[t as usize * erb..(t as usize + 1) * erb];
+        dequantize_row(w.token_embd.ty, row, &mut s.x[i * d..(i + 1) * d]);
+    }
+    // RoPE angles for the batch, shared by all layers.
+    let half = c.n_rot / 2;
+    for i in 0..n {
+        let pos = (pos0 + i) as f32 * c.rope_freq_scale;
+        rope_cos_sin(pos, c.n_rot, c.rope_base, w.rope_freqs.as_deref(), &mut s.rope_cs[i * half..(i + 1) * half]);
+    }
+    let shape = AttnShape {
+        n_head: c.n_head,
+        n_kv_head: c.n_kv_head,
+        head_dim: c.head_dim,
+    };
+    let scale = 1.0 / (c.head_dim as f32).sqrt();
+    let (qd, kvd) = (c.q_dim(), c.kv_dim());
+    for (li, l) in w.layers.iter().enumerate() {
+        for i in 0..n {
+            rms_norm(&s.x[i * d..(i + 1) * d], &l.attn_norm, c.norm_eps, &mut s.xn[i * d..(i + 1) * d]);
+        }
+        project(pool, file, &l.wq, &s.xn, n, &mut s.acts, &mut s.q);
+        project(pool, file, &l.wk, &s.xn, n, &mut s.acts, &mut s.k);
+        project(pool, file, &l.wv, &s.xn, n, &mut s.acts, &mut s.v);
+        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+            rms_norm_heads(&mut s.q[..n * qd], qn, c.norm_eps);
+            rms_norm_heads(&mut s.k[..n * kvd], kn, c.norm_eps);
+        }
+        for i in 0..n {
+            let cs = &s.rope_cs[i * half..(i + 1) * half];
+            rope(&mut s.q[i * qd..(i + 1) * qd], c.head_dim, c.n_rot, cs, c.rope_style);
+            rope(&mut s.k[i * kvd..(i + 1) * kvd], c.head_dim, c.n_rot, cs, c.rope_style);
+        }
+        kv.store(li, pos0, &s.k[..n * kvd], &s.v[..n * kvd])?;
+        let (kc, vc) = kv.layer(li);
+        attention(pool, shape, &s.q, kc, vc, pos0, n, scale, &mut s.scores, &mut s.attn);
+        project(pool, file, &l.wo, &s.attn, n, &mut s.acts, &mut s.tmp);
+        add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
+
+        for i in 0..n {
+            rms_norm(&s.x[i * d..(i + 1) * d], &l.ffn_norm, c.norm_eps, &mut s.xn[i * d..(i + 1) * d]);
+        }
+        project(pool, file, &l.w_gate, &s.xn, n, &mut s.acts, &mut s.gate);
+        project(pool, file, &l.w_up, &s.xn, n, &mut s.acts, &mut s.up);
+        silu_mul(&mut s.gate[..n * c.n_ff], &s.up[..n * c.n_ff]);
+        project(pool, file, &l.w_down, &s.gate, n, &mut s.acts, &mut s.tmp);
+        add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
+    }
+    kv.set_len(pos0 + n);
+    let first = match logits {
+        Logits::None => return Ok(&s.logits[..0]),
+        Logits::Last => n - 1,
+        Logits::All => 0,
+    };
+    let m = n - first;
+    for i in 0..m {
+        let src = &s.x[(first + i) * d..(first + i + 1) * d];
+        rms_norm(src, &w.output_norm, c.norm_eps, &mut s.xn[i * d..(i + 1) * d]);
+    }
+    project(pool, file, &w.output, &s.xn, m, &mut s.acts, &mut s.logits);
+    Ok(&s.logits[..m * c.n_vocab])
+}

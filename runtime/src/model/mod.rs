@@ -1,0 +1,157 @@
+//! A loaded model: the mapped file, its config, weights, tokenizer and chat template, and
+//! the thread pool its forward passes run on. Immutable once loaded and shareable across
+//! threads (`Arc<Model>`); sessions hold the mutable state.
+
+pub mod config;
+pub mod graph;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use config::{Arch, ModelConfig};
+pub use graph::Logits;
+pub use weights::Weights;
+
+use crate::backend::cpu::Pool;
+use crate::chat::ChatTemplate;
+use crate::error::Result;
+use crate::format::{GgmlType, GgufFile};
+use crate::tokenizer::Tokenizer;
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct ModelParams {
+    /// Worker threads for compute (0 = one per core).
+    pub n_threads: usize,
+}
+
+/// A model ready to run.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use suanpan::{Model, ModelParams, SessionParams, GenerateParams};
+/// let model = Arc::new(Model::load("model.gguf", &ModelParams::default())?);
+/// let mut session = model.session(&SessionParams::default())?;
+/// session.generate("Once upon a time", &GenerateParams::default(), |piece| {
+///     print!("{piece}");
+///     std::ops::ControlFlow::Continue(())
+/// })?;
+/// # Ok::<(), suanpan::Error>(())
+/// ```
+pub struct Model {
+    pub(crate) path: PathBuf,
+    pub(crate) file: GgufFile,
+    pub(crate) config: ModelConfig,
+    pub(crate) weights: Weights,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) chat_template: Option<ChatTemplate>,
+    pub(crate) pool: Pool,
+    pub(crate) load_ms: f64,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.path)
+            .field("arch", &self.config.arch_name)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Map, validate and prepare a GGUF model.
+    pub fn load(path: impl AsRef<Path>, params: &ModelParams) -> Result<Model> {
+        let t0 = Instant::now();
+        let path = path.as_ref();
+        let file = GgufFile::open(path)?;
+        Self::from_gguf(file, path, params, t0)
+    }
+
+    /// Build a model from an already parsed file (tests, in-memory models).
+    pub fn from_file(file: GgufFile, params: &ModelParams) -> Result<Model> {
+        Self::from_gguf(file, Path::new("<memory>"), params, Instant::now())
+    }
+
+    fn from_gguf(file: GgufFile, path: &Path, params: &ModelParams, t0: Instant) -> Result<Model> {
+        let config = ModelConfig::from_gguf(&file)?;
+        let weights = Weights::from_gguf(&file, &config)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        if tokenizer.vocab_size() > config.n_vocab {
+            return Err(crate::Error::bad_model(format!(
+                "tokenizer has {} tokens but the embedding only {} rows",
+                tokenizer.vocab_size(),
+                config.n_vocab
+            )));
+        }
+        let chat_template = ChatTemplate::from_gguf(&file)?;
+        let pool = Pool::new(params.n_threads)?;
+        Ok(Model {
+            path: path.to_path_buf(),
+            file,
+            config,
+            weights,
+            tokenizer,
+            chat_template,
+            pool,
+            load_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template from the file, if it has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Threads the forward pass uses.
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// Milliseconds `load` took.
+    pub fn load_ms(&self) -> f64 {
+        self.load_ms
+    }
+
+    /// Number of parameters (elements of every tensor).
+    pub fn n_params(&self) -> u64 {
+        self.file.tensors.iter().map(|t| t.n_elements()).sum()
+    }
+
+    /// Count of tensors per type, for `info`.
+    pub fn tensor_types(&self) -> Vec<(GgmlType, usize)> {
+        let mut v: Vec<(GgmlType, usize)> = Vec::new();
+        for t in &self.file.tensors {
+            match v.iter_mut().find(|(ty, _)| *ty == t.ty) {
+                Some(e) => e.1 += 1,
+                None => v.push((t.ty, 1)),
+            }
+        }
+        v
+    }
+
+    /// Which SIMD kernels the CPU backend chose.
+    pub fn backend_name(&self) -> String {
+        format!("cpu ({}, {} threads)", crate::backend::cpu::dot::simd_level(), self.n_threads())
+    }
+}

@@ -1,0 +1,201 @@
+//! The tensors of a decoder model, checked against the config and kept where they lie in
+//! the mapped file (matrices are never copied; only small norm vectors are decoded to f32).
+
+use std::ops::Range;
+
+use super::config::{Arch, ModelConfig};
+use crate::backend::cpu::matmul::WeightView;
+use crate::error::{Error, Result};
+use crate::format::{GgmlType, GgufFile, TensorInfo};
+use crate::quant::ggml::dequantize_row;
+
+/// A matrix of `rows` output features by `cols` input features, stored row-major in a ggml
+/// block format inside the model file, with an optional f32 bias.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    bytes: Range<usize>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// Borrow the matrix from the file it was loaded from.
+    pub fn view<'a>(&self, file: &'a GgufFile) -> WeightView<'a> {
+        WeightView {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: &file.bytes()[self.bytes.clone()],
+        }
+    }
+
+    /// Bytes the matrix occupies.
+    pub fn n_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// One transformer block.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    /// Qwen3: per-head RMSNorm weights applied to Q and K before RoPE.
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
+}
+
+/// All weights of a decoder.
+#[derive(Clone, Debug)]
+pub struct Weights {
+    /// `n_vocab` rows of `n_embd`.
+    pub token_embd: Linear,
+    pub layers: Vec<Layer>,
+    pub output_norm: Vec<f32>,
+    /// The LM head; a clone of `token_embd` when the model ties them.
+    pub output: Linear,
+    pub tied_output: bool,
+    /// Llama 3.1-style per-frequency RoPE divisors.
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+fn find<'f>(f: &'f GgufFile, name: &str) -> Result<&'f TensorInfo> {
+    f.tensor(name)
+        .ok_or_else(|| Error::bad_model(format!("tensor {name} is missing")))
+}
+
+fn check_type(t: &TensorInfo) -> Result<()> {
+    if !t.ty.is_supported() {
+        return Err(Error::bad_model(format!(
+            "tensor {} has type {}, which suanpan does not support yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+            t.name, t.ty
+        )));
+    }
+    Ok(())
+}
+
+/// A 1-D tensor of `n` values decoded to f32.
+fn vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+    let t = find(f, name)?;
+    check_type(t)?;
+    if t.dims != [n as u64] {
+        return Err(Error::bad_model(format!(
+            "tensor {name} has shape {:?}, expected [{n}]",
+            t.dims
+        )));
+    }
+    let mut out = vec![0f32; n];
+    dequantize_row(t.ty, f.tensor_data(t), &mut out);
+    if out.iter().any(|v| !v.is_finite()) {
+        return Err(Error::bad_model(format!("tensor {name} holds NaN or infinite values")));
+    }
+    Ok(out)
+}
+
+fn optional_vector(f: &GgufFile, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+    match f.tensor(name) {
+        None => Ok(None),
+        Some(_) => vector(f, name, n).map(Some),
+    }
+}
+
+fn linear(f: &GgufFile, name: &str, rows: usize, cols: usize, with_bias: bool) -> Result<Linear> {
+    let t = find(f, &format!("{name}.weight"))?;
+    check_type(t)?;
+    if t.dims != [cols as u64, rows as u64] {
+        return Err(Error::bad_model(format!(
+            "tensor {} has shape {:?}, expected [{cols}, {rows}]",
+            t.name, t.dims
+        )));
+    }
+    if cols % 32 != 0 && !matches!(t.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        return Err(Error::bad_model(format!("tensor {} rows of {cols} are not whole blocks", t.name)));
+    }
+    let start = (f.data_start + t.offset) as usize;
+    let bias = if with_bias {
+        optional_vector(f, &format!("{name}.bias"), rows)?
+    } else {
+        None
+    };
+    Ok(Linear {
+        name: t.name.clone(),
+        ty: t.ty,
+        rows,
+        cols,
+        bytes: start..start + t.size as usize,
+        bias,
+    })
+}
+
+impl Weights {
+    /// Find and check every tensor the config calls for.
+    pub fn from_gguf(f: &GgufFile, c: &ModelConfig) -> Result<Self> {
+        let token_embd = linear(f, "token_embd", c.n_vocab, c.n_embd, false)?;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        let qkv_bias = c.arch == Arch::Qwen2;
+        for i in 0..c.n_layer {
+            let p = format!("blk.{i}");
+            let (q_norm, k_norm) = if c.arch == Arch::Qwen3 {
+                (
+                    Some(vector(f, &format!("{p}.attn_q_norm.weight"), c.head_dim)?),
+                    Some(vector(f, &format!("{p}.attn_k_norm.weight"), c.head_dim)?),
+                )
+            } else {
+                (None, None)
+            };
+            layers.push(Layer {
+                attn_norm: vector(f, &format!("{p}.attn_norm.weight"), c.n_embd)?,
+                wq: linear(f, &format!("{p}.attn_q"), c.q_dim(), c.n_embd, qkv_bias)?,
+                wk: linear(f, &format!("{p}.attn_k"), c.kv_dim(), c.n_embd, qkv_bias)?,
+                wv: linear(f, &format!("{p}.attn_v"), c.kv_dim(), c.n_embd, qkv_bias)?,
+                wo: linear(f, &format!("{p}.attn_output"), c.n_embd, c.q_dim(), false)?,
+                q_norm,
+                k_norm,
+                ffn_norm: vector(f, &format!("{p}.ffn_norm.weight"), c.n_embd)?,
+                w_gate: linear(f, &format!("{p}.ffn_gate"), c.n_ff, c.n_embd, false)?,
+                w_up: linear(f, &format!("{p}.ffn_up"), c.n_ff, c.n_embd, false)?,
+                w_down: linear(f, &format!("{p}.ffn_down"), c.n_embd, c.n_ff, false)?,
+            });
+        }
+        let output_norm = vector(f, "output_norm.weight", c.n_embd)?;
+        let (output, tied_output) = if f.tensor("output.weight").is_some() {
+            (linear(f, "output", c.n_vocab, c.n_embd, false)?, false)
+        } else {
+            (token_embd.clone(), true)
+        };
+        let rope_freqs = optional_vector(f, "rope_freqs.weight", c.n_rot / 2)?;
+        Ok(Weights {
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            tied_output,
+            rope_freqs,
+        })
+    }
+
+    /// Bytes of weights read to compute one token (all matrices, the LM head once).
+    pub fn bytes_per_token(&self) -> usize {
+        let per_layer: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .iter()
+                    .map(|m| m.n_bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        per_layer + self.output.n_bytes()
+    }
+}

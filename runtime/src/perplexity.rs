@@ -1,0 +1,110 @@
+//! Perplexity computed the way llama.cpp's `llama-perplexity` computes it, so the two
+//! numbers can be compared directly:
+//!
+//! 1. tokenize the whole text once, adding BOS if the model's metadata says so;
+//! 2. cut it into non-overlapping chunks of `n_ctx` tokens (a partial last chunk is dropped);
+//! 3. evaluate each chunk from an empty cache, with its first token replaced by BOS when the
+//!    model adds BOS;
+//! 4. score only the second half: positions `n_ctx/2 .. n_ctx-1` predict the next token;
+//! 5. PPL = exp(mean negative log-likelihood), accumulated in f64.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::{Logits, Model};
+use crate::session::{Session, SessionParams};
+
+/// The outcome of a perplexity run.
+#[derive(Clone, Debug)]
+pub struct PerplexityResult {
+    pub n_tokens: usize,
+    pub n_chunks: usize,
+    pub n_ctx: usize,
+    /// Running perplexity after each chunk (what llama.cpp prints as `[i]value`).
+    pub chunk_ppl: Vec<f64>,
+    pub ppl: f64,
+    /// Number of scored tokens.
+    pub n_scored: usize,
+}
+
+/// `-log p(target)` under `logits` (log-softmax with the max subtracted, sum in f64).
+pub fn nll(logits: &[f32], target: u32) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    -((logits[target as usize] - max) as f64 - sum.ln())
+}
+
+/// Run perplexity over `text`; `progress(chunk, n_chunks, running_ppl)` after each chunk
+/// returns false to stop early (then the result covers the chunks done).
+pub fn perplexity(
+    model: &Arc<Model>,
+    text: &str,
+    n_ctx: usize,
+    mut progress: impl FnMut(usize, usize, f64) -> bool,
+) -> Result<PerplexityResult> {
+    if n_ctx < 8 {
+        return Err(Error::invalid(format!("context {n_ctx} is too small for perplexity")));
+    }
+    let tok = model.tokenizer();
+    let tokens = tok.encode(text, true, false)?;
+    let n_chunks = tokens.len() / n_ctx;
+    if n_chunks == 0 {
+        return Err(Error::invalid(format!(
+            "the text has {} tokens, fewer than one context of {n_ctx}",
+            tokens.len()
+        )));
+    }
+    let mut session = Session::new(
+        model.clone(),
+        &SessionParams {
+            n_ctx,
+            n_batch: n_ctx,
+            all_logits: true,
+        },
+    )?;
+    let n_vocab = model.config().n_vocab;
+    let first = n_ctx / 2;
+    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let mut total = 0f64;
+    let mut count = 0usize;
+    let mut chunk_ppl = Vec::with_capacity(n_chunks);
+    let mut chunk = vec![0u32; n_ctx];
+    for i in 0..n_chunks {
+        chunk.copy_from_slice(&tokens[i * n_ctx..(i + 1) * n_ctx]);
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        session.reset();
+        let logits = session.eval(&chunk, Logits::All)?;
+        for j in first..n_ctx - 1 {
+            // The original token (not the BOS substitute) is the target.
+            let target = tokens[i * n_ctx + j + 1];
+            total += nll(&logits[j * n_vocab..(j + 1) * n_vocab], target);
+            count += 1;
+        }
+        let ppl = (total / count as f64).exp();
+        chunk_ppl.push(ppl);
+        if !progress(i + 1, n_chunks, ppl) {
+            break;
+        }
+    }
+    Ok(PerplexityResult {
+        n_tokens: tokens.len(),
+        n_chunks: chunk_ppl.len(),
+        n_ctx,
+        ppl: (total / count as f64).exp(),
+        chunk_ppl,
+        n_scored: count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nll;
+
+    #[test]
+    fn nll_of_uniform_is_log_n() {
+        let l = [0.5f32; 8];
+        assert!((nll(&l, 3) - 8f64.ln()).abs() < 1e-9);
+    }
+}

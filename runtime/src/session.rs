@@ -1,0 +1,306 @@
+//! A conversation with a model: it owns a KV cache, scratch buffers and a sampler, ingests
+//! prompts in batches and streams generated text as whole UTF-8 code points.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::kv::F16Cache;
+use crate::model::graph::{forward, Logits, Scratch};
+use crate::model::Model;
+use crate::sample::{Sampler, SamplingParams};
+use crate::tokenizer::StreamDecoder;
+
+/// Stops a running generation from any thread; the session stays usable afterwards.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Ask the generation to stop at the next token boundary.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// Clear a cancellation (done at the start of each generation).
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Shape of a session.
+#[derive(Clone, Debug)]
+pub struct SessionParams {
+    /// Context length in tokens (0 = the model's trained length, capped at 4096).
+    pub n_ctx: usize,
+    /// Most tokens per forward pass while ingesting a prompt.
+    pub n_batch: usize,
+    /// Keep logits for every token of a batch (perplexity, scoring). Costs n_batch × vocab floats.
+    pub all_logits: bool,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        SessionParams {
+            n_ctx: 0,
+            n_batch: 512,
+            all_logits: false,
+        }
+    }
+}
+
+/// What one generation does.
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Add BOS/EOS around the prompt as the model's metadata says.
+    pub add_special: bool,
+    /// Let special-token text in the prompt (e.g. `<|im_start|>`) become special tokens.
+    pub parse_special: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            add_special: true,
+            parse_special: false,
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The callback returned `ControlFlow::Break`.
+    Callback,
+}
+
+/// Counts and timings of one generation.
+#[derive(Clone, Debug)]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    pub prompt_ms: f64,
+    pub generated_tokens: usize,
+    pub generate_ms: f64,
+    pub stop: StopReason,
+    /// The generated token ids.
+    pub tokens: Vec<u32>,
+}
+
+impl GenerateStats {
+    pub fn prompt_tps(&self) -> f64 {
+        self.prompt_tokens as f64 / (self.prompt_ms / 1e3).max(1e-9)
+    }
+    /// Decode speed: tokens after the first (whose logits came from the prompt pass).
+    pub fn decode_tps(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / (self.generate_ms / 1e3).max(1e-9)
+    }
+}
+
+/// A model plus the state of one conversation.
+pub struct Session {
+    model: Arc<Model>,
+    kv: F16Cache,
+    scratch: Scratch,
+    tokens: Vec<u32>,
+    n_batch: usize,
+    cancel: CancelToken,
+}
+
+impl Model {
+    /// Start a session on a shared model.
+    pub fn session(self: &Arc<Self>, params: &SessionParams) -> Result<Session> {
+        Session::new(self.clone(), params)
+    }
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, params: &SessionParams) -> Result<Session> {
+        let c = model.config();
+        let n_ctx = if params.n_ctx == 0 {
+            c.n_ctx_train.min(4096)
+        } else {
+            params.n_ctx
+        };
+        if n_ctx > c.n_ctx_train {
+            return Err(Error::invalid(format!(
+                "context of {n_ctx} tokens exceeds the {} the model was trained for",
+                c.n_ctx_train
+            )));
+        }
+        if params.n_batch == 0 || params.n_batch > 8192 {
+            return Err(Error::invalid(format!("batch size {} (1..=8192)", params.n_batch)));
+        }
+        let n_batch = params.n_batch.min(n_ctx);
+        let kv = F16Cache::new(c.n_layer, n_ctx, c.kv_dim())?;
+        let scratch = Scratch::new(c, n_batch, n_ctx, model.n_threads(), params.all_logits);
+        Ok(Session {
+            model,
+            kv,
+            scratch,
+            tokens: Vec::new(),
+            n_batch,
+            cancel: CancelToken::new(),
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Tokens in the context so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Context capacity in tokens.
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx()
+    }
+
+    /// Bytes held by the KV cache.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.bytes()
+    }
+
+    /// A handle that cancels this session's generation from any thread.
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
+    /// Forget the conversation.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.kv.set_len(0);
+    }
+
+    /// Append `tokens` to the context and return logits: the last token's for
+    /// [`Logits::Last`], every token's for [`Logits::All`] (at most one batch of tokens).
+    pub fn eval(&mut self, tokens: &[u32], logits: Logits) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            return Err(Error::invalid("nothing to evaluate"));
+        }
+        if logits == Logits::All && tokens.len() > self.n_batch {
+            return Err(Error::invalid(format!(
+                "all-token logits need at most {} tokens per call",
+                self.n_batch
+            )));
+        }
+        if self.kv.len() + tokens.len() > self.kv.n_ctx() {
+            return Err(Error::ContextFull(format!(
+                "{} tokens in context + {} new exceed the context size {}",
+                self.kv.len(),
+                tokens.len(),
+                self.kv.n_ctx()
+            )));
+        }
+        let m = &*self.model;
+        let last = tokens.len().div_ceil(self.n_batch) - 1;
+        let mut last_len = 0;
+        for (i, chunk) in tokens.chunks(self.n_batch).enumerate() {
+            let want = if i == last { logits } else { Logits::None };
+            if self.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            forward(&m.config, &m.weights, &m.file, &m.pool, chunk, &mut self.kv, &mut self.scratch, want)?;
+            self.tokens.extend_from_slice(chunk);
+            last_len = chunk.len();
+        }
+        let n = match logits {
+            Logits::None => 0,
+            Logits::Last => m.config.n_vocab,
+            Logits::All => last_len * m.config.n_vocab,
+        };
+        Ok(self.scratch.last_logits(n))
+    }
+
+    /// Tokenize `prompt`, ingest it, and generate up to `max_tokens`, calling `on_piece`
+    /// with each piece of text (always whole UTF-8 code points). Returning
+    /// `ControlFlow::Break` from the callback stops generation normally.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        params: &GenerateParams,
+        on_piece: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenerateStats> {
+        let ids = self
+            .model
+            .tokenizer
+            .encode(prompt, params.add_special, params.parse_special)?;
+        self.generate_tokens(&ids, params, on_piece)
+    }
+
+    /// [`Session::generate`] from prompt token ids.
+    pub fn generate_tokens(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut on_piece: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenerateStats> {
+        params.sampling.validate()?;
+        if prompt.is_empty() {
+            return Err(Error::invalid("the prompt is empty"));
+        }
+        self.cancel.reset();
+        let model = self.model.clone();
+        let tok = &model.tokenizer;
+        let mut sampler = Sampler::new(params.sampling.clone(), model.config.n_vocab);
+        let t0 = Instant::now();
+        let mut next = {
+            let logits = self.eval(prompt, Logits::Last)?;
+            sampler.sample(logits, prompt)
+        };
+        let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = Instant::now();
+        let mut out = Vec::with_capacity(params.max_tokens.min(4096));
+        let mut dec = StreamDecoder::new();
+        let mut stop = StopReason::MaxTokens;
+        while out.len() < params.max_tokens {
+            if tok.is_eog(next) {
+                stop = StopReason::EndOfGeneration;
+                break;
+            }
+            out.push(next);
+            let piece = dec.push(tok.token_bytes(next));
+            if !piece.is_empty() && on_piece(&piece).is_break() {
+                stop = StopReason::Callback;
+                break;
+            }
+            if out.len() == params.max_tokens {
+                break;
+            }
+            if self.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            self.eval(&[next], Logits::Last)?;
+            let logits = self.scratch.last_logits(model.config.n_vocab);
+            next = sampler.sample(logits, &self.tokens);
+        }
+        let tail = dec.finish();
+        if !tail.is_empty() && stop != StopReason::Callback {
+            let _ = on_piece(&tail);
+        }
+        Ok(GenerateStats {
+            prompt_tokens: prompt.len(),
+            prompt_ms,
+            generated_tokens: out.len(),
+            generate_ms: t1.elapsed().as_secs_f64() * 1e3,
+            stop,
+            tokens: out,
+        })
+    }
+}
