@@ -69,6 +69,26 @@ pub fn dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     dot_ref(ty, w, a)
 }
 
+/// Four dot products of one weight row with four activation rows (prefill): the weight
+/// block is unpacked once and applied to all four. Same results as four [`dot`] calls.
+#[inline]
+pub fn dot4(ty: GgmlType, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2, FMA and F16C were detected at run time; the kernels only read
+        // within `w` and each `a[i]`, whose lengths bound the block count.
+        unsafe {
+            match ty {
+                GgmlType::Q4_0 => return x86::dot4_q4_0_q8_0(w, a),
+                GgmlType::Q4_1 => return x86::dot4_q4_1_q8_1(w, a),
+                GgmlType::Q8_0 => return x86::dot4_q8_0_q8_0(w, a),
+                _ => {}
+            }
+        }
+    }
+    [dot(ty, w, a[0]), dot(ty, w, a[1]), dot(ty, w, a[2]), dot(ty, w, a[3])]
+}
+
 /// The scalar reference for [`dot`].
 pub fn dot_ref(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     match ty {
@@ -237,6 +257,76 @@ mod x86 {
         hsum(acc)
     }
 
+    fn nblocks(w: usize, wb: usize, a: &[&[u8]; 4], ab: usize) -> usize {
+        a.iter().map(|x| x.len() / ab).fold(w / wb, usize::min)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q4_1_q8_1(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let t = f16_table();
+        let nb = nblocks(w.len(), 20, &a, Q8_1_BYTES);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut mins = [0f32; 4];
+        let ones = _mm256_set1_epi16(1);
+        for i in 0..nb {
+            let wb = &w[i * 20..i * 20 + 20];
+            // SAFETY: `wb` has 16 bytes after offset 4.
+            let q4 = nibbles(wb.as_ptr().add(4));
+            let (dw, mw) = (h(t, wb, 0), h(t, wb, 2));
+            for k in 0..4 {
+                let ab = &a[k][i * Q8_1_BYTES..(i + 1) * Q8_1_BYTES];
+                // SAFETY: `ab` has 32 bytes after offset 4.
+                let q8 = _mm256_loadu_si256(ab.as_ptr().add(4) as *const __m256i);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones);
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h(t, ab, 0)), _mm256_cvtepi32_ps(p), acc[k]);
+                mins[k] += mw * h(t, ab, 2);
+            }
+        }
+        [hsum(acc[0]) + mins[0], hsum(acc[1]) + mins[1], hsum(acc[2]) + mins[2], hsum(acc[3]) + mins[3]]
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q4_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let t = f16_table();
+        let nb = nblocks(w.len(), 18, &a, Q8_0_BYTES);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for i in 0..nb {
+            let wb = &w[i * 18..i * 18 + 18];
+            // SAFETY: `wb` has 16 bytes after offset 2.
+            let q4 = _mm256_sub_epi8(nibbles(wb.as_ptr().add(2)), _mm256_set1_epi8(8));
+            let dw = h(t, wb, 0);
+            for k in 0..4 {
+                let ab = &a[k][i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
+                // SAFETY: `ab` has 32 bytes after offset 2.
+                let q8 = _mm256_loadu_si256(ab.as_ptr().add(2) as *const __m256i);
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h(t, ab, 0)), dot_i8(q4, q8), acc[k]);
+            }
+        }
+        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q8_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let t = f16_table();
+        let nb = nblocks(w.len(), Q8_0_BYTES, &a, Q8_0_BYTES);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for i in 0..nb {
+            let wb = &w[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
+            // SAFETY: `wb` has 32 bytes after offset 2.
+            let x = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
+            let ax = _mm256_sign_epi8(x, x);
+            let dw = h(t, wb, 0);
+            for k in 0..4 {
+                let ab = &a[k][i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
+                // SAFETY: `ab` has 32 bytes after offset 2.
+                let y = _mm256_loadu_si256(ab.as_ptr().add(2) as *const __m256i);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x)), _mm256_set1_epi16(1));
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h(t, ab, 0)), _mm256_cvtepi32_ps(p), acc[k]);
+            }
+        }
+        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f16_f32(w: &[u8], x: &[f32]) -> f32 {
         let n = (w.len() / 2).min(x.len());
@@ -329,6 +419,14 @@ mod tests {
                 quantize_row(fmt, &x, &mut a);
                 let r = dot_ref(ty, &w, &a);
                 let s = dot(ty, &w, &a);
+                // The 4-token kernel gives exactly the single-token kernel's bits.
+                let xr: Vec<f32> = x.iter().rev().copied().collect();
+                let mut a2 = vec![0u8; a.len()];
+                quantize_row(fmt, &xr, &mut a2);
+                let four = dot4(ty, &w, [&a, &a2, &a, &a2]);
+                assert_eq!(four[0].to_bits(), s.to_bits(), "{ty} n={n} dot4");
+                assert_eq!(four[2].to_bits(), s.to_bits(), "{ty} n={n} dot4");
+                assert_eq!(four[1].to_bits(), dot(ty, &w, &a2).to_bits(), "{ty} n={n} dot4");
                 // Tolerance: relative to the sum of |terms|, float reassociation only.
                 let mut deq = vec![0f32; n];
                 crate::quant::ggml::dequantize_row(ty, &w, &mut deq);

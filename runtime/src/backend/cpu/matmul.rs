@@ -3,7 +3,7 @@
 //! Rows are split over the pool's threads; each thread streams its weight rows once and
 //! applies every row to all tokens while it is hot in L1.
 
-use super::dot::dot;
+use super::dot::{dot, dot4};
 use super::pool::Pool;
 use crate::format::GgmlType;
 
@@ -41,11 +41,20 @@ pub fn matmul(pool: &Pool, w: WeightView, acts: &[u8], act_row_bytes: usize, n_t
         let p = &ptr;
         for r in range {
             let wrow = &w.data[r * rb..(r + 1) * rb];
-            for t in 0..n_tokens {
-                let a = &acts[t * act_row_bytes..(t + 1) * act_row_bytes];
-                let v = dot(w.ty, wrow, a);
-                // SAFETY: t < n_tokens and r < rows, so the index is inside `out`
-                // (checked above), and no other thread writes row r.
+            let act = |t: usize| &acts[t * act_row_bytes..(t + 1) * act_row_bytes];
+            let mut t = 0;
+            while t + 4 <= n_tokens {
+                let v = dot4(w.ty, wrow, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+                for (k, vk) in v.into_iter().enumerate() {
+                    // SAFETY: t + k < n_tokens and r < rows, so the index is inside `out`
+                    // (checked above), and no other thread writes row r.
+                    unsafe { *p.0.add((t + k) * rows + r) = vk };
+                }
+                t += 4;
+            }
+            for t in t..n_tokens {
+                let v = dot(w.ty, wrow, act(t));
+                // SAFETY: as above.
                 unsafe { *p.0.add(t * rows + r) = v };
             }
         }
