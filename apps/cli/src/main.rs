@@ -196,7 +196,7 @@ fn run(a: RunArgs) -> Result<()> {
         parse_special: false,
     };
     let stats = s.generate(&a.prompt, &params, print_piece)?;
-    println!();
+    // stdout holds exactly the generated text; the line break goes to stderr.
     report(&model, &stats);
     Ok(())
 }

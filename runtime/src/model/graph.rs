@@ -7,7 +7,7 @@
 use super::config::ModelConfig;
 use super::weights::{Linear, Weights};
 use crate::backend::cpu::attention::{attention, AttnShape};
-use crate::backend::cpu::matmul::matmul;
+use crate::backend::cpu::matmul::matmul_many;
 use crate::backend::cpu::ops::{
     add_bias_rows, add_inplace, rms_norm, rms_norm_heads, rope, rope_cos_sin, silu_mul,
 };
@@ -82,14 +82,32 @@ impl Scratch {
 
 /// `out[t] = W · x[t] (+ bias)` for `n` rows of `x`, converting activations first.
 fn project(pool: &Pool, file: &GgufFile, w: &Linear, x: &[f32], n: usize, acts: &mut [u8], out: &mut [f32]) {
-    let fmt = ActFormat::for_weights(w.ty);
-    let rb = fmt.row_bytes(w.cols);
-    for (xr, ar) in x.chunks_exact(w.cols).take(n).zip(acts.chunks_exact_mut(rb)) {
-        quantize_row(fmt, xr, ar);
-    }
-    matmul(pool, w.view(file), acts, rb, n, out);
-    if let Some(b) = &w.bias {
-        add_bias_rows(&mut out[..n * w.rows], b);
+    project_many(pool, file, &mut [(w, out)], x, n, acts);
+}
+
+/// Several projections of the same input. Matrices taking the same activation format run
+/// in one pass over the thread pool.
+fn project_many(pool: &Pool, file: &GgufFile, jobs: &mut [(&Linear, &mut [f32])], x: &[f32], n: usize, acts: &mut [u8]) {
+    let mut i = 0;
+    while i < jobs.len() {
+        let fmt = ActFormat::for_weights(jobs[i].0.ty);
+        let mut j = i + 1;
+        while j < jobs.len() && ActFormat::for_weights(jobs[j].0.ty) == fmt {
+            j += 1;
+        }
+        let cols = jobs[i].0.cols;
+        let rb = fmt.row_bytes(cols);
+        for (xr, ar) in x.chunks_exact(cols).take(n).zip(acts.chunks_exact_mut(rb)) {
+            quantize_row(fmt, xr, ar);
+        }
+        let views = jobs[i..j].iter_mut().map(|(w, out)| (w.view(file), &mut **out));
+        matmul_many(pool, views, acts, rb, n);
+        for (w, out) in jobs[i..j].iter_mut() {
+            if let Some(b) = &w.bias {
+                add_bias_rows(&mut out[..n * w.rows], b);
+            }
+        }
+        i = j;
     }
 }
 
@@ -155,9 +173,14 @@ pub fn forward<'s>(
         for i in 0..n {
             rms_norm(&s.x[i * d..(i + 1) * d], &l.attn_norm, c.norm_eps, &mut s.xn[i * d..(i + 1) * d]);
         }
-        project(pool, file, &l.wq, &s.xn, n, &mut s.acts, &mut s.q);
-        project(pool, file, &l.wk, &s.xn, n, &mut s.acts, &mut s.k);
-        project(pool, file, &l.wv, &s.xn, n, &mut s.acts, &mut s.v);
+        project_many(
+            pool,
+            file,
+            &mut [(&l.wq, &mut s.q), (&l.wk, &mut s.k), (&l.wv, &mut s.v)],
+            &s.xn,
+            n,
+            &mut s.acts,
+        );
         if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
             rms_norm_heads(&mut s.q[..n * qd], qn, c.norm_eps);
             rms_norm_heads(&mut s.k[..n * kvd], kn, c.norm_eps);
@@ -176,8 +199,7 @@ pub fn forward<'s>(
         for i in 0..n {
             rms_norm(&s.x[i * d..(i + 1) * d], &l.ffn_norm, c.norm_eps, &mut s.xn[i * d..(i + 1) * d]);
         }
-        project(pool, file, &l.w_gate, &s.xn, n, &mut s.acts, &mut s.gate);
-        project(pool, file, &l.w_up, &s.xn, n, &mut s.acts, &mut s.up);
+        project_many(pool, file, &mut [(&l.w_gate, &mut s.gate), (&l.w_up, &mut s.up)], &s.xn, n, &mut s.acts);
         silu_mul(&mut s.gate[..n * c.n_ff], &s.up[..n * c.n_ff]);
         project(pool, file, &l.w_down, &s.gate, n, &mut s.acts, &mut s.tmp);
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);

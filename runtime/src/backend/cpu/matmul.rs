@@ -4,7 +4,7 @@
 //! applies every row to all tokens while it is hot in L1.
 
 use super::dot::{dot, dot4};
-use super::pool::Pool;
+use super::pool::{split_range, Pool};
 use crate::format::GgmlType;
 
 /// A borrowed weight matrix: `rows` rows of `cols` elements of type `ty`.
@@ -28,35 +28,70 @@ impl WeightView<'_> {
 struct OutPtr(*mut f32);
 // SAFETY: threads write disjoint elements (distinct rows r for every token t).
 unsafe impl Sync for OutPtr {}
+// SAFETY: as above; the pointer is only used while the output borrow is alive.
+unsafe impl Send for OutPtr {}
 
 /// `out` is `n_tokens × w.rows`, `acts` is `n_tokens` rows of `act_row_bytes` each.
 pub fn matmul(pool: &Pool, w: WeightView, acts: &[u8], act_row_bytes: usize, n_tokens: usize, out: &mut [f32]) {
-    assert!(out.len() >= n_tokens * w.rows, "matmul output too small");
+    matmul_many(pool, [(w, out)], acts, act_row_bytes, n_tokens);
+}
+
+/// Several matrices applied to the same activations (Q/K/V, gate/up) in one pass over the
+/// pool: one synchronisation instead of one per matrix. All must take the same activation
+/// format; each output is `n_tokens × rows` of its matrix.
+pub fn matmul_many<'a, 'w>(
+    pool: &Pool,
+    jobs: impl IntoIterator<Item = (WeightView<'w>, &'a mut [f32])>,
+    acts: &[u8],
+    act_row_bytes: usize,
+    n_tokens: usize,
+) {
     assert!(acts.len() >= n_tokens * act_row_bytes, "matmul activations too small");
-    let rb = w.row_bytes();
-    assert!(w.data.len() >= rb * w.rows, "matmul weights too small");
-    let ptr = OutPtr(out.as_mut_ptr());
-    let rows = w.rows;
-    pool.run_ranges(rows, 8, |_, range| {
-        let p = &ptr;
-        for r in range {
-            let wrow = &w.data[r * rb..(r + 1) * rb];
-            let act = |t: usize| &acts[t * act_row_bytes..(t + 1) * act_row_bytes];
-            let mut t = 0;
-            while t + 4 <= n_tokens {
-                let v = dot4(w.ty, wrow, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
-                for (k, vk) in v.into_iter().enumerate() {
-                    // SAFETY: t + k < n_tokens and r < rows, so the index is inside `out`
-                    // (checked above), and no other thread writes row r.
-                    unsafe { *p.0.add((t + k) * rows + r) = vk };
-                }
-                t += 4;
-            }
-            for t in t..n_tokens {
-                let v = dot(w.ty, wrow, act(t));
-                // SAFETY: as above.
-                unsafe { *p.0.add(t * rows + r) = v };
+    let mut ptrs: [Option<(WeightView, OutPtr)>; 4] = [const { None }; 4];
+    let mut total = 0;
+    for (i, (w, out)) in jobs.into_iter().enumerate() {
+        assert!(i < ptrs.len(), "at most 4 matrices per pass");
+        assert!(out.len() >= n_tokens * w.rows, "matmul output too small");
+        assert!(w.data.len() >= w.row_bytes() * w.rows, "matmul weights too small");
+        total += w.rows;
+        ptrs[i] = Some((w, OutPtr(out.as_mut_ptr())));
+    }
+    pool.run(|ith, nth| {
+        // Split the concatenated rows of all matrices evenly.
+        let mine = split_range(total, 8, ith, nth);
+        let mut base = 0;
+        for (w, p) in ptrs.iter().flatten() {
+            let lo = mine.start.max(base).min(base + w.rows) - base;
+            let hi = mine.end.max(base).min(base + w.rows) - base;
+            base += w.rows;
+            if lo < hi {
+                rows_kernel(w, p, lo..hi, acts, act_row_bytes, n_tokens);
             }
         }
     });
+}
+
+/// Rows `range` of `w` against every token.
+fn rows_kernel(w: &WeightView, p: &OutPtr, range: std::ops::Range<usize>, acts: &[u8], act_row_bytes: usize, n_tokens: usize) {
+    let rb = w.row_bytes();
+    let rows = w.rows;
+    for r in range {
+        let wrow = &w.data[r * rb..(r + 1) * rb];
+        let act = |t: usize| &acts[t * act_row_bytes..(t + 1) * act_row_bytes];
+        let mut t = 0;
+        while t + 4 <= n_tokens {
+            let v = dot4(w.ty, wrow, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+            for (k, vk) in v.into_iter().enumerate() {
+                // SAFETY: t + k < n_tokens and r < rows, so the index is inside the output
+                // (checked by the caller), and no other thread writes row r.
+                unsafe { *p.0.add((t + k) * rows + r) = vk };
+            }
+            t += 4;
+        }
+        for t in t..n_tokens {
+            let v = dot(w.ty, wrow, act(t));
+            // SAFETY: as above.
+            unsafe { *p.0.add(t * rows + r) = v };
+        }
+    }
 }
