@@ -5,9 +5,18 @@
 //! Q4_0  [ d: f16 | qs: 16 bytes ]            x[j] = d * ((qs[j] & 15) - 8),  x[j+16] = d * ((qs[j] >> 4) - 8)
 //! Q4_1  [ d: f16 | m: f16 | qs: 16 bytes ]   x[j] = d * (qs[j] & 15) + m,    x[j+16] = d * (qs[j] >> 4) + m
 //! Q8_0  [ d: f16 | qs: 32 × i8 ]             x[j] = d * qs[j]
-//! Q8_1  [ d: f16 | s: f16 | qs: 32 × i8 ]    x[j] = d * qs[j],  s = d * Σ qs   (activations only)
 //! ```
 //! All blocks hold 32 elements of one row; rows are a whole number of blocks.
+//!
+//! Activations quantized for those dot products (llama.cpp's Q8_0 / Q8_1 blocks: per 32
+//! values a scale d = amax/127 rounded to f16, codes round(x/d), and for Q8_1 s = d·Σcodes
+//! rounded to f16) are stored structure-of-arrays, with the f16 scales widened to f32
+//! (exactly) so the kernels load them directly:
+//! ```text
+//! one row of n activations, nb = n/32 blocks
+//! Q8_0 acts  [ qs: n × i8 ][ d: nb × f32 ]
+//! Q8_1 acts  [ qs: n × i8 ][ d: nb × f32 ][ s: nb × f32 ]
+//! ```
 //!
 //! Matching llama.cpp: it multiplies Q4_0/Q8_0 weights by activations quantized to Q8_0 and
 //! Q4_1 weights by activations quantized to Q8_1 (round to nearest even, scale = amax/127).
@@ -19,10 +28,8 @@ use crate::format::GgmlType;
 
 /// Elements per block for every 32-element format here.
 pub const QK: usize = 32;
-/// Bytes of one Q8_0 block.
+/// Bytes of one Q8_0 weight block.
 pub const Q8_0_BYTES: usize = 34;
-/// Bytes of one Q8_1 block.
-pub const Q8_1_BYTES: usize = 36;
 
 #[inline]
 fn f16_at(b: &[u8], at: usize) -> f32 {
@@ -106,46 +113,53 @@ impl ActFormat {
     pub fn row_bytes(self, n: usize) -> usize {
         match self {
             ActFormat::F32 => n * 4,
-            ActFormat::Q8_0 => n / QK * Q8_0_BYTES,
-            ActFormat::Q8_1 => n / QK * Q8_1_BYTES,
+            ActFormat::Q8_0 => n + n / QK * 4,
+            ActFormat::Q8_1 => n + n / QK * 8,
         }
     }
 }
 
-/// Round half to even, as `_mm256_round_ps(_, _MM_ROUND_NEAREST)` does in llama.cpp's x86 path.
+/// Round half to even, as `_mm256_round_ps(_, _MM_ROUND_NEAREST)` does in llama.cpp's x86
+/// path. Adding and subtracting 1.5·2²³ rounds exactly that way for |x| < 2²² (our values are
+/// within ±127.5) and, unlike `round_ties_even`, compiles to vector adds instead of a libm call.
 #[inline]
 fn round_even(x: f32) -> i32 {
-    x.round_ties_even() as i32
+    const MAGIC: f32 = 12_582_912.0;
+    ((x + MAGIC) - MAGIC) as i32
 }
 
-/// Quantize `x` (a multiple of 32 long) into Q8_0 blocks written to `out`.
-pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
-    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_0_BYTES)) {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        ob[0..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-        for j in 0..QK {
-            ob[2 + j] = round_even(xb[j] * id) as i8 as u8;
-        }
-    }
-}
-
-/// Quantize `x` (a multiple of 32 long) into Q8_1 blocks written to `out`.
-pub fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
-    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_1_BYTES)) {
+/// Quantize `x` (a multiple of 32 long) into the Q8_0 or Q8_1 activation layout in `out`.
+fn quantize_row_q8(x: &[f32], out: &mut [u8], with_sum: bool) {
+    let n = x.len();
+    let nb = n / QK;
+    let (qs, scales) = out.split_at_mut(n);
+    for (i, (xb, qb)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
         let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
-        for j in 0..QK {
-            let q = round_even(xb[j] * id);
-            sum += q;
-            ob[4 + j] = q as i8 as u8;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            let r = round_even(v * id);
+            sum += r;
+            *q = r as i8 as u8;
         }
-        ob[0..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-        ob[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_bits().to_le_bytes());
+        let d16 = f16::from_f32(d).to_f32();
+        scales[4 * i..4 * i + 4].copy_from_slice(&d16.to_le_bytes());
+        if with_sum {
+            let s16 = f16::from_f32(d * sum as f32).to_f32();
+            scales[4 * (nb + i)..4 * (nb + i) + 4].copy_from_slice(&s16.to_le_bytes());
+        }
     }
+}
+
+/// Quantize `x` (a multiple of 32 long) into the Q8_0 activation layout.
+pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
+    quantize_row_q8(x, out, false)
+}
+
+/// Quantize `x` (a multiple of 32 long) into the Q8_1 activation layout.
+pub fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
+    quantize_row_q8(x, out, true)
 }
 
 /// Quantize a row of activations into `fmt` (F32 copies the floats as bytes).
@@ -161,14 +175,17 @@ pub fn quantize_row(fmt: ActFormat, x: &[f32], out: &mut [u8]) {
 mod tests {
     use super::*;
 
+    fn scale(q: &[u8], n: usize, i: usize) -> f32 {
+        f32::from_le_bytes(q[n + 4 * i..n + 4 * i + 4].try_into().unwrap())
+    }
+
     #[test]
     fn q8_roundtrip_is_close() {
         let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.13).collect();
-        let mut q = vec![0u8; 2 * Q8_0_BYTES];
+        let mut q = vec![0u8; ActFormat::Q8_0.row_bytes(64)];
         quantize_row_q8_0(&x, &mut q);
-        let mut y = vec![0f32; 64];
-        assert!(dequantize_row(GgmlType::Q8_0, &q, &mut y));
-        for (a, b) in x.iter().zip(&y) {
+        for (j, &a) in x.iter().enumerate() {
+            let b = scale(&q, 64, j / 32) * (q[j] as i8) as f32;
             // Error is at most half a step (amax/127/2) plus f16 rounding of the scale.
             assert!((a - b).abs() <= 1.04 / 127.0 * 0.5 + 1e-3, "{a} vs {b}");
         }
@@ -177,12 +194,23 @@ mod tests {
     #[test]
     fn q8_1_sum_matches_values() {
         let x: Vec<f32> = (0..32).map(|i| (i as f32 - 10.0) * 0.5).collect();
-        let mut q = vec![0u8; Q8_1_BYTES];
+        let mut q = vec![0u8; ActFormat::Q8_1.row_bytes(32)];
         quantize_row_q8_1(&x, &mut q);
-        let d = f16_at(&q, 0);
-        let s = f16_at(&q, 2);
-        let sum: i32 = q[4..].iter().map(|&b| b as i8 as i32).sum();
+        let (d, s) = (scale(&q, 32, 0), scale(&q, 32, 1));
+        assert_eq!(f16::from_f32(d).to_f32(), d, "d is an f16 value");
+        let sum: i32 = q[..32].iter().map(|&b| b as i8 as i32).sum();
         assert!((s - d * sum as f32).abs() <= s.abs() * 1e-3);
+    }
+
+    #[test]
+    fn magic_rounding_is_round_half_even() {
+        for i in -300_000..300_000 {
+            let x = i as f32 / 2048.0;
+            assert_eq!(round_even(x), x.round_ties_even() as i32, "{x}");
+        }
+        for x in [0.5f32, 1.5, 2.5, -0.5, -1.5, 126.5, -127.5, 127.49999] {
+            assert_eq!(round_even(x), x.round_ties_even() as i32, "{x}");
+        }
     }
 
     #[test]

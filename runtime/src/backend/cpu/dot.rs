@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use std::sync::OnceLock;
 
 use crate::format::GgmlType;
-use crate::quant::ggml::{Q8_0_BYTES, Q8_1_BYTES, QK};
+use crate::quant::ggml::{Q8_0_BYTES, QK};
 
 /// f16 → f32 for every bit pattern: one load instead of a conversion in the inner loops.
 fn f16_table() -> &'static [f32] {
@@ -20,6 +20,41 @@ fn f16_table() -> &'static [f32] {
 #[inline(always)]
 fn h(t: &[f32], b: &[u8], at: usize) -> f32 {
     t[u16::from_le_bytes([b[at], b[at + 1]]) as usize]
+}
+
+/// An activation row in the Q8 layout of [`crate::quant::ggml`]: codes, then f32 scales
+/// `d` (and sums `s` for Q8_1), `nb` blocks each.
+#[derive(Clone, Copy)]
+struct Acts<'a> {
+    qs: &'a [u8],
+    scales: &'a [u8],
+    nb: usize,
+}
+
+impl<'a> Acts<'a> {
+    /// Split `a` for `nb` blocks; `None` if it is too short.
+    #[inline(always)]
+    fn new(a: &'a [u8], nb: usize, with_sum: bool) -> Option<Self> {
+        let need = nb * QK + nb * if with_sum { 8 } else { 4 };
+        (a.len() >= need).then(|| Acts {
+            qs: &a[..nb * QK],
+            scales: &a[nb * QK..need],
+            nb,
+        })
+    }
+    #[inline(always)]
+    fn d(&self, i: usize) -> f32 {
+        f32::from_le_bytes(self.scales[4 * i..4 * i + 4].try_into().unwrap())
+    }
+    #[inline(always)]
+    fn s(&self, i: usize) -> f32 {
+        let j = self.nb + i;
+        f32::from_le_bytes(self.scales[4 * j..4 * j + 4].try_into().unwrap())
+    }
+    #[inline(always)]
+    fn block(&self, i: usize) -> &'a [u8] {
+        &self.qs[i * QK..(i + 1) * QK]
+    }
 }
 
 /// Whether the AVX2 kernels are used (decided once).
@@ -104,40 +139,47 @@ pub fn dot_ref(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
 
 pub fn dot_q4_0_q8_0_ref(w: &[u8], a: &[u8]) -> f32 {
     let t = f16_table();
+    let nb = w.len() / 18;
+    let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
     let mut acc = 0f32;
-    for (wb, ab) in w.chunks_exact(18).zip(a.chunks_exact(Q8_0_BYTES)) {
+    for (i, wb) in w.chunks_exact(18).enumerate() {
+        let q = a.block(i);
         let mut s = 0i32;
         for j in 0..16 {
-            s += ((wb[2 + j] & 15) as i32 - 8) * (ab[2 + j] as i8 as i32);
-            s += ((wb[2 + j] >> 4) as i32 - 8) * (ab[2 + j + 16] as i8 as i32);
+            s += ((wb[2 + j] & 15) as i32 - 8) * (q[j] as i8 as i32);
+            s += ((wb[2 + j] >> 4) as i32 - 8) * (q[j + 16] as i8 as i32);
         }
-        acc += h(t, wb, 0) * h(t, ab, 0) * s as f32;
+        acc += h(t, wb, 0) * a.d(i) * s as f32;
     }
     acc
 }
 
 pub fn dot_q4_1_q8_1_ref(w: &[u8], a: &[u8]) -> f32 {
     let t = f16_table();
+    let nb = w.len() / 20;
+    let Some(a) = Acts::new(a, nb, true) else { return f32::NAN };
     let mut acc = 0f32;
-    for (wb, ab) in w.chunks_exact(20).zip(a.chunks_exact(Q8_1_BYTES)) {
+    for (i, wb) in w.chunks_exact(20).enumerate() {
+        let q = a.block(i);
         let mut s = 0i32;
         for j in 0..16 {
-            s += (wb[4 + j] & 15) as i32 * (ab[4 + j] as i8 as i32);
-            s += (wb[4 + j] >> 4) as i32 * (ab[4 + j + 16] as i8 as i32);
+            s += (wb[4 + j] & 15) as i32 * (q[j] as i8 as i32);
+            s += (wb[4 + j] >> 4) as i32 * (q[j + 16] as i8 as i32);
         }
-        acc += h(t, wb, 0) * h(t, ab, 0) * s as f32 + h(t, wb, 2) * h(t, ab, 2);
+        acc += h(t, wb, 0) * a.d(i) * s as f32 + h(t, wb, 2) * a.s(i);
     }
     acc
 }
 
 pub fn dot_q8_0_q8_0_ref(w: &[u8], a: &[u8]) -> f32 {
     let t = f16_table();
+    let nb = w.len() / Q8_0_BYTES;
+    let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
     let mut acc = 0f32;
-    for (wb, ab) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
-        let s: i32 = (0..QK)
-            .map(|j| (wb[2 + j] as i8 as i32) * (ab[2 + j] as i8 as i32))
-            .sum();
-        acc += h(t, wb, 0) * h(t, ab, 0) * s as f32;
+    for (i, wb) in w.chunks_exact(Q8_0_BYTES).enumerate() {
+        let q = a.block(i);
+        let s: i32 = (0..QK).map(|j| (wb[2 + j] as i8 as i32) * (q[j] as i8 as i32)).sum();
+        acc += h(t, wb, 0) * a.d(i) * s as f32;
     }
     acc
 }
@@ -169,7 +211,7 @@ pub fn dot_dense_ref(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{f16_table, h, Q8_0_BYTES, Q8_1_BYTES};
+    use super::{f16_table, h, Acts, Q8_0_BYTES, QK};
     use std::arch::x86_64::*;
 
     #[inline]
@@ -202,19 +244,34 @@ mod x86 {
         _mm256_cvtepi32_ps(p)
     }
 
+    /// 32 signed codes of block `i` of an activation row.
+    #[inline(always)]
+    unsafe fn load_block(a: &Acts, i: usize) -> __m256i {
+        // SAFETY (caller): i < a.nb, so 32 bytes at i*32 lie inside `a.qs`.
+        _mm256_loadu_si256(a.qs.as_ptr().add(i * QK) as *const __m256i)
+    }
+
+    fn acts4(a: [&[u8]; 4], nb: usize, with_sum: bool) -> Option<[Acts<'_>; 4]> {
+        Some([
+            Acts::new(a[0], nb, with_sum)?,
+            Acts::new(a[1], nb, with_sum)?,
+            Acts::new(a[2], nb, with_sum)?,
+            Acts::new(a[3], nb, with_sum)?,
+        ])
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
         let t = f16_table();
-        let nb = (w.len() / 18).min(a.len() / Q8_0_BYTES);
+        let nb = w.len() / 18;
+        let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = &w[i * 18..i * 18 + 18];
-            let ab = &a[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
-            // SAFETY: `wb` has 16 bytes after offset 2 and `ab` 32 after offset 2.
+            // SAFETY: `wb` has 16 bytes after offset 2; i < nb blocks of `a`.
             let q4 = _mm256_sub_epi8(nibbles(wb.as_ptr().add(2)), _mm256_set1_epi8(8));
-            let q8 = _mm256_loadu_si256(ab.as_ptr().add(2) as *const __m256i);
-            let d = _mm256_set1_ps(h(t, wb, 0) * h(t, ab, 0));
-            acc = _mm256_fmadd_ps(d, dot_i8(q4, q8), acc);
+            let d = _mm256_set1_ps(h(t, wb, 0) * a.d(i));
+            acc = _mm256_fmadd_ps(d, dot_i8(q4, load_block(&a, i)), acc);
         }
         hsum(acc)
     }
@@ -222,20 +279,19 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
         let t = f16_table();
-        let nb = (w.len() / 20).min(a.len() / Q8_1_BYTES);
+        let nb = w.len() / 20;
+        let Some(a) = Acts::new(a, nb, true) else { return f32::NAN };
         let mut acc = _mm256_setzero_ps();
         let mut mins = 0f32;
         let ones = _mm256_set1_epi16(1);
         for i in 0..nb {
             let wb = &w[i * 20..i * 20 + 20];
-            let ab = &a[i * Q8_1_BYTES..(i + 1) * Q8_1_BYTES];
-            // SAFETY: `wb` has 16 bytes after offset 4 and `ab` 32 after offset 4.
+            // SAFETY: `wb` has 16 bytes after offset 4; i < nb blocks of `a`.
             let q4 = nibbles(wb.as_ptr().add(4));
-            let q8 = _mm256_loadu_si256(ab.as_ptr().add(4) as *const __m256i);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones);
-            let d = _mm256_set1_ps(h(t, wb, 0) * h(t, ab, 0));
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load_block(&a, i)), ones);
+            let d = _mm256_set1_ps(h(t, wb, 0) * a.d(i));
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-            mins += h(t, wb, 2) * h(t, ab, 2);
+            mins += h(t, wb, 2) * a.s(i);
         }
         hsum(acc) + mins
     }
@@ -243,43 +299,36 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
         let t = f16_table();
-        let nb = (w.len() / Q8_0_BYTES).min(a.len() / Q8_0_BYTES);
+        let nb = w.len() / Q8_0_BYTES;
+        let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = &w[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
-            let ab = &a[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
-            // SAFETY: both blocks have 32 bytes after offset 2.
+            // SAFETY: `wb` has 32 bytes after offset 2; i < nb blocks of `a`.
             let x = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
-            let y = _mm256_loadu_si256(ab.as_ptr().add(2) as *const __m256i);
-            let d = _mm256_set1_ps(h(t, wb, 0) * h(t, ab, 0));
-            acc = _mm256_fmadd_ps(d, dot_i8(x, y), acc);
+            let d = _mm256_set1_ps(h(t, wb, 0) * a.d(i));
+            acc = _mm256_fmadd_ps(d, dot_i8(x, load_block(&a, i)), acc);
         }
         hsum(acc)
-    }
-
-    fn nblocks(w: usize, wb: usize, a: &[&[u8]; 4], ab: usize) -> usize {
-        a.iter().map(|x| x.len() / ab).fold(w / wb, usize::min)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_1_q8_1(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
         let t = f16_table();
-        let nb = nblocks(w.len(), 20, &a, Q8_1_BYTES);
+        let nb = w.len() / 20;
+        let Some(a) = acts4(a, nb, true) else { return [f32::NAN; 4] };
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut mins = [0f32; 4];
         let ones = _mm256_set1_epi16(1);
         for i in 0..nb {
             let wb = &w[i * 20..i * 20 + 20];
-            // SAFETY: `wb` has 16 bytes after offset 4.
+            // SAFETY: `wb` has 16 bytes after offset 4; i < nb blocks of every `a[k]`.
             let q4 = nibbles(wb.as_ptr().add(4));
             let (dw, mw) = (h(t, wb, 0), h(t, wb, 2));
             for k in 0..4 {
-                let ab = &a[k][i * Q8_1_BYTES..(i + 1) * Q8_1_BYTES];
-                // SAFETY: `ab` has 32 bytes after offset 4.
-                let q8 = _mm256_loadu_si256(ab.as_ptr().add(4) as *const __m256i);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones);
-                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h(t, ab, 0)), _mm256_cvtepi32_ps(p), acc[k]);
-                mins[k] += mw * h(t, ab, 2);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load_block(&a[k], i)), ones);
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[k].d(i)), _mm256_cvtepi32_ps(p), acc[k]);
+                mins[k] += mw * a[k].s(i);
             }
         }
         [hsum(acc[0]) + mins[0], hsum(acc[1]) + mins[1], hsum(acc[2]) + mins[2], hsum(acc[3]) + mins[3]]
@@ -288,18 +337,16 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
         let t = f16_table();
-        let nb = nblocks(w.len(), 18, &a, Q8_0_BYTES);
+        let nb = w.len() / 18;
+        let Some(a) = acts4(a, nb, false) else { return [f32::NAN; 4] };
         let mut acc = [_mm256_setzero_ps(); 4];
         for i in 0..nb {
             let wb = &w[i * 18..i * 18 + 18];
-            // SAFETY: `wb` has 16 bytes after offset 2.
+            // SAFETY: `wb` has 16 bytes after offset 2; i < nb blocks of every `a[k]`.
             let q4 = _mm256_sub_epi8(nibbles(wb.as_ptr().add(2)), _mm256_set1_epi8(8));
             let dw = h(t, wb, 0);
             for k in 0..4 {
-                let ab = &a[k][i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
-                // SAFETY: `ab` has 32 bytes after offset 2.
-                let q8 = _mm256_loadu_si256(ab.as_ptr().add(2) as *const __m256i);
-                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h(t, ab, 0)), dot_i8(q4, q8), acc[k]);
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[k].d(i)), dot_i8(q4, load_block(&a[k], i)), acc[k]);
             }
         }
         [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
@@ -308,20 +355,16 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q8_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
         let t = f16_table();
-        let nb = nblocks(w.len(), Q8_0_BYTES, &a, Q8_0_BYTES);
+        let nb = w.len() / Q8_0_BYTES;
+        let Some(a) = acts4(a, nb, false) else { return [f32::NAN; 4] };
         let mut acc = [_mm256_setzero_ps(); 4];
         for i in 0..nb {
             let wb = &w[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
-            // SAFETY: `wb` has 32 bytes after offset 2.
+            // SAFETY: `wb` has 32 bytes after offset 2; i < nb blocks of every `a[k]`.
             let x = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
-            let ax = _mm256_sign_epi8(x, x);
             let dw = h(t, wb, 0);
             for k in 0..4 {
-                let ab = &a[k][i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
-                // SAFETY: `ab` has 32 bytes after offset 2.
-                let y = _mm256_loadu_si256(ab.as_ptr().add(2) as *const __m256i);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x)), _mm256_set1_epi16(1));
-                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h(t, ab, 0)), _mm256_cvtepi32_ps(p), acc[k]);
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[k].d(i)), dot_i8(x, load_block(&a[k], i)), acc[k]);
             }
         }
         [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
