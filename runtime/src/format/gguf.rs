@@ -30,6 +30,10 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 pub const MAX_DIMS: usize = 4;
 /// Nesting limit for arrays of arrays (hostile files could recurse otherwise).
 const MAX_ARRAY_DEPTH: usize = 4;
+/// At most this many items are reserved up front for a count read from the file; more grow
+/// as they are actually parsed (a count that merely fits the file could still ask for ~32×
+/// the file size in `Value`s before the first item is checked).
+const MAX_PREALLOC: usize = 1024;
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -308,7 +312,7 @@ impl<'a> Cursor<'a> {
                     }
                 };
                 let n = self.check_count(count, min, &format!("metadata {key:?} array"))?;
-                let mut items = Vec::with_capacity(n);
+                let mut items = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     items.push(self.value(elem_ty, key, depth + 1)?);
                 }
@@ -361,8 +365,8 @@ impl GgufFile {
         let n_kv = c.u64("metadata count")?;
         // A key-value pair is at least 8 (key len) + 4 (type) + 1 bytes.
         let n_kv = c.check_count(n_kv, 13, "metadata")?;
-        let mut metadata = Vec::with_capacity(n_kv);
-        let mut index = HashMap::with_capacity(n_kv);
+        let mut metadata = Vec::with_capacity(n_kv.min(MAX_PREALLOC));
+        let mut index = HashMap::with_capacity(n_kv.min(MAX_PREALLOC));
         for i in 0..n_kv {
             let key = c.string(&format!("metadata key #{i}"))?;
             let ty = c.u32(&key)?;
@@ -387,8 +391,8 @@ impl GgufFile {
         };
         // A tensor info is at least 8 (name len) + 4 (n_dims) + 8 (one dim) + 4 + 8 bytes.
         let n_tensors = c.check_count(n_tensors, 32, "tensor")?;
-        let mut tensors = Vec::with_capacity(n_tensors);
-        let mut tensor_index = HashMap::with_capacity(n_tensors);
+        let mut tensors = Vec::with_capacity(n_tensors.min(MAX_PREALLOC));
+        let mut tensor_index = HashMap::with_capacity(n_tensors.min(MAX_PREALLOC));
         for i in 0..n_tensors {
             let name = c.string(&format!("tensor #{i} name"))?;
             let n_dims = c.u32(&name)? as usize;
