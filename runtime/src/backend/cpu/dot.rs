@@ -214,6 +214,25 @@ mod x86 {
     use super::{f16_table, h, Acts, Q8_0_BYTES, QK};
     use std::arch::x86_64::*;
 
+    /// The f16 at `p` as f32 (F16C; exact, same value as the table lookup).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        // SAFETY (caller): two bytes at `p` are readable.
+        let bits = std::ptr::read_unaligned(p as *const u16);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+
+    /// The two consecutive f16 at `p` (Q4_1's d and m) as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_pair_at(p: *const u8) -> (f32, f32) {
+        // SAFETY (caller): four bytes at `p` are readable.
+        let bits = std::ptr::read_unaligned(p as *const i32);
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn hsum(v: __m256) -> f32 {
@@ -262,7 +281,6 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-        let t = f16_table();
         let nb = w.len() / 18;
         let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
         let mut acc = _mm256_setzero_ps();
@@ -270,7 +288,7 @@ mod x86 {
             let wb = &w[i * 18..i * 18 + 18];
             // SAFETY: `wb` has 16 bytes after offset 2; i < nb blocks of `a`.
             let q4 = _mm256_sub_epi8(nibbles(wb.as_ptr().add(2)), _mm256_set1_epi8(8));
-            let d = _mm256_set1_ps(h(t, wb, 0) * a.d(i));
+            let d = _mm256_set1_ps(f16_at(wb.as_ptr()) * a.d(i));
             acc = _mm256_fmadd_ps(d, dot_i8(q4, load_block(&a, i)), acc);
         }
         hsum(acc)
@@ -278,7 +296,6 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-        let t = f16_table();
         let nb = w.len() / 20;
         let Some(a) = Acts::new(a, nb, true) else { return f32::NAN };
         let mut acc = _mm256_setzero_ps();
@@ -289,16 +306,16 @@ mod x86 {
             // SAFETY: `wb` has 16 bytes after offset 4; i < nb blocks of `a`.
             let q4 = nibbles(wb.as_ptr().add(4));
             let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load_block(&a, i)), ones);
-            let d = _mm256_set1_ps(h(t, wb, 0) * a.d(i));
+            let (dw, mw) = f16_pair_at(wb.as_ptr());
+            let d = _mm256_set1_ps(dw * a.d(i));
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-            mins += h(t, wb, 2) * a.s(i);
+            mins += mw * a.s(i);
         }
         hsum(acc) + mins
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-        let t = f16_table();
         let nb = w.len() / Q8_0_BYTES;
         let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
         let mut acc = _mm256_setzero_ps();
@@ -306,7 +323,7 @@ mod x86 {
             let wb = &w[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
             // SAFETY: `wb` has 32 bytes after offset 2; i < nb blocks of `a`.
             let x = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
-            let d = _mm256_set1_ps(h(t, wb, 0) * a.d(i));
+            let d = _mm256_set1_ps(f16_at(wb.as_ptr()) * a.d(i));
             acc = _mm256_fmadd_ps(d, dot_i8(x, load_block(&a, i)), acc);
         }
         hsum(acc)
@@ -314,7 +331,6 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_1_q8_1(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-        let t = f16_table();
         let nb = w.len() / 20;
         let Some(a) = acts4(a, nb, true) else { return [f32::NAN; 4] };
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -324,7 +340,7 @@ mod x86 {
             let wb = &w[i * 20..i * 20 + 20];
             // SAFETY: `wb` has 16 bytes after offset 4; i < nb blocks of every `a[k]`.
             let q4 = nibbles(wb.as_ptr().add(4));
-            let (dw, mw) = (h(t, wb, 0), h(t, wb, 2));
+            let (dw, mw) = f16_pair_at(wb.as_ptr());
             for k in 0..4 {
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load_block(&a[k], i)), ones);
                 acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[k].d(i)), _mm256_cvtepi32_ps(p), acc[k]);
@@ -336,7 +352,6 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-        let t = f16_table();
         let nb = w.len() / 18;
         let Some(a) = acts4(a, nb, false) else { return [f32::NAN; 4] };
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -344,7 +359,7 @@ mod x86 {
             let wb = &w[i * 18..i * 18 + 18];
             // SAFETY: `wb` has 16 bytes after offset 2; i < nb blocks of every `a[k]`.
             let q4 = _mm256_sub_epi8(nibbles(wb.as_ptr().add(2)), _mm256_set1_epi8(8));
-            let dw = h(t, wb, 0);
+            let dw = f16_at(wb.as_ptr());
             for k in 0..4 {
                 acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[k].d(i)), dot_i8(q4, load_block(&a[k], i)), acc[k]);
             }
@@ -354,7 +369,6 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q8_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-        let t = f16_table();
         let nb = w.len() / Q8_0_BYTES;
         let Some(a) = acts4(a, nb, false) else { return [f32::NAN; 4] };
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -362,7 +376,7 @@ mod x86 {
             let wb = &w[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
             // SAFETY: `wb` has 32 bytes after offset 2; i < nb blocks of every `a[k]`.
             let x = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
-            let dw = h(t, wb, 0);
+            let dw = f16_at(wb.as_ptr());
             for k in 0..4 {
                 acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[k].d(i)), dot_i8(x, load_block(&a[k], i)), acc[k]);
             }
