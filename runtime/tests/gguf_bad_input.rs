@@ -2,7 +2,7 @@
 //! the problem, never a panic, never an allocation out of proportion to the file.
 //!
 //! Files are built with `GgufWriter` and then corrupted byte-wise at known places.
-//! `cargo test -p suanpan --test gguf_bad_input -- --ignored write_fuzz_seed_corpus` writes
+//! `SUANPAN_WRITE_FUZZ_SEEDS=1 cargo test -p suanpan --test gguf_bad_input fuzz_seed_corpus_parses` writes
 //! the seed corpus for `cargo fuzz run gguf_parse` (see fuzz/README.md).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -837,12 +837,15 @@ fn random_mutations_never_panic() {
 // ---------------------------------------------------------------------------------------------
 // Fuzzing seed corpus.
 
-/// Writes small valid GGUF files to fuzz/corpus/gguf_parse (run with `--ignored`).
+/// The fuzzer's seed files all parse; with `SUANPAN_WRITE_FUZZ_SEEDS=1` they are also
+/// written to fuzz/corpus/gguf_parse.
 #[test]
-#[ignore]
-fn write_fuzz_seed_corpus() {
+fn fuzz_seed_corpus_parses() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf_parse");
-    std::fs::create_dir_all(&dir).unwrap();
+    let write = std::env::var_os("SUANPAN_WRITE_FUZZ_SEEDS").is_some();
+    if write {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
     let mut seeds = vec![("base", base())];
     let mut w = base_writer();
     w.add_meta("general.alignment", Value::U32(8));
@@ -857,8 +860,11 @@ fn write_fuzz_seed_corpus() {
     w.add_tensor("d", &[0], GgmlType::F32, Vec::new());
     seeds.push(("tensors_only", w.to_bytes()));
     for (name, bytes) in seeds {
-        GgufFile::from_bytes(bytes.clone()).unwrap();
-        std::fs::write(dir.join(format!("seed_{name}.gguf")), bytes).unwrap();
+        let f = GgufFile::from_bytes(bytes.clone()).unwrap();
+        exercise(&f);
+        if write {
+            std::fs::write(dir.join(format!("seed_{name}.gguf")), bytes).unwrap();
+        }
     }
 }
 
