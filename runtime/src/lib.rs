@@ -20,6 +20,6 @@ pub use error::{Error, Result};
 pub use model::{Model, ModelParams};
 pub use sample::SamplingParams;
 pub use session::{CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason};
+pub mod chat;
 pub mod dfloat;
 pub mod tokenizer;
-pub mod chat;

@@ -43,7 +43,9 @@ pub fn perplexity(
     mut progress: impl FnMut(usize, usize, f64) -> bool,
 ) -> Result<PerplexityResult> {
     if n_ctx < 8 {
-        return Err(Error::invalid(format!("context {n_ctx} is too small for perplexity")));
+        return Err(Error::invalid(format!(
+            "context {n_ctx} is too small for perplexity"
+        )));
     }
     let tok = model.tokenizer();
     let tokens = tok.encode(text, true, false)?;

@@ -154,7 +154,11 @@ impl Sampler {
             return self.cand[best].0;
         }
         // Sort descending by logit (stable: ties keep the lower id first).
-        let k = if p.top_k == 0 { self.cand.len() } else { p.top_k.min(self.cand.len()) };
+        let k = if p.top_k == 0 {
+            self.cand.len()
+        } else {
+            p.top_k.min(self.cand.len())
+        };
         if k < self.cand.len() {
             self.cand
                 .select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -181,7 +185,11 @@ impl Sampler {
         }
         if p.min_p > 0.0 {
             let floor = p.min_p as f64 * probs[0];
-            let m = probs.iter().take(keep).take_while(|&&pr| pr >= floor).count();
+            let m = probs
+                .iter()
+                .take(keep)
+                .take_while(|&&pr| pr >= floor)
+                .count();
             keep = m.max(1);
         }
         self.cand.truncate(keep);
@@ -227,7 +235,13 @@ mod tests {
             ..Default::default()
         };
         let draw = |seed| {
-            let mut s = Sampler::new(SamplingParams { seed, ..params.clone() }, 100);
+            let mut s = Sampler::new(
+                SamplingParams {
+                    seed,
+                    ..params.clone()
+                },
+                100,
+            );
             (0..50).map(|_| s.sample(&l, &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
@@ -237,7 +251,14 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy() {
         let l = logits();
-        let mut s = Sampler::new(SamplingParams { top_k: 1, temperature: 5.0, ..Default::default() }, 100);
+        let mut s = Sampler::new(
+            SamplingParams {
+                top_k: 1,
+                temperature: 5.0,
+                ..Default::default()
+            },
+            100,
+        );
         let g = argmax(&l);
         for _ in 0..20 {
             assert_eq!(s.sample(&l, &[]), g);
@@ -250,8 +271,26 @@ mod tests {
         let mut l = vec![0f32; 50];
         l[0] = 20.0;
         for (params, name) in [
-            (SamplingParams { top_k: 0, top_p: 0.5, min_p: 0.0, temperature: 1.0, ..Default::default() }, "top_p"),
-            (SamplingParams { top_k: 0, top_p: 1.0, min_p: 0.01, temperature: 1.0, ..Default::default() }, "min_p"),
+            (
+                SamplingParams {
+                    top_k: 0,
+                    top_p: 0.5,
+                    min_p: 0.0,
+                    temperature: 1.0,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplingParams {
+                    top_k: 0,
+                    top_p: 1.0,
+                    min_p: 0.01,
+                    temperature: 1.0,
+                    ..Default::default()
+                },
+                "min_p",
+            ),
         ] {
             let mut s = Sampler::new(params, 50);
             for _ in 0..200 {
@@ -263,7 +302,14 @@ mod tests {
     #[test]
     fn repetition_penalty_demotes_recent_tokens() {
         let l = vec![2.0f32, 1.9, 0.0];
-        let mut s = Sampler::new(SamplingParams { repeat_penalty: 1.5, temperature: 0.0, ..Default::default() }, 3);
+        let mut s = Sampler::new(
+            SamplingParams {
+                repeat_penalty: 1.5,
+                temperature: 0.0,
+                ..Default::default()
+            },
+            3,
+        );
         assert_eq!(s.sample(&l, &[0]), 1);
         assert_eq!(s.sample(&l, &[]), 0);
     }
@@ -273,7 +319,14 @@ mod tests {
         // Two tokens with logits ln(3) and 0: probabilities 3/4 and 1/4 at temperature 1.
         let l = [3f32.ln(), 0.0];
         let mut s = Sampler::new(
-            SamplingParams { top_k: 0, top_p: 1.0, min_p: 0.0, temperature: 1.0, seed: 1, ..Default::default() },
+            SamplingParams {
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                temperature: 1.0,
+                seed: 1,
+                ..Default::default()
+            },
             2,
         );
         let n = 20000;
@@ -284,8 +337,18 @@ mod tests {
 
     #[test]
     fn invalid_params_are_refused() {
-        assert!(SamplingParams { top_p: 1.5, ..Default::default() }.validate().is_err());
-        assert!(SamplingParams { temperature: f32::NAN, ..Default::default() }.validate().is_err());
+        assert!(SamplingParams {
+            top_p: 1.5,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            temperature: f32::NAN,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
         assert!(SamplingParams::default().validate().is_ok());
     }
 }

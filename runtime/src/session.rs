@@ -143,7 +143,10 @@ impl Session {
             )));
         }
         if params.n_batch == 0 || params.n_batch > 8192 {
-            return Err(Error::invalid(format!("batch size {} (1..=8192)", params.n_batch)));
+            return Err(Error::invalid(format!(
+                "batch size {} (1..=8192)",
+                params.n_batch
+            )));
         }
         let n_batch = params.n_batch.min(n_ctx);
         let kv = F16Cache::new(c.n_layer, n_ctx, c.kv_dim())?;
@@ -216,7 +219,16 @@ impl Session {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            forward(&m.config, &m.weights, &m.file, &m.pool, chunk, &mut self.kv, &mut self.scratch, want)?;
+            forward(
+                &m.config,
+                &m.weights,
+                &m.file,
+                &m.pool,
+                chunk,
+                &mut self.kv,
+                &mut self.scratch,
+                want,
+            )?;
             self.tokens.extend_from_slice(chunk);
             last_len = chunk.len();
         }

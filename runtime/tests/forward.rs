@@ -9,7 +9,10 @@ use suanpan::sample::argmax;
 use suanpan::{Error, GenerateParams, SamplingParams, SessionParams, StopReason};
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A prompt ingested in one batch, in several batches, or one token at a time must give the
@@ -24,7 +27,11 @@ fn batched_prefill_equals_token_by_token() {
     assert!(ids.len() > 16);
     let run = |batch: usize| {
         let mut s = m
-            .session(&SessionParams { n_ctx: 128, n_batch: batch, all_logits: false })
+            .session(&SessionParams {
+                n_ctx: 128,
+                n_batch: batch,
+                all_logits: false,
+            })
             .unwrap();
         s.eval(&ids, Logits::Last).unwrap().to_vec()
     };
@@ -41,14 +48,26 @@ fn batched_prefill_equals_token_by_token() {
 #[test]
 fn all_logits_match_prefix_last_logits() {
     let m = common::model();
-    let ids = m.tokenizer().encode("Hello world, it's 2024!", true, false).unwrap();
+    let ids = m
+        .tokenizer()
+        .encode("Hello world, it's 2024!", true, false)
+        .unwrap();
     let mut s = m
-        .session(&SessionParams { n_ctx: 64, n_batch: 64, all_logits: true })
+        .session(&SessionParams {
+            n_ctx: 64,
+            n_batch: 64,
+            all_logits: true,
+        })
         .unwrap();
     let all = s.eval(&ids, Logits::All).unwrap().to_vec();
     let v = m.config().n_vocab;
     for k in [1usize, 4, ids.len()] {
-        let mut s2 = m.session(&SessionParams { n_ctx: 64, ..Default::default() }).unwrap();
+        let mut s2 = m
+            .session(&SessionParams {
+                n_ctx: 64,
+                ..Default::default()
+            })
+            .unwrap();
         let last = s2.eval(&ids[..k], Logits::Last).unwrap();
         let d = max_abs_diff(&all[(k - 1) * v..k * v], last);
         assert!(d < 2e-3, "prefix {k}: {d}");
@@ -58,15 +77,41 @@ fn all_logits_match_prefix_last_logits() {
 #[test]
 fn context_full_is_an_error_and_the_session_survives() {
     let m = common::model();
-    let mut s = m.session(&SessionParams { n_ctx: 16, n_batch: 16, all_logits: false }).unwrap();
-    let ids = m.tokenizer().encode("one two three four five six seven eight nine ten eleven twelve", true, false).unwrap();
+    let mut s = m
+        .session(&SessionParams {
+            n_ctx: 16,
+            n_batch: 16,
+            all_logits: false,
+        })
+        .unwrap();
+    let ids = m
+        .tokenizer()
+        .encode(
+            "one two three four five six seven eight nine ten eleven twelve",
+            true,
+            false,
+        )
+        .unwrap();
     assert!(ids.len() < 16);
-    let params = GenerateParams { max_tokens: 100, sampling: SamplingParams::greedy(), ..Default::default() };
+    let params = GenerateParams {
+        max_tokens: 100,
+        sampling: SamplingParams::greedy(),
+        ..Default::default()
+    };
     let r = s.generate_tokens(&ids, &params, |_| ControlFlow::Continue(()));
     assert!(matches!(r, Err(Error::ContextFull(_))), "{r:?}");
     // Usable after a reset.
     s.reset();
-    let st = s.generate_tokens(&ids[..4], &GenerateParams { max_tokens: 3, ..params }, |_| ControlFlow::Continue(())).unwrap();
+    let st = s
+        .generate_tokens(
+            &ids[..4],
+            &GenerateParams {
+                max_tokens: 3,
+                ..params
+            },
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
     assert_eq!(st.generated_tokens, 3);
 }
 
@@ -74,11 +119,28 @@ fn context_full_is_an_error_and_the_session_survives() {
 fn oversized_context_and_bad_tokens_are_refused() {
     let m = common::model();
     let too_long = m.config().n_ctx_train + 1;
-    assert!(matches!(m.session(&SessionParams { n_ctx: too_long, ..Default::default() }), Err(Error::InvalidArg(_))));
-    let mut s = m.session(&SessionParams { n_ctx: 32, ..Default::default() }).unwrap();
+    assert!(matches!(
+        m.session(&SessionParams {
+            n_ctx: too_long,
+            ..Default::default()
+        }),
+        Err(Error::InvalidArg(_))
+    ));
+    let mut s = m
+        .session(&SessionParams {
+            n_ctx: 32,
+            ..Default::default()
+        })
+        .unwrap();
     let r = s.eval(&[u32::MAX], Logits::Last);
-    assert!(matches!(r, Err(Error::InvalidArg(ref msg)) if msg.contains("vocabulary")), "{r:?}");
-    assert!(matches!(s.eval(&[], Logits::Last), Err(Error::InvalidArg(_))));
+    assert!(
+        matches!(r, Err(Error::InvalidArg(ref msg)) if msg.contains("vocabulary")),
+        "{r:?}"
+    );
+    assert!(matches!(
+        s.eval(&[], Logits::Last),
+        Err(Error::InvalidArg(_))
+    ));
 }
 
 /// Streaming hands out valid UTF-8 pieces whose concatenation is the decoded text, and a
@@ -86,7 +148,12 @@ fn oversized_context_and_bad_tokens_are_refused() {
 #[test]
 fn streaming_pieces_are_whole_code_points() {
     let m = common::model();
-    let mut s = m.session(&SessionParams { n_ctx: 256, ..Default::default() }).unwrap();
+    let mut s = m
+        .session(&SessionParams {
+            n_ctx: 256,
+            ..Default::default()
+        })
+        .unwrap();
     let params = GenerateParams {
         max_tokens: 40,
         sampling: SamplingParams::greedy(),
@@ -94,23 +161,39 @@ fn streaming_pieces_are_whole_code_points() {
     };
     let mut pieces = Vec::new();
     let st = s
-        .generate("Translate to Japanese and add emoji: I love sushi 🍣 →", &params, |p| {
-            pieces.push(p.to_string());
-            ControlFlow::Continue(())
-        })
+        .generate(
+            "Translate to Japanese and add emoji: I love sushi 🍣 →",
+            &params,
+            |p| {
+                pieces.push(p.to_string());
+                ControlFlow::Continue(())
+            },
+        )
         .unwrap();
     let joined: String = pieces.concat();
     let decoded = String::from_utf8_lossy(
-        &st.tokens.iter().flat_map(|&t| m.tokenizer().token_bytes(t).to_vec()).collect::<Vec<u8>>(),
+        &st.tokens
+            .iter()
+            .flat_map(|&t| m.tokenizer().token_bytes(t).to_vec())
+            .collect::<Vec<u8>>(),
     )
     .into_owned();
     assert_eq!(joined, decoded);
-    let mut s = m.session(&SessionParams { n_ctx: 256, ..Default::default() }).unwrap();
+    let mut s = m
+        .session(&SessionParams {
+            n_ctx: 256,
+            ..Default::default()
+        })
+        .unwrap();
     let mut n = 0;
     let st = s
         .generate("Once upon a time", &params, |_| {
             n += 1;
-            if n == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if n == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .unwrap();
     assert_eq!(st.stop, StopReason::Callback);
@@ -124,18 +207,39 @@ fn seeded_sampling_is_deterministic_and_cancel_works() {
     let m = common::model();
     let params = GenerateParams {
         max_tokens: 12,
-        sampling: SamplingParams { temperature: 0.9, seed: 42, ..Default::default() },
+        sampling: SamplingParams {
+            temperature: 0.9,
+            seed: 42,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let gen = || {
-        let mut s = m.session(&SessionParams { n_ctx: 128, ..Default::default() }).unwrap();
-        s.generate("Write a story about a dragon:", &params, |_| ControlFlow::Continue(())).unwrap().tokens
+        let mut s = m
+            .session(&SessionParams {
+                n_ctx: 128,
+                ..Default::default()
+            })
+            .unwrap();
+        s.generate("Write a story about a dragon:", &params, |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+        .tokens
     };
     assert_eq!(gen(), gen());
 
-    let mut s = m.session(&SessionParams { n_ctx: 512, ..Default::default() }).unwrap();
+    let mut s = m
+        .session(&SessionParams {
+            n_ctx: 512,
+            ..Default::default()
+        })
+        .unwrap();
     let cancel = s.cancel_token();
-    let long = GenerateParams { max_tokens: 400, ..params.clone() };
+    let long = GenerateParams {
+        max_tokens: 400,
+        ..params.clone()
+    };
     let mut seen = 0;
     let r = s.generate("Count: one, two, three,", &long, |_| {
         seen += 1;
@@ -147,6 +251,8 @@ fn seeded_sampling_is_deterministic_and_cancel_works() {
     });
     assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
     assert!(s.tokens().len() < 100);
-    let st = s.generate(" And then", &params, |_| ControlFlow::Continue(())).unwrap();
+    let st = s
+        .generate(" And then", &params, |_| ControlFlow::Continue(()))
+        .unwrap();
     assert!(st.generated_tokens > 0);
 }

@@ -44,14 +44,24 @@ fn greedy_tokens_match_llamacpp() {
             .map(|v| v.as_f64().unwrap())
             .collect();
         let mut s = m
-            .session(&SessionParams { n_ctx: 512, ..Default::default() })
+            .session(&SessionParams {
+                n_ctx: 512,
+                ..Default::default()
+            })
             .unwrap();
         let mut logits = s.eval(&prompt, Logits::Last).unwrap().to_vec();
         // First step: our logits close to llama.cpp's top-10.
         for pair in p["first_step_top10"].as_array().unwrap() {
-            let (id, l) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
+            let (id, l) = (
+                pair[0].as_u64().unwrap() as usize,
+                pair[1].as_f64().unwrap(),
+            );
             let d = (logits[id] as f64 - l).abs();
-            assert!(d < 0.25, "{name}: first-step logit of token {id}: ours {} llama.cpp {l}", logits[id]);
+            assert!(
+                d < 0.25,
+                "{name}: first-step logit of token {id}: ours {} llama.cpp {l}",
+                logits[id]
+            );
         }
         let mut matched = 0;
         for (i, &w) in want.iter().enumerate() {

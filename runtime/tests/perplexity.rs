@@ -22,10 +22,27 @@ fn perplexity_within_one_percent_of_llamacpp() {
         let n_ctx = run["n_ctx"].as_u64().unwrap() as usize;
         let r = suanpan::perplexity::perplexity(&m, &text, n_ctx, |_, _, _| true).unwrap();
         let want = run["ppl"].as_f64().unwrap();
-        assert_eq!(r.n_tokens as u64, run["n_tokens"].as_u64().unwrap(), "{label}: token count");
-        assert_eq!(r.n_chunks as u64, run["n_chunks"].as_u64().unwrap(), "{label}: chunk count");
+        assert_eq!(
+            r.n_tokens as u64,
+            run["n_tokens"].as_u64().unwrap(),
+            "{label}: token count"
+        );
+        assert_eq!(
+            r.n_chunks as u64,
+            run["n_chunks"].as_u64().unwrap(),
+            "{label}: chunk count"
+        );
         let rel = (r.ppl - want).abs() / want;
-        eprintln!("{label}: suanpan PPL {:.4}, llama.cpp {want:.4}, difference {:.3}%", r.ppl, rel * 100.0);
-        assert!(rel < 0.01, "{label}: PPL {:.4} vs llama.cpp {want:.4} ({:.2}% apart)", r.ppl, rel * 100.0);
+        eprintln!(
+            "{label}: suanpan PPL {:.4}, llama.cpp {want:.4}, difference {:.3}%",
+            r.ppl,
+            rel * 100.0
+        );
+        assert!(
+            rel < 0.01,
+            "{label}: PPL {:.4} vs llama.cpp {want:.4} ({:.2}% apart)",
+            r.ppl,
+            rel * 100.0
+        );
     }
 }

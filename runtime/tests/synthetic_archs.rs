@@ -20,19 +20,48 @@ fn load(s: &Synth) -> Arc<Model> {
 #[test]
 fn every_arch_and_type_runs_consistently() {
     for arch in ["llama", "qwen2", "qwen3"] {
-        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_1] {
-            let m = load(&Synth { arch, ty, ..Default::default() });
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_1,
+        ] {
+            let m = load(&Synth {
+                arch,
+                ty,
+                ..Default::default()
+            });
             let ids: Vec<u32> = (0..23u32).map(|i| 2 + (i * 37) % 250).collect();
-            let mut a = m.session(&SessionParams { n_ctx: 64, n_batch: 64, all_logits: false }).unwrap();
+            let mut a = m
+                .session(&SessionParams {
+                    n_ctx: 64,
+                    n_batch: 64,
+                    all_logits: false,
+                })
+                .unwrap();
             let batched = a.eval(&ids, Logits::Last).unwrap().to_vec();
             assert!(batched.iter().all(|v| v.is_finite()), "{arch} {ty}");
-            let mut b = m.session(&SessionParams { n_ctx: 64, n_batch: 3, all_logits: false }).unwrap();
+            let mut b = m
+                .session(&SessionParams {
+                    n_ctx: 64,
+                    n_batch: 3,
+                    all_logits: false,
+                })
+                .unwrap();
             let mut stepped = Vec::new();
             for &t in &ids {
                 stepped = b.eval(&[t], Logits::Last).unwrap().to_vec();
             }
-            let diff = batched.iter().zip(&stepped).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            assert!(diff < 1e-3, "{arch} {ty}: batched vs stepped differ by {diff}");
+            let diff = batched
+                .iter()
+                .zip(&stepped)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff < 1e-3,
+                "{arch} {ty}: batched vs stepped differ by {diff}"
+            );
             assert_eq!(stepped.len(), m.config().n_vocab);
         }
     }
@@ -41,10 +70,16 @@ fn every_arch_and_type_runs_consistently() {
 #[test]
 fn mismatched_shapes_are_bad_model_errors() {
     // A model whose K projection has the wrong number of rows.
-    let s = Synth { n_kv_head: 2, ..Default::default() };
+    let s = Synth {
+        n_kv_head: 2,
+        ..Default::default()
+    };
     let mut bytes = s.gguf();
     // Re-declare: build the same model but claim 4 KV heads in metadata.
-    let claimed = Synth { n_kv_head: 4, ..s.clone() };
+    let claimed = Synth {
+        n_kv_head: 4,
+        ..s.clone()
+    };
     let f = GgufFile::from_bytes(claimed.gguf()).unwrap();
     assert!(Model::from_file(f, &ModelParams::default()).is_ok());
     let key = b"llama.attention.head_count_kv";
@@ -53,5 +88,8 @@ fn mismatched_shapes_are_bad_model_errors() {
     let f = GgufFile::from_bytes(bytes).unwrap();
     let err = Model::from_file(f, &ModelParams::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("attn_k.weight") && msg.contains("shape"), "{msg}");
+    assert!(
+        msg.contains("attn_k.weight") && msg.contains("shape"),
+        "{msg}"
+    );
 }

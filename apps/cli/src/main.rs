@@ -17,7 +17,11 @@ use suanpan::sample::SamplingParams;
 use suanpan::{GenerateParams, Model, ModelParams, Session, SessionParams};
 
 #[derive(Parser)]
-#[command(name = "suanpan", version, about = "On-device LLM inference with table-lookup kernels")]
+#[command(
+    name = "suanpan",
+    version,
+    about = "On-device LLM inference with table-lookup kernels"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -148,14 +152,21 @@ struct BenchArgs {
 fn model_path(p: &Option<PathBuf>) -> Result<PathBuf> {
     match p {
         Some(p) => Ok(p.clone()),
-        None => Ok(suanpan::install::ensure_default_model(|line| eprintln!("{line}"))?),
+        None => Ok(suanpan::install::ensure_default_model(|line| {
+            eprintln!("{line}")
+        })?),
     }
 }
 
 fn load(args: &ModelArgs) -> Result<Arc<Model>> {
     let path = model_path(&args.model)?;
-    let model = Model::load(&path, &ModelParams { n_threads: args.threads })
-        .with_context(|| format!("loading {}", path.display()))?;
+    let model = Model::load(
+        &path,
+        &ModelParams {
+            n_threads: args.threads,
+        },
+    )
+    .with_context(|| format!("loading {}", path.display()))?;
     Ok(Arc::new(model))
 }
 
@@ -168,7 +179,11 @@ fn session(model: &Arc<Model>, args: &ModelArgs) -> Result<Session> {
 
 fn print_piece(piece: &str) -> ControlFlow<()> {
     let mut out = std::io::stdout().lock();
-    if out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_err() {
+    if out
+        .write_all(piece.as_bytes())
+        .and_then(|_| out.flush())
+        .is_err()
+    {
         return ControlFlow::Break(()); // stdout closed (e.g. piped into `head`)
     }
     ControlFlow::Continue(())
@@ -202,7 +217,12 @@ fn run(a: RunArgs) -> Result<()> {
 }
 
 /// One chat turn: render the whole conversation, reuse the cached prefix, generate.
-fn chat_turn(model: &Arc<Model>, s: &mut Session, msgs: &mut Vec<ChatMessage>, params: &GenerateParams) -> Result<()> {
+fn chat_turn(
+    model: &Arc<Model>,
+    s: &mut Session,
+    msgs: &mut Vec<ChatMessage>,
+    params: &GenerateParams,
+) -> Result<()> {
     let fallback = suanpan::chat::ChatTemplate::chatml();
     let tmpl = model.chat_template().unwrap_or(&fallback);
     let text = tmpl.render(msgs, true)?;
@@ -269,11 +289,16 @@ fn chat(a: ChatArgs) -> Result<()> {
 
 fn perplexity(a: PplArgs) -> Result<()> {
     let model = load(&a.model)?;
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
     let n_ctx = if a.model.ctx == 0 { 512 } else { a.model.ctx };
     let limit = a.chunks.unwrap_or(usize::MAX);
     let t0 = Instant::now();
-    eprintln!("perplexity: {} with -c {n_ctx}, {}", a.file.display(), model.backend_name());
+    eprintln!(
+        "perplexity: {} with -c {n_ctx}, {}",
+        a.file.display(),
+        model.backend_name()
+    );
     let r = suanpan::perplexity::perplexity(&model, &text, n_ctx, |i, n, ppl| {
         eprint!("[{i}/{n}]{ppl:.4} ");
         let _ = std::io::stderr().flush();
@@ -297,18 +322,33 @@ fn info(a: InfoArgs) -> Result<()> {
     let c = model.config();
     let f = model.file();
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!("file:          {} ({:.1} MB, GGUF v{})", path.display(), size as f64 / 1e6, f.version);
+    println!(
+        "file:          {} ({:.1} MB, GGUF v{})",
+        path.display(),
+        size as f64 / 1e6,
+        f.version
+    );
     if let Some(name) = f.get_str("general.name") {
         println!("name:          {name}");
     }
-    println!("architecture:  {} ({} layers, hidden {}, FFN {})", c.arch_name, c.n_layer, c.n_embd, c.n_ff);
+    println!(
+        "architecture:  {} ({} layers, hidden {}, FFN {})",
+        c.arch_name, c.n_layer, c.n_embd, c.n_ff
+    );
     println!(
         "attention:     {} heads, {} KV heads, head dim {}, RoPE base {}, eps {}",
         c.n_head, c.n_kv_head, c.head_dim, c.rope_base, c.norm_eps
     );
-    println!("vocabulary:    {} tokens, context {} (trained)", c.n_vocab, c.n_ctx_train);
+    println!(
+        "vocabulary:    {} tokens, context {} (trained)",
+        c.n_vocab, c.n_ctx_train
+    );
     println!("parameters:    {:.1} M", model.n_params() as f64 / 1e6);
-    let types: Vec<String> = model.tensor_types().iter().map(|(t, n)| format!("{t}×{n}")).collect();
+    let types: Vec<String> = model
+        .tensor_types()
+        .iter()
+        .map(|(t, n)| format!("{t}×{n}"))
+        .collect();
     println!("tensor types:  {}", types.join(", "));
     println!("tied output:   {}", model.weights().tied_output);
     let kv_per_tok = c.n_layer * c.kv_dim() * 4;
@@ -319,8 +359,18 @@ fn info(a: InfoArgs) -> Result<()> {
         kv_per_tok as f64 / 1024.0,
         (kv_per_tok * ctx) as f64 / 1e6
     );
-    println!("weights read per token: {:.1} MB", model.weights().bytes_per_token() as f64 / 1e6);
-    println!("chat template: {}", if model.chat_template().is_some() { "yes" } else { "no (ChatML fallback)" });
+    println!(
+        "weights read per token: {:.1} MB",
+        model.weights().bytes_per_token() as f64 / 1e6
+    );
+    println!(
+        "chat template: {}",
+        if model.chat_template().is_some() {
+            "yes"
+        } else {
+            "no (ChatML fallback)"
+        }
+    );
     println!("backend:       {}", model.backend_name());
     Ok(())
 }
@@ -343,7 +393,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     })?;
     // A deterministic prompt of ordinary tokens (as llama-bench uses random ids).
     let n_vocab = model.config().n_vocab as u64;
-    let prompt: Vec<u32> = (0..a.prompt_tokens as u64).map(|i| ((i * 7919 + 1000) % (n_vocab - 1000)) as u32 + 500).collect();
+    let prompt: Vec<u32> = (0..a.prompt_tokens as u64)
+        .map(|i| ((i * 7919 + 1000) % (n_vocab - 1000)) as u32 + 500)
+        .collect();
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for rep in 0..=a.reps {
         s.reset();
@@ -381,7 +433,10 @@ fn bench(a: BenchArgs) -> Result<()> {
         println!("model    {}", model.path().display());
         println!("backend  {}", model.backend_name());
         println!("prompt   {:>8.1} tok/s  ({} tokens)", pp, a.prompt_tokens);
-        println!("decode   {:>8.1} tok/s  ({} tokens, {:.2} GB/s of weights)", tg, a.gen_tokens, gbs);
+        println!(
+            "decode   {:>8.1} tok/s  ({} tokens, {:.2} GB/s of weights)",
+            tg, a.gen_tokens, gbs
+        );
     }
     Ok(())
 }

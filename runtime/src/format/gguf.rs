@@ -492,7 +492,9 @@ impl GgufFile {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                Error::bad_model(format!("metadata {key:?} should be an unsigned integer, is {v:?}"))
+                Error::bad_model(format!(
+                    "metadata {key:?} should be an unsigned integer, is {v:?}"
+                ))
             }),
         }
     }
@@ -633,7 +635,8 @@ impl GgufWriter {
     /// Serialize into memory.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.write_to(&mut out).expect("writing to a Vec cannot fail");
+        self.write_to(&mut out)
+            .expect("writing to a Vec cannot fail");
         out
     }
 

@@ -22,7 +22,10 @@ pub struct F16Cache {
 impl F16Cache {
     /// Bytes needed for `n_ctx` positions.
     pub fn bytes_for(n_layer: usize, n_ctx: usize, kv_dim: usize) -> Option<usize> {
-        n_layer.checked_mul(n_ctx)?.checked_mul(kv_dim)?.checked_mul(4)
+        n_layer
+            .checked_mul(n_ctx)?
+            .checked_mul(kv_dim)?
+            .checked_mul(4)
     }
 
     /// Allocate a cache; fails cleanly (no abort) when the memory cannot be had.
@@ -30,13 +33,15 @@ impl F16Cache {
         let n = n_layer
             .checked_mul(n_ctx)
             .and_then(|x| x.checked_mul(kv_dim))
-            .ok_or_else(|| Error::OutOfMemory(format!("KV cache of {n_ctx} positions overflows")))?;
+            .ok_or_else(|| {
+                Error::OutOfMemory(format!("KV cache of {n_ctx} positions overflows"))
+            })?;
         let alloc = |what: &str| -> Result<Vec<f16>> {
             let mut v = Vec::new();
             v.try_reserve_exact(n).map_err(|_| {
                 Error::OutOfMemory(format!(
                     "cannot allocate the {what} cache: {} MiB for {n_ctx} positions",
-                    n * 2 >> 20
+                    (n * 2) >> 20
                 ))
             })?;
             v.resize(n, f16::ZERO);
@@ -124,7 +129,9 @@ impl F16Cache {
     pub fn restore(&mut self, len: usize, k: &[f16], v: &[f16]) -> Result<()> {
         let per = len * self.kv_dim;
         if len > self.n_ctx || k.len() != per * self.n_layer || v.len() != k.len() {
-            return Err(Error::invalid("saved KV state does not match this session's shape"));
+            return Err(Error::invalid(
+                "saved KV state does not match this session's shape",
+            ));
         }
         for l in 0..self.n_layer {
             let at = l * self.n_ctx * self.kv_dim;
@@ -147,11 +154,17 @@ mod tests {
         let (k, v) = c.layer(1);
         assert_eq!(k[6].to_f32(), 1.0);
         assert_eq!(v[8].to_f32(), 6.0);
-        assert!(matches!(c.store(0, 4, &[0.0; 3], &[0.0; 3]), Err(Error::ContextFull(_))));
+        assert!(matches!(
+            c.store(0, 4, &[0.0; 3], &[0.0; 3]),
+            Err(Error::ContextFull(_))
+        ));
     }
 
     #[test]
     fn absurd_size_is_an_error_not_an_abort() {
-        assert!(matches!(F16Cache::new(1 << 20, 1 << 30, 1 << 20), Err(Error::OutOfMemory(_))));
+        assert!(matches!(
+            F16Cache::new(1 << 20, 1 << 30, 1 << 20),
+            Err(Error::OutOfMemory(_))
+        ));
     }
 }

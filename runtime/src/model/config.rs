@@ -23,8 +23,8 @@ impl Arch {
             "qwen3" => Arch::Qwen3,
             other => {
                 return Err(Error::bad_model(format!(
-                    "architecture {other:?} is not supported (supported: llama, mistral, qwen2, qwen3)"
-                )))
+                "architecture {other:?} is not supported (supported: llama, mistral, qwen2, qwen3)"
+            )))
             }
         })
     }
@@ -82,7 +82,9 @@ impl ModelConfig {
                 .get_u64(&k)?
                 .ok_or_else(|| Error::bad_model(format!("metadata {k} is missing")))?;
             if v == 0 || v > MAX_DIM {
-                return Err(Error::bad_model(format!("metadata {k} = {v} is out of range")));
+                return Err(Error::bad_model(format!(
+                    "metadata {k} = {v} is out of range"
+                )));
             }
             Ok(v)
         };
@@ -114,18 +116,20 @@ impl ModelConfig {
             }
         };
         if head_dim == 0 || head_dim > 512 || head_dim % 2 != 0 {
-            return Err(Error::bad_model(format!("head dimension {head_dim} is not supported (even, ≤ 512)")));
+            return Err(Error::bad_model(format!(
+                "head dimension {head_dim} is not supported (even, ≤ 512)"
+            )));
         }
         let n_rot = f
             .get_u64(&format!("{a}.rope.dimension_count"))?
             .map(|v| v as usize)
             .unwrap_or(head_dim);
         if n_rot > head_dim || n_rot % 2 != 0 {
-            return Err(Error::bad_model(format!("rope.dimension_count {n_rot} does not fit head dimension {head_dim}")));
+            return Err(Error::bad_model(format!(
+                "rope.dimension_count {n_rot} does not fit head dimension {head_dim}"
+            )));
         }
-        let n_ctx_train = f
-            .get_u64(&format!("{a}.context_length"))?
-            .unwrap_or(2048) as usize;
+        let n_ctx_train = f.get_u64(&format!("{a}.context_length"))?.unwrap_or(2048) as usize;
         let rope_base = f
             .get_f64(&format!("{a}.rope.freq_base"))?
             .unwrap_or(10000.0) as f32;
@@ -139,15 +143,19 @@ impl ModelConfig {
                     .get_f64(&format!("{a}.rope.scaling.factor"))?
                     .unwrap_or(1.0) as f32;
                 if !(factor > 0.0 && factor.is_finite()) {
-                    return Err(Error::bad_model(format!("rope.scaling.factor {factor} is invalid")));
+                    return Err(Error::bad_model(format!(
+                        "rope.scaling.factor {factor} is invalid"
+                    )));
                 }
                 1.0 / factor
             }
             Some(other) => {
-                return Err(Error::bad_model(format!("RoPE scaling {other:?} is not supported yet (none, linear)")))
+                return Err(Error::bad_model(format!(
+                    "RoPE scaling {other:?} is not supported yet (none, linear)"
+                )))
             }
         };
-        if !(rope_base > 0.0 && rope_base.is_finite()) || !(norm_eps >= 0.0 && norm_eps < 1.0) {
+        if !(rope_base > 0.0 && rope_base.is_finite() && (0.0..1.0).contains(&norm_eps)) {
             return Err(Error::bad_model(format!(
                 "rope.freq_base {rope_base} or rms epsilon {norm_eps} is invalid"
             )));

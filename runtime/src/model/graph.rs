@@ -49,7 +49,13 @@ pub struct Scratch {
 
 impl Scratch {
     /// Buffers for batches of up to `cap` tokens in a context of `n_ctx`.
-    pub fn new(c: &ModelConfig, cap: usize, n_ctx: usize, n_threads: usize, all_logits: bool) -> Self {
+    pub fn new(
+        c: &ModelConfig,
+        cap: usize,
+        n_ctx: usize,
+        n_threads: usize,
+        all_logits: bool,
+    ) -> Self {
         let widest = c.n_embd.max(c.n_ff).max(c.q_dim());
         Scratch {
             cap,
@@ -81,13 +87,28 @@ impl Scratch {
 }
 
 /// `out[t] = W · x[t] (+ bias)` for `n` rows of `x`, converting activations first.
-fn project(pool: &Pool, file: &GgufFile, w: &Linear, x: &[f32], n: usize, acts: &mut [u8], out: &mut [f32]) {
+fn project(
+    pool: &Pool,
+    file: &GgufFile,
+    w: &Linear,
+    x: &[f32],
+    n: usize,
+    acts: &mut [u8],
+    out: &mut [f32],
+) {
     project_many(pool, file, &mut [(w, out)], x, n, acts);
 }
 
 /// Several projections of the same input. Matrices taking the same activation format run
 /// in one pass over the thread pool.
-fn project_many(pool: &Pool, file: &GgufFile, jobs: &mut [(&Linear, &mut [f32])], x: &[f32], n: usize, acts: &mut [u8]) {
+fn project_many(
+    pool: &Pool,
+    file: &GgufFile,
+    jobs: &mut [(&Linear, &mut [f32])],
+    x: &[f32],
+    n: usize,
+    acts: &mut [u8],
+) {
     let mut i = 0;
     while i < jobs.len() {
         let fmt = ActFormat::for_weights(jobs[i].0.ty);
@@ -100,7 +121,9 @@ fn project_many(pool: &Pool, file: &GgufFile, jobs: &mut [(&Linear, &mut [f32])]
         for (xr, ar) in x.chunks_exact(cols).take(n).zip(acts.chunks_exact_mut(rb)) {
             quantize_row(fmt, xr, ar);
         }
-        let views = jobs[i..j].iter_mut().map(|(w, out)| (w.view(file), &mut **out));
+        let views = jobs[i..j]
+            .iter_mut()
+            .map(|(w, out)| (w.view(file), &mut **out));
         matmul_many(pool, views, acts, rb, n);
         for (w, out) in jobs[i..j].iter_mut() {
             if let Some(b) = &w.bias {
@@ -130,10 +153,15 @@ pub fn forward<'s>(
         return Err(Error::invalid("forward pass on zero tokens"));
     }
     if n > s.cap {
-        return Err(Error::invalid(format!("batch of {n} tokens exceeds the batch size {}", s.cap)));
+        return Err(Error::invalid(format!(
+            "batch of {n} tokens exceeds the batch size {}",
+            s.cap
+        )));
     }
     if logits == Logits::All && s.logits.len() < n * c.n_vocab {
-        return Err(Error::invalid("this session was not created for all-token logits"));
+        return Err(Error::invalid(
+            "this session was not created for all-token logits",
+        ));
     }
     if pos0 + n > kv.n_ctx() {
         return Err(Error::ContextFull(format!(
@@ -143,7 +171,9 @@ pub fn forward<'s>(
         )));
     }
     if s.scores.len() < pool.n_threads() * (pos0 + n) {
-        return Err(Error::Internal("attention scratch smaller than the context".into()));
+        return Err(Error::Internal(
+            "attention scratch smaller than the context".into(),
+        ));
     }
     let d = c.n_embd;
     // Embeddings.
@@ -151,7 +181,10 @@ pub fn forward<'s>(
     let embd = w.token_embd.view(file).data;
     for (i, &t) in tokens.iter().enumerate() {
         if t as usize >= c.n_vocab {
-            return Err(Error::invalid(format!("token id {t} is outside the vocabulary of {}", c.n_vocab)));
+            return Err(Error::invalid(format!(
+                "token id {t} is outside the vocabulary of {}",
+                c.n_vocab
+            )));
         }
         let row = &embd[t as usize * erb..(t as usize + 1) * erb];
         dequantize_row(w.token_embd.ty, row, &mut s.x[i * d..(i + 1) * d]);
@@ -160,7 +193,13 @@ pub fn forward<'s>(
     let half = c.n_rot / 2;
     for i in 0..n {
         let pos = (pos0 + i) as f32 * c.rope_freq_scale;
-        rope_cos_sin(pos, c.n_rot, c.rope_base, w.rope_freqs.as_deref(), &mut s.rope_cs[i * half..(i + 1) * half]);
+        rope_cos_sin(
+            pos,
+            c.n_rot,
+            c.rope_base,
+            w.rope_freqs.as_deref(),
+            &mut s.rope_cs[i * half..(i + 1) * half],
+        );
     }
     let shape = AttnShape {
         n_head: c.n_head,
@@ -171,7 +210,12 @@ pub fn forward<'s>(
     let (qd, kvd) = (c.q_dim(), c.kv_dim());
     for (li, l) in w.layers.iter().enumerate() {
         for i in 0..n {
-            rms_norm(&s.x[i * d..(i + 1) * d], &l.attn_norm, c.norm_eps, &mut s.xn[i * d..(i + 1) * d]);
+            rms_norm(
+                &s.x[i * d..(i + 1) * d],
+                &l.attn_norm,
+                c.norm_eps,
+                &mut s.xn[i * d..(i + 1) * d],
+            );
         }
         project_many(
             pool,
@@ -187,19 +231,54 @@ pub fn forward<'s>(
         }
         for i in 0..n {
             let cs = &s.rope_cs[i * half..(i + 1) * half];
-            rope(&mut s.q[i * qd..(i + 1) * qd], c.head_dim, c.n_rot, cs, c.rope_style);
-            rope(&mut s.k[i * kvd..(i + 1) * kvd], c.head_dim, c.n_rot, cs, c.rope_style);
+            rope(
+                &mut s.q[i * qd..(i + 1) * qd],
+                c.head_dim,
+                c.n_rot,
+                cs,
+                c.rope_style,
+            );
+            rope(
+                &mut s.k[i * kvd..(i + 1) * kvd],
+                c.head_dim,
+                c.n_rot,
+                cs,
+                c.rope_style,
+            );
         }
         kv.store(li, pos0, &s.k[..n * kvd], &s.v[..n * kvd])?;
         let (kc, vc) = kv.layer(li);
-        attention(pool, shape, &s.q, kc, vc, pos0, n, scale, &mut s.scores, &mut s.attn);
+        attention(
+            pool,
+            shape,
+            &s.q,
+            kc,
+            vc,
+            pos0,
+            n,
+            scale,
+            &mut s.scores,
+            &mut s.attn,
+        );
         project(pool, file, &l.wo, &s.attn, n, &mut s.acts, &mut s.tmp);
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
 
         for i in 0..n {
-            rms_norm(&s.x[i * d..(i + 1) * d], &l.ffn_norm, c.norm_eps, &mut s.xn[i * d..(i + 1) * d]);
+            rms_norm(
+                &s.x[i * d..(i + 1) * d],
+                &l.ffn_norm,
+                c.norm_eps,
+                &mut s.xn[i * d..(i + 1) * d],
+            );
         }
-        project_many(pool, file, &mut [(&l.w_gate, &mut s.gate), (&l.w_up, &mut s.up)], &s.xn, n, &mut s.acts);
+        project_many(
+            pool,
+            file,
+            &mut [(&l.w_gate, &mut s.gate), (&l.w_up, &mut s.up)],
+            &s.xn,
+            n,
+            &mut s.acts,
+        );
         silu_mul(&mut s.gate[..n * c.n_ff], &s.up[..n * c.n_ff]);
         project(pool, file, &l.w_down, &s.gate, n, &mut s.acts, &mut s.tmp);
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
@@ -213,7 +292,12 @@ pub fn forward<'s>(
     let m = n - first;
     for i in 0..m {
         let src = &s.x[(first + i) * d..(first + i + 1) * d];
-        rms_norm(src, &w.output_norm, c.norm_eps, &mut s.xn[i * d..(i + 1) * d]);
+        rms_norm(
+            src,
+            &w.output_norm,
+            c.norm_eps,
+            &mut s.xn[i * d..(i + 1) * d],
+        );
     }
     project(pool, file, &w.output, &s.xn, m, &mut s.acts, &mut s.logits);
     Ok(&s.logits[..m * c.n_vocab])

@@ -152,6 +152,10 @@ impl Model {
 
     /// Which SIMD kernels the CPU backend chose.
     pub fn backend_name(&self) -> String {
-        format!("cpu ({}, {} threads)", crate::backend::cpu::dot::simd_level(), self.n_threads())
+        format!(
+            "cpu ({}, {} threads)",
+            crate::backend::cpu::dot::simd_level(),
+            self.n_threads()
+        )
     }
 }

@@ -97,7 +97,9 @@ fn vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     let mut out = vec![0f32; n];
     dequantize_row(t.ty, f.tensor_data(t), &mut out);
     if out.iter().any(|v| !v.is_finite()) {
-        return Err(Error::bad_model(format!("tensor {name} holds NaN or infinite values")));
+        return Err(Error::bad_model(format!(
+            "tensor {name} holds NaN or infinite values"
+        )));
     }
     Ok(out)
 }
@@ -119,7 +121,10 @@ fn linear(f: &GgufFile, name: &str, rows: usize, cols: usize, with_bias: bool) -
         )));
     }
     if cols % 32 != 0 && !matches!(t.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
-        return Err(Error::bad_model(format!("tensor {} rows of {cols} are not whole blocks", t.name)));
+        return Err(Error::bad_model(format!(
+            "tensor {} rows of {cols} are not whole blocks",
+            t.name
+        )));
     }
     let start = (f.data_start + t.offset) as usize;
     let bias = if with_bias {

@@ -181,7 +181,9 @@ mod tests {
 
     #[test]
     fn q8_roundtrip_is_close() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.13).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.13)
+            .collect();
         let mut q = vec![0u8; ActFormat::Q8_0.row_bytes(64)];
         quantize_row_q8_0(&x, &mut q);
         for (j, &a) in x.iter().enumerate() {

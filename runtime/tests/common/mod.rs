@@ -30,7 +30,10 @@ pub fn model_path() -> PathBuf {
 pub fn model() -> Arc<Model> {
     static M: OnceLock<Arc<Model>> = OnceLock::new();
     M.get_or_init(|| {
-        Arc::new(Model::load(model_path(), &ModelParams { n_threads: 2 }).expect("load the default model"))
+        Arc::new(
+            Model::load(model_path(), &ModelParams { n_threads: 2 })
+                .expect("load the default model"),
+        )
     })
     .clone()
 }
@@ -38,7 +41,8 @@ pub fn model() -> Arc<Model> {
 /// Parse a JSON golden file from `tests/golden/`.
 pub fn golden(name: &str) -> serde_json::Value {
     let p = repo_root().join("tests/golden").join(name);
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()))
 }
 

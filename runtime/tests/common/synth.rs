@@ -20,7 +20,16 @@ pub struct Synth {
 
 impl Default for Synth {
     fn default() -> Self {
-        Synth { arch: "llama", n_layer: 2, n_embd: 64, n_ff: 128, n_head: 4, n_kv_head: 2, ty: GgmlType::F32, seed: 1 }
+        Synth {
+            arch: "llama",
+            n_layer: 2,
+            n_embd: 64,
+            n_ff: 128,
+            n_head: 4,
+            n_kv_head: 2,
+            ty: GgmlType::F32,
+            seed: 1,
+        }
     }
 }
 
@@ -58,23 +67,40 @@ fn encode(ty: GgmlType, vals: &[f32]) -> Vec<u8> {
     match ty {
         GgmlType::F32 => bytemuck::cast_slice(vals).to_vec(),
         GgmlType::F16 => vals.iter().flat_map(|&v| h(v)).collect(),
-        GgmlType::BF16 => vals.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        GgmlType::BF16 => vals
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
         GgmlType::Q8_0 => vals
             .chunks(32)
             .flat_map(|b| {
                 let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let d = amax / 127.0;
                 let mut out = h(d).to_vec();
-                out.extend(b.iter().map(|&v| if d > 0.0 { (v / d).round() as i8 as u8 } else { 0 }));
+                out.extend(b.iter().map(|&v| {
+                    if d > 0.0 {
+                        (v / d).round() as i8 as u8
+                    } else {
+                        0
+                    }
+                }));
                 out
             })
             .collect(),
         GgmlType::Q4_1 => vals
             .chunks(32)
             .flat_map(|b| {
-                let (mn, mx) = b.iter().fold((f32::MAX, f32::MIN), |(a, c), &v| (a.min(v), c.max(v)));
+                let (mn, mx) = b
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, c), &v| (a.min(v), c.max(v)));
                 let d = (mx - mn) / 15.0;
-                let q = |v: f32| if d > 0.0 { ((v - mn) / d).round().clamp(0.0, 15.0) as u8 } else { 0 };
+                let q = |v: f32| {
+                    if d > 0.0 {
+                        ((v - mn) / d).round().clamp(0.0, 15.0) as u8
+                    } else {
+                        0
+                    }
+                };
                 let mut out = h(d).to_vec();
                 out.extend(h(mn));
                 out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
@@ -96,13 +122,28 @@ impl Synth {
         let mut w = GgufWriter::new();
         w.add_meta("general.architecture", Value::String(a.into()));
         w.add_meta(&format!("{a}.block_count"), Value::U32(self.n_layer as u32));
-        w.add_meta(&format!("{a}.embedding_length"), Value::U32(self.n_embd as u32));
-        w.add_meta(&format!("{a}.feed_forward_length"), Value::U32(self.n_ff as u32));
-        w.add_meta(&format!("{a}.attention.head_count"), Value::U32(self.n_head as u32));
-        w.add_meta(&format!("{a}.attention.head_count_kv"), Value::U32(self.n_kv_head as u32));
+        w.add_meta(
+            &format!("{a}.embedding_length"),
+            Value::U32(self.n_embd as u32),
+        );
+        w.add_meta(
+            &format!("{a}.feed_forward_length"),
+            Value::U32(self.n_ff as u32),
+        );
+        w.add_meta(
+            &format!("{a}.attention.head_count"),
+            Value::U32(self.n_head as u32),
+        );
+        w.add_meta(
+            &format!("{a}.attention.head_count_kv"),
+            Value::U32(self.n_kv_head as u32),
+        );
         w.add_meta(&format!("{a}.context_length"), Value::U32(256));
         w.add_meta(&format!("{a}.rope.freq_base"), Value::F32(10000.0));
-        w.add_meta(&format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+        w.add_meta(
+            &format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        );
         // Vocabulary: control tokens, 256 byte tokens, a few merges, padding.
         let bc = byte_chars();
         let mut tokens = vec!["<s>".to_string(), "</s>".to_string()];
@@ -118,9 +159,18 @@ impl Synth {
         }
         w.add_meta("tokenizer.ggml.model", Value::String("gpt2".into()));
         w.add_meta("tokenizer.ggml.pre", Value::String("default".into()));
-        w.add_meta("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::String).collect()));
-        w.add_meta("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect()));
-        w.add_meta("tokenizer.ggml.merges", Value::Array(merges.into_iter().map(Value::String).collect()));
+        w.add_meta(
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        );
+        w.add_meta(
+            "tokenizer.ggml.token_type",
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        );
+        w.add_meta(
+            "tokenizer.ggml.merges",
+            Value::Array(merges.into_iter().map(Value::String).collect()),
+        );
         w.add_meta("tokenizer.ggml.bos_token_id", Value::U32(0));
         w.add_meta("tokenizer.ggml.eos_token_id", Value::U32(1));
         let mut mat = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, ty: GgmlType| {
@@ -129,30 +179,112 @@ impl Synth {
             w.add_tensor(name, &[cols as u64, rows as u64], ty, encode(ty, &v));
         };
         let ones = |n: usize| encode(GgmlType::F32, &vec![1.0; n]);
-        mat(&mut w, "token_embd.weight", n_vocab, self.n_embd, GgmlType::Q8_0);
+        mat(
+            &mut w,
+            "token_embd.weight",
+            n_vocab,
+            self.n_embd,
+            GgmlType::Q8_0,
+        );
         for i in 0..self.n_layer {
             let p = format!("blk.{i}");
-            w.add_tensor(&format!("{p}.attn_norm.weight"), &[self.n_embd as u64], GgmlType::F32, ones(self.n_embd));
-            w.add_tensor(&format!("{p}.ffn_norm.weight"), &[self.n_embd as u64], GgmlType::F32, ones(self.n_embd));
-            mat(&mut w, &format!("{p}.attn_q.weight"), self.n_embd, self.n_embd, self.ty);
-            mat(&mut w, &format!("{p}.attn_k.weight"), self.n_kv_head * hd, self.n_embd, self.ty);
-            mat(&mut w, &format!("{p}.attn_v.weight"), self.n_kv_head * hd, self.n_embd, self.ty);
-            mat(&mut w, &format!("{p}.attn_output.weight"), self.n_embd, self.n_embd, self.ty);
-            mat(&mut w, &format!("{p}.ffn_gate.weight"), self.n_ff, self.n_embd, self.ty);
-            mat(&mut w, &format!("{p}.ffn_up.weight"), self.n_ff, self.n_embd, self.ty);
-            mat(&mut w, &format!("{p}.ffn_down.weight"), self.n_embd, self.n_ff, self.ty);
+            w.add_tensor(
+                &format!("{p}.attn_norm.weight"),
+                &[self.n_embd as u64],
+                GgmlType::F32,
+                ones(self.n_embd),
+            );
+            w.add_tensor(
+                &format!("{p}.ffn_norm.weight"),
+                &[self.n_embd as u64],
+                GgmlType::F32,
+                ones(self.n_embd),
+            );
+            mat(
+                &mut w,
+                &format!("{p}.attn_q.weight"),
+                self.n_embd,
+                self.n_embd,
+                self.ty,
+            );
+            mat(
+                &mut w,
+                &format!("{p}.attn_k.weight"),
+                self.n_kv_head * hd,
+                self.n_embd,
+                self.ty,
+            );
+            mat(
+                &mut w,
+                &format!("{p}.attn_v.weight"),
+                self.n_kv_head * hd,
+                self.n_embd,
+                self.ty,
+            );
+            mat(
+                &mut w,
+                &format!("{p}.attn_output.weight"),
+                self.n_embd,
+                self.n_embd,
+                self.ty,
+            );
+            mat(
+                &mut w,
+                &format!("{p}.ffn_gate.weight"),
+                self.n_ff,
+                self.n_embd,
+                self.ty,
+            );
+            mat(
+                &mut w,
+                &format!("{p}.ffn_up.weight"),
+                self.n_ff,
+                self.n_embd,
+                self.ty,
+            );
+            mat(
+                &mut w,
+                &format!("{p}.ffn_down.weight"),
+                self.n_embd,
+                self.n_ff,
+                self.ty,
+            );
             if a == "qwen2" {
-                for (t, n) in [("q", self.n_embd), ("k", self.n_kv_head * hd), ("v", self.n_kv_head * hd)] {
+                for (t, n) in [
+                    ("q", self.n_embd),
+                    ("k", self.n_kv_head * hd),
+                    ("v", self.n_kv_head * hd),
+                ] {
                     let b: Vec<f32> = (0..n).map(|j| (j as f32 * 0.37).sin() * 0.1).collect();
-                    w.add_tensor(&format!("{p}.attn_{t}.bias"), &[n as u64], GgmlType::F32, encode(GgmlType::F32, &b));
+                    w.add_tensor(
+                        &format!("{p}.attn_{t}.bias"),
+                        &[n as u64],
+                        GgmlType::F32,
+                        encode(GgmlType::F32, &b),
+                    );
                 }
             }
             if a == "qwen3" {
-                w.add_tensor(&format!("{p}.attn_q_norm.weight"), &[hd as u64], GgmlType::F32, ones(hd));
-                w.add_tensor(&format!("{p}.attn_k_norm.weight"), &[hd as u64], GgmlType::F32, ones(hd));
+                w.add_tensor(
+                    &format!("{p}.attn_q_norm.weight"),
+                    &[hd as u64],
+                    GgmlType::F32,
+                    ones(hd),
+                );
+                w.add_tensor(
+                    &format!("{p}.attn_k_norm.weight"),
+                    &[hd as u64],
+                    GgmlType::F32,
+                    ones(hd),
+                );
             }
         }
-        w.add_tensor("output_norm.weight", &[self.n_embd as u64], GgmlType::F32, ones(self.n_embd));
+        w.add_tensor(
+            "output_norm.weight",
+            &[self.n_embd as u64],
+            GgmlType::F32,
+            ones(self.n_embd),
+        );
         w.to_bytes()
     }
 }

@@ -91,7 +91,13 @@ mod tests {
     fn naive(q: &[f32], ks: &[Vec<f32>], vs: &[Vec<f32>], scale: f32) -> Vec<f32> {
         let s: Vec<f64> = ks
             .iter()
-            .map(|k| k.iter().zip(q).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() * scale as f64)
+            .map(|k| {
+                k.iter()
+                    .zip(q)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum::<f64>()
+                    * scale as f64
+            })
             .collect();
         let m = s.iter().cloned().fold(f64::MIN, f64::max);
         let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
@@ -107,23 +113,58 @@ mod tests {
 
     #[test]
     fn matches_naive_gqa_causal() {
-        let shape = AttnShape { n_head: 4, n_kv_head: 2, head_dim: 8 };
+        let shape = AttnShape {
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 8,
+        };
         let (pos0, nt) = (3usize, 2usize);
         let kv_dim = 16;
         let val = |i: usize| (((i * 7919) % 101) as f32 - 50.0) / 40.0;
-        let k: Vec<f16> = (0..(pos0 + nt) * kv_dim).map(|i| f16::from_f32(val(i))).collect();
-        let v: Vec<f16> = (0..(pos0 + nt) * kv_dim).map(|i| f16::from_f32(val(i + 333))).collect();
-        let q: Vec<f32> = (0..nt * 4 * 8).map(|i| f16::from_f32(val(i + 77)).to_f32()).collect();
+        let k: Vec<f16> = (0..(pos0 + nt) * kv_dim)
+            .map(|i| f16::from_f32(val(i)))
+            .collect();
+        let v: Vec<f16> = (0..(pos0 + nt) * kv_dim)
+            .map(|i| f16::from_f32(val(i + 333)))
+            .collect();
+        let q: Vec<f32> = (0..nt * 4 * 8)
+            .map(|i| f16::from_f32(val(i + 77)).to_f32())
+            .collect();
         let pool = Pool::new(2).unwrap();
         let mut scores = vec![0f32; 2 * (pos0 + nt)];
         let mut out = vec![0f32; nt * 32];
-        attention(&pool, shape, &q, &k, &v, pos0, nt, 0.35, &mut scores, &mut out);
+        attention(
+            &pool,
+            shape,
+            &q,
+            &k,
+            &v,
+            pos0,
+            nt,
+            0.35,
+            &mut scores,
+            &mut out,
+        );
         for t in 0..nt {
             for h in 0..4 {
                 let kvh = h / 2;
                 let n = pos0 + t + 1;
-                let ks: Vec<Vec<f32>> = (0..n).map(|j| k[j * kv_dim + kvh * 8..][..8].iter().map(|x| x.to_f32()).collect()).collect();
-                let vs: Vec<Vec<f32>> = (0..n).map(|j| v[j * kv_dim + kvh * 8..][..8].iter().map(|x| x.to_f32()).collect()).collect();
+                let ks: Vec<Vec<f32>> = (0..n)
+                    .map(|j| {
+                        k[j * kv_dim + kvh * 8..][..8]
+                            .iter()
+                            .map(|x| x.to_f32())
+                            .collect()
+                    })
+                    .collect();
+                let vs: Vec<Vec<f32>> = (0..n)
+                    .map(|j| {
+                        v[j * kv_dim + kvh * 8..][..8]
+                            .iter()
+                            .map(|x| x.to_f32())
+                            .collect()
+                    })
+                    .collect();
                 let want = naive(&q[(t * 4 + h) * 8..][..8], &ks, &vs, 0.35);
                 let got = &out[(t * 4 + h) * 8..][..8];
                 for (a, b) in want.iter().zip(got) {

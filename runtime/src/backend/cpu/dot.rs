@@ -121,7 +121,12 @@ pub fn dot4(ty: GgmlType, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
             }
         }
     }
-    [dot(ty, w, a[0]), dot(ty, w, a[1]), dot(ty, w, a[2]), dot(ty, w, a[3])]
+    [
+        dot(ty, w, a[0]),
+        dot(ty, w, a[1]),
+        dot(ty, w, a[2]),
+        dot(ty, w, a[3]),
+    ]
 }
 
 /// The scalar reference for [`dot`].
@@ -140,7 +145,9 @@ pub fn dot_ref(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
 pub fn dot_q4_0_q8_0_ref(w: &[u8], a: &[u8]) -> f32 {
     let t = f16_table();
     let nb = w.len() / 18;
-    let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
+    let Some(a) = Acts::new(a, nb, false) else {
+        return f32::NAN;
+    };
     let mut acc = 0f32;
     for (i, wb) in w.chunks_exact(18).enumerate() {
         let q = a.block(i);
@@ -157,7 +164,9 @@ pub fn dot_q4_0_q8_0_ref(w: &[u8], a: &[u8]) -> f32 {
 pub fn dot_q4_1_q8_1_ref(w: &[u8], a: &[u8]) -> f32 {
     let t = f16_table();
     let nb = w.len() / 20;
-    let Some(a) = Acts::new(a, nb, true) else { return f32::NAN };
+    let Some(a) = Acts::new(a, nb, true) else {
+        return f32::NAN;
+    };
     let mut acc = 0f32;
     for (i, wb) in w.chunks_exact(20).enumerate() {
         let q = a.block(i);
@@ -174,11 +183,15 @@ pub fn dot_q4_1_q8_1_ref(w: &[u8], a: &[u8]) -> f32 {
 pub fn dot_q8_0_q8_0_ref(w: &[u8], a: &[u8]) -> f32 {
     let t = f16_table();
     let nb = w.len() / Q8_0_BYTES;
-    let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
+    let Some(a) = Acts::new(a, nb, false) else {
+        return f32::NAN;
+    };
     let mut acc = 0f32;
     for (i, wb) in w.chunks_exact(Q8_0_BYTES).enumerate() {
         let q = a.block(i);
-        let s: i32 = (0..QK).map(|j| (wb[2 + j] as i8 as i32) * (q[j] as i8 as i32)).sum();
+        let s: i32 = (0..QK)
+            .map(|j| (wb[2 + j] as i8 as i32) * (q[j] as i8 as i32))
+            .sum();
         acc += h(t, wb, 0) * a.d(i) * s as f32;
     }
     acc
@@ -282,7 +295,9 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / 18;
-        let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
+        let Some(a) = Acts::new(a, nb, false) else {
+            return f32::NAN;
+        };
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = &w[i * 18..i * 18 + 18];
@@ -297,7 +312,9 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / 20;
-        let Some(a) = Acts::new(a, nb, true) else { return f32::NAN };
+        let Some(a) = Acts::new(a, nb, true) else {
+            return f32::NAN;
+        };
         let mut acc = _mm256_setzero_ps();
         let mut mins = 0f32;
         let ones = _mm256_set1_epi16(1);
@@ -317,7 +334,9 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
         let nb = w.len() / Q8_0_BYTES;
-        let Some(a) = Acts::new(a, nb, false) else { return f32::NAN };
+        let Some(a) = Acts::new(a, nb, false) else {
+            return f32::NAN;
+        };
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = &w[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
@@ -332,7 +351,9 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_1_q8_1(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
         let nb = w.len() / 20;
-        let Some(a) = acts4(a, nb, true) else { return [f32::NAN; 4] };
+        let Some(a) = acts4(a, nb, true) else {
+            return [f32::NAN; 4];
+        };
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut mins = [0f32; 4];
         let ones = _mm256_set1_epi16(1);
@@ -343,17 +364,28 @@ mod x86 {
             let (dw, mw) = f16_pair_at(wb.as_ptr());
             for k in 0..4 {
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load_block(&a[k], i)), ones);
-                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[k].d(i)), _mm256_cvtepi32_ps(p), acc[k]);
+                acc[k] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw * a[k].d(i)),
+                    _mm256_cvtepi32_ps(p),
+                    acc[k],
+                );
                 mins[k] += mw * a[k].s(i);
             }
         }
-        [hsum(acc[0]) + mins[0], hsum(acc[1]) + mins[1], hsum(acc[2]) + mins[2], hsum(acc[3]) + mins[3]]
+        [
+            hsum(acc[0]) + mins[0],
+            hsum(acc[1]) + mins[1],
+            hsum(acc[2]) + mins[2],
+            hsum(acc[3]) + mins[3],
+        ]
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q4_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
         let nb = w.len() / 18;
-        let Some(a) = acts4(a, nb, false) else { return [f32::NAN; 4] };
+        let Some(a) = acts4(a, nb, false) else {
+            return [f32::NAN; 4];
+        };
         let mut acc = [_mm256_setzero_ps(); 4];
         for i in 0..nb {
             let wb = &w[i * 18..i * 18 + 18];
@@ -361,7 +393,11 @@ mod x86 {
             let q4 = _mm256_sub_epi8(nibbles(wb.as_ptr().add(2)), _mm256_set1_epi8(8));
             let dw = f16_at(wb.as_ptr());
             for k in 0..4 {
-                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[k].d(i)), dot_i8(q4, load_block(&a[k], i)), acc[k]);
+                acc[k] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw * a[k].d(i)),
+                    dot_i8(q4, load_block(&a[k], i)),
+                    acc[k],
+                );
             }
         }
         [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
@@ -370,7 +406,9 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4_q8_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
         let nb = w.len() / Q8_0_BYTES;
-        let Some(a) = acts4(a, nb, false) else { return [f32::NAN; 4] };
+        let Some(a) = acts4(a, nb, false) else {
+            return [f32::NAN; 4];
+        };
         let mut acc = [_mm256_setzero_ps(); 4];
         for i in 0..nb {
             let wb = &w[i * Q8_0_BYTES..(i + 1) * Q8_0_BYTES];
@@ -378,7 +416,11 @@ mod x86 {
             let x = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
             let dw = f16_at(wb.as_ptr());
             for k in 0..4 {
-                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[k].d(i)), dot_i8(x, load_block(&a[k], i)), acc[k]);
+                acc[k] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw * a[k].d(i)),
+                    dot_i8(x, load_block(&a[k], i)),
+                    acc[k],
+                );
             }
         }
         [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
@@ -425,6 +467,31 @@ mod x86 {
     }
 }
 
+/// `Σ k[i]·x[i]` for an f16 row (a cached key) and f32 values.
+#[inline]
+pub fn dot_f16(k: &[f16], x: &[f32]) -> f32 {
+    let kb: &[u8] = bytemuck::cast_slice(k);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2/FMA/F16C detected; the kernel stays within both slices.
+        return unsafe { x86::dot_f16_f32(kb, x) };
+    }
+    dot_dense_ref(GgmlType::F16, kb, x)
+}
+
+/// `y += a·v` for an f16 row (a cached value).
+#[inline]
+pub fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2/FMA/F16C detected; the kernel stays within both slices.
+        return unsafe { x86::axpy_f16(y, a, bytemuck::cast_slice(v)) };
+    }
+    for (o, h) in y.iter_mut().zip(v) {
+        *o += a * h.to_f32();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,9 +515,13 @@ mod tests {
         let scale_bytes: &[usize] = match ty {
             GgmlType::Q4_0 | GgmlType::Q8_0 => &[0],
             GgmlType::Q4_1 => &[0, 2],
-            GgmlType::F16 => return (0..n)
-                .flat_map(|_| f16::from_f32((rng(seed) % 2000) as f32 / 1000.0 - 1.0).to_le_bytes())
-                .collect(),
+            GgmlType::F16 => {
+                return (0..n)
+                    .flat_map(|_| {
+                        f16::from_f32((rng(seed) % 2000) as f32 / 1000.0 - 1.0).to_le_bytes()
+                    })
+                    .collect()
+            }
             _ => &[],
         };
         for blk in w.chunks_exact_mut(bb) {
@@ -465,7 +536,12 @@ mod tests {
     #[test]
     fn simd_matches_scalar_reference() {
         let mut seed = 0x9E3779B97F4A7C15u64;
-        for &ty in &[GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::F16] {
+        for &ty in &[
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::F16,
+        ] {
             for &n in &[32usize, 64, 576, 1536, 32 * 7] {
                 let w = random_weights(ty, n, &mut seed);
                 let x: Vec<f32> = (0..n)
@@ -483,41 +559,26 @@ mod tests {
                 let four = dot4(ty, &w, [&a, &a2, &a, &a2]);
                 assert_eq!(four[0].to_bits(), s.to_bits(), "{ty} n={n} dot4");
                 assert_eq!(four[2].to_bits(), s.to_bits(), "{ty} n={n} dot4");
-                assert_eq!(four[1].to_bits(), dot(ty, &w, &a2).to_bits(), "{ty} n={n} dot4");
+                assert_eq!(
+                    four[1].to_bits(),
+                    dot(ty, &w, &a2).to_bits(),
+                    "{ty} n={n} dot4"
+                );
                 // Tolerance: relative to the sum of |terms|, float reassociation only.
                 let mut deq = vec![0f32; n];
                 crate::quant::ggml::dequantize_row(ty, &w, &mut deq);
                 let mag: f32 = deq.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum::<f32>() + 1e-3;
-                assert!((r - s).abs() <= 1e-5 * mag + 1e-6, "{ty} n={n}: ref {r} simd {s}");
+                assert!(
+                    (r - s).abs() <= 1e-5 * mag + 1e-6,
+                    "{ty} n={n}: ref {r} simd {s}"
+                );
                 // And the quantized dot is close to the exact f32 dot.
                 let exact: f32 = deq.iter().zip(&x).map(|(a, b)| a * b).sum();
-                assert!((exact - r).abs() <= 0.02 * mag, "{ty} n={n}: exact {exact} q {r}");
+                assert!(
+                    (exact - r).abs() <= 0.02 * mag,
+                    "{ty} n={n}: exact {exact} q {r}"
+                );
             }
         }
-    }
-}
-
-/// `Σ k[i]·x[i]` for an f16 row (a cached key) and f32 values.
-#[inline]
-pub fn dot_f16(k: &[f16], x: &[f32]) -> f32 {
-    let kb: &[u8] = bytemuck::cast_slice(k);
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2/FMA/F16C detected; the kernel stays within both slices.
-        return unsafe { x86::dot_f16_f32(kb, x) };
-    }
-    dot_dense_ref(GgmlType::F16, kb, x)
-}
-
-/// `y += a·v` for an f16 row (a cached value).
-#[inline]
-pub fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2/FMA/F16C detected; the kernel stays within both slices.
-        return unsafe { x86::axpy_f16(y, a, bytemuck::cast_slice(v)) };
-    }
-    for (o, h) in y.iter_mut().zip(v) {
-        *o += a * h.to_f32();
     }
 }

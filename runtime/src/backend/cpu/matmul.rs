@@ -32,7 +32,14 @@ unsafe impl Sync for OutPtr {}
 unsafe impl Send for OutPtr {}
 
 /// `out` is `n_tokens × w.rows`, `acts` is `n_tokens` rows of `act_row_bytes` each.
-pub fn matmul(pool: &Pool, w: WeightView, acts: &[u8], act_row_bytes: usize, n_tokens: usize, out: &mut [f32]) {
+pub fn matmul(
+    pool: &Pool,
+    w: WeightView,
+    acts: &[u8],
+    act_row_bytes: usize,
+    n_tokens: usize,
+    out: &mut [f32],
+) {
     matmul_many(pool, [(w, out)], acts, act_row_bytes, n_tokens);
 }
 
@@ -46,13 +53,19 @@ pub fn matmul_many<'a, 'w>(
     act_row_bytes: usize,
     n_tokens: usize,
 ) {
-    assert!(acts.len() >= n_tokens * act_row_bytes, "matmul activations too small");
+    assert!(
+        acts.len() >= n_tokens * act_row_bytes,
+        "matmul activations too small"
+    );
     let mut ptrs: [Option<(WeightView, OutPtr)>; 4] = [const { None }; 4];
     let mut total = 0;
     for (i, (w, out)) in jobs.into_iter().enumerate() {
         assert!(i < ptrs.len(), "at most 4 matrices per pass");
         assert!(out.len() >= n_tokens * w.rows, "matmul output too small");
-        assert!(w.data.len() >= w.row_bytes() * w.rows, "matmul weights too small");
+        assert!(
+            w.data.len() >= w.row_bytes() * w.rows,
+            "matmul weights too small"
+        );
         total += w.rows;
         ptrs[i] = Some((w, OutPtr(out.as_mut_ptr())));
     }
@@ -72,7 +85,14 @@ pub fn matmul_many<'a, 'w>(
 }
 
 /// Rows `range` of `w` against every token.
-fn rows_kernel(w: &WeightView, p: &OutPtr, range: std::ops::Range<usize>, acts: &[u8], act_row_bytes: usize, n_tokens: usize) {
+fn rows_kernel(
+    w: &WeightView,
+    p: &OutPtr,
+    range: std::ops::Range<usize>,
+    acts: &[u8],
+    act_row_bytes: usize,
+    n_tokens: usize,
+) {
     let rb = w.row_bytes();
     let rows = w.rows;
     for r in range {

@@ -35,7 +35,13 @@ pub enum RopeStyle {
 
 /// Cosines and sines of one position for `n_rot/2` frequencies, computed as ggml does:
 /// theta_i = pos · base^(-2i/n_rot), optionally divided by a per-frequency factor.
-pub fn rope_cos_sin(pos: f32, n_rot: usize, base: f32, factors: Option<&[f32]>, out: &mut [(f32, f32)]) {
+pub fn rope_cos_sin(
+    pos: f32,
+    n_rot: usize,
+    base: f32,
+    factors: Option<&[f32]>,
+    out: &mut [(f32, f32)],
+) {
     let theta_scale = base.powf(-2.0 / n_rot as f32);
     let mut theta = pos;
     for (i, o) in out.iter_mut().enumerate().take(n_rot / 2) {

@@ -121,12 +121,16 @@ impl Pool {
     /// A pool of `n` threads (0 means one per available core).
     pub fn new(n: usize) -> Result<Self> {
         let n = if n == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             n
         };
         if n > 1024 {
-            return Err(Error::invalid(format!("{n} threads is not a sensible thread count")));
+            return Err(Error::invalid(format!(
+                "{n} threads is not a sensible thread count"
+            )));
         }
         let shared = Arc::new(Shared {
             n,
