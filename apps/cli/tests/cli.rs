@@ -1,0 +1,143 @@
+//! The `suanpan` binary end to end, on the real default model.
+
+use std::process::Command;
+
+fn suanpan() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_suanpan"))
+}
+
+fn model() -> String {
+    let p = suanpan::install::default_model_path();
+    assert!(
+        p.is_file(),
+        "default model missing at {}; run scripts/test",
+        p.display()
+    );
+    p.display().to_string()
+}
+
+#[test]
+fn run_greedy_prints_only_text_and_stats_on_stderr() {
+    let out = suanpan()
+        .args([
+            "run",
+            "-m",
+            &model(),
+            "-p",
+            "The capital of France is",
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "-t",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Paris"), "{text:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tok/s"), "{err}");
+    assert!(!text.contains("tok/s"));
+}
+
+#[test]
+fn chat_one_shot_answers() {
+    let out = suanpan()
+        .args([
+            "chat",
+            "-m",
+            &model(),
+            "-p",
+            "What is the capital of France?",
+            "-n",
+            "16",
+            "--temp",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Paris"), "{text:?}");
+    assert!(!text.contains("<|im_start|>"), "{text:?}");
+}
+
+#[test]
+fn info_describes_the_model() {
+    let out = suanpan().args(["info", &model()]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in ["llama", "30 layers", "576", "Q4_1", "49152"] {
+        assert!(text.contains(want), "info lacks {want:?}:\n{text}");
+    }
+}
+
+#[test]
+fn perplexity_prints_ppl_last() {
+    let dir = std::env::temp_dir().join(format!("suanpan-ppl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("text.txt");
+    let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").unwrap();
+    std::fs::write(&f, &text[..6000]).unwrap();
+    let out = suanpan()
+        .args([
+            "perplexity",
+            "-m",
+            &model(),
+            "-f",
+            f.to_str().unwrap(),
+            "-c",
+            "128",
+            "--chunks",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().unwrap();
+    let v: f64 = last.strip_prefix("PPL = ").expect(last).parse().unwrap();
+    assert!(v > 1.0 && v < 100.0, "{v}");
+}
+
+#[test]
+fn bad_model_files_fail_cleanly() {
+    let dir = std::env::temp_dir().join(format!("suanpan-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.gguf");
+    std::fs::write(&junk, b"this is not a model").unwrap();
+    let truncated = dir.join("truncated.gguf");
+    let bytes = std::fs::read(model()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    for (path, want) in [
+        (dir.join("missing.gguf"), "No such file"),
+        (junk, "magic"),
+        (truncated, "truncated"),
+    ] {
+        let out = suanpan()
+            .args(["run", "-m", path.to_str().unwrap(), "-p", "hi", "-n", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("error:") && err.contains(want),
+            "{path:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
