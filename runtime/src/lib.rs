@@ -10,6 +10,7 @@ pub mod format;
 pub mod backend;
 pub mod install;
 pub mod kv;
+pub mod lut;
 pub mod model;
 pub mod perplexity;
 pub mod quant;

@@ -1,0 +1,157 @@
+//! `y = W·x` for a [`LutMatrix`] by table lookup (decode GEMV).
+//!
+//! Per row `r` and group `g` (with `n = g/4` k-steps, `b` planes):
+//!
+//! ```text
+//! acc_p  = Σ_{steps s of g} q_s[nibble(r, p, s)]            (integer, exact)
+//! total  = Σ_p acc_p · 2^p                                  (integer, exact)
+//! y[r]  += s_rg · (total · ts_g/2 + ((2^b − 1)/2 − z_rg) · Σ_{k∈g} x_k)
+//! ```
+//! which equals `Σ_k s·(u − z)·x_k` up to the table quantization. The float epilogue is
+//! evaluated in exactly this order (no FMA) by the scalar reference and the SIMD kernel,
+//! so their results are bit-identical.
+
+use super::layout::{LutMatrix, CHUNK_ROWS};
+use super::table::LutTables;
+use crate::error::{Error, Result};
+
+/// Which GEMV kernel [`gemv_tables`] uses (decided once).
+pub fn simd_level() -> &'static str {
+    if has_avx2() {
+        "avx2"
+    } else {
+        "scalar"
+    }
+}
+
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static A: OnceLock<bool> = OnceLock::new();
+        *A.get_or_init(|| {
+            std::env::var_os("SUANPAN_FORCE_SCALAR").is_none()
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The per-group float epilogue, shared by every kernel (the SIMD one mirrors it lane-wise).
+#[inline(always)]
+pub(crate) fn epilogue(
+    total: i32,
+    half_scale: f32,
+    sum: f32,
+    s: f32,
+    z: f32,
+    half_range: f32,
+) -> f32 {
+    let c = half_range - z;
+    s * (total as f32 * half_scale + c * sum)
+}
+
+fn check(m: &LutMatrix, t: &LutTables, y: &[f32]) -> Result<()> {
+    if t.group() != m.group() || t.cols() != m.cols() {
+        return Err(Error::invalid(format!(
+            "LUT GEMV: tables for {} columns in groups of {}, matrix has {} in groups of {}",
+            t.cols(),
+            t.group(),
+            m.cols(),
+            m.group()
+        )));
+    }
+    if y.len() != m.rows() {
+        return Err(Error::invalid(format!(
+            "LUT GEMV: output has {} elements for {} rows",
+            y.len(),
+            m.rows()
+        )));
+    }
+    Ok(())
+}
+
+/// `y = W·x`: builds the tables and runs the best kernel.
+pub fn gemv(m: &LutMatrix, x: &[f32], y: &mut [f32]) -> Result<()> {
+    if x.len() != m.cols() {
+        return Err(Error::invalid(format!(
+            "LUT GEMV: {} activations for {} columns",
+            x.len(),
+            m.cols()
+        )));
+    }
+    let t = LutTables::build(x, m.group())?;
+    gemv_tables(m, &t, y)
+}
+
+/// `y = W·x` from prebuilt tables with the best kernel.
+pub fn gemv_tables(m: &LutMatrix, t: &LutTables, y: &mut [f32]) -> Result<()> {
+    check(m, t, y)?;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and F16C were detected at run time; `check` and the LutMatrix
+        // invariants (buffer lengths fixed by its shape) bound every read and write.
+        unsafe { super::x86::gemv_avx2(m, t, y) };
+        return Ok(());
+    }
+    gemv_ref(m, t, y)
+}
+
+/// Scalar reference: the kernel's computation one row at a time, reading the packed
+/// layout through [`LutMatrix::nibble`].
+pub fn gemv_ref(m: &LutMatrix, t: &LutTables, y: &mut [f32]) -> Result<()> {
+    check(m, t, y)?;
+    let steps = m.group() / 4;
+    let half_range = ((1u32 << m.bits()) - 1) as f32 * 0.5;
+    for (r, yr) in y.iter_mut().enumerate() {
+        let mut acc = 0f32;
+        for gi in 0..m.groups() {
+            let mut total = 0i32;
+            for p in 0..m.bits() {
+                let mut a = 0i32;
+                for s in 0..steps {
+                    a += t.entry(gi * steps + s, m.nibble(r, gi, p, s));
+                }
+                total += a << p;
+            }
+            let (s, z) = m.scale_zero(r, gi);
+            acc += epilogue(total, t.half_scales()[gi], t.sums()[gi], s, z, half_range);
+        }
+        *yr = acc;
+    }
+    debug_assert!(m.rows() <= m.chunks() * CHUNK_ROWS);
+    Ok(())
+}
+
+/// The ideal result: `y = dequantize(W)·x` in f32 (f64 accumulation), no table error.
+pub fn gemv_ideal(m: &LutMatrix, x: &[f32], y: &mut [f32]) -> Result<()> {
+    if x.len() != m.cols() || y.len() != m.rows() {
+        return Err(Error::invalid(
+            "LUT GEMV: activation or output length does not match",
+        ));
+    }
+    let w = m.dequantize();
+    for (yr, wr) in y.iter_mut().zip(w.chunks_exact(m.cols())) {
+        *yr = wr
+            .iter()
+            .zip(x)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum::<f64>() as f32;
+    }
+    Ok(())
+}
+
+/// Worst-case |LUT − ideal| per row from table quantization alone: each of the
+/// `n = g/4` lookups per plane is off by at most `ts/2`, planes weigh `2^p`, and the
+/// epilogue multiplies by `|s|/2`: `Σ_g |s_rg| · ts_g/2 · n · (2^b − 1) / 2`.
+pub fn table_error_bound(m: &LutMatrix, t: &LutTables, r: usize) -> f32 {
+    let n = (m.group() / 4) as f32;
+    let levels = ((1u32 << m.bits()) - 1) as f32;
+    (0..m.groups())
+        .map(|gi| m.scale_zero(r, gi).0.abs() * t.half_scales()[gi] * n * levels * 0.5)
+        .sum()
+}

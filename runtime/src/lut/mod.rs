@@ -1,0 +1,180 @@
+//! T-MAC style table-lookup kernels for 1–4-bit weights with f32 activations
+//! (DESIGN.md §3).
+//!
+//! * [`quantize`]: group-wise asymmetric quantization (RTN and an error-minimizing search)
+//!   and BitNet b1.58 ternary.
+//! * [`layout`]: [`LutMatrix`], bit planes packed as nibbles in the GEMV's read order.
+//! * [`table`]: per-4-activation symmetric tables with mirror consolidation, quantized to
+//!   int8 with one scale per group.
+//! * [`gemv`]: the scalar reference, the dispatching [`gemv::gemv`], and the ideal f32
+//!   reference; `x86` holds the AVX2 lookup-accumulate kernel.
+//!
+//! ```no_run
+//! # fn main() -> suanpan::Result<()> {
+//! use suanpan::lut::{gemv, LutMatrix};
+//! let (rows, cols) = (96, 256);
+//! let w = vec![0.01f32; rows * cols];
+//! let m = LutMatrix::quantize(&w, rows, cols, 2, 64)?;
+//! let x = vec![1.0f32; cols];
+//! let mut y = vec![0.0; rows];
+//! gemv::gemv(&m, &x, &mut y)?;
+//! # Ok(()) }
+//! ```
+
+pub mod gemv;
+pub mod layout;
+pub mod quantize;
+pub mod table;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use layout::LutMatrix;
+pub use quantize::Method;
+pub use table::LutTables;
+
+/// Deterministic random numbers for the tests (no dependency).
+#[cfg(test)]
+pub(crate) mod testutil {
+    pub struct Rng(pub u64);
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// Uniform in [0, 1).
+        pub fn unit(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        }
+        /// Approximately standard normal (sum of 4 uniforms, rescaled).
+        pub fn normal(&mut self) -> f32 {
+            let s: f32 = (0..4).map(|_| self.unit()).sum();
+            (s - 2.0) * 1.732
+        }
+        /// Heavy-tailed: mostly normal, 1 in 16 values an outlier up to ±12.
+        pub fn heavy(&mut self) -> f32 {
+            let v = self.normal();
+            if self.next() % 16 == 0 {
+                v * 6.0
+            } else {
+                v
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gemv::{gemv, gemv_ideal, gemv_ref, gemv_tables, table_error_bound};
+    use super::testutil::Rng;
+    use super::*;
+    use crate::error::Error;
+
+    fn random_case(
+        rng: &mut Rng,
+        rows: usize,
+        cols: usize,
+        bits: usize,
+        group: usize,
+        method: Method,
+    ) -> (LutMatrix, Vec<f32>) {
+        let w: Vec<f32> = (0..rows * cols).map(|_| 0.05 * rng.heavy()).collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
+        (
+            LutMatrix::quantize_with(&w, rows, cols, bits, group, method).unwrap(),
+            x,
+        )
+    }
+
+    /// AVX2 == scalar reference bit for bit; both within the table-quantization bound of
+    /// the ideal f32 product.
+    #[test]
+    fn simd_equals_reference_and_reference_is_close_to_ideal() {
+        let mut rng = Rng(0xC0FFEE);
+        let mut cases = 0;
+        for bits in 1..=4 {
+            for &group in &[32usize, 64, 128] {
+                for &(rows, mult) in &[(1usize, 1usize), (31, 3), (33, 2), (77, 5), (64, 1)] {
+                    let cols = group * mult;
+                    let method = if bits == 2 && rows == 33 {
+                        Method::Ternary
+                    } else {
+                        Method::Search
+                    };
+                    let (m, x) = random_case(&mut rng, rows, cols, bits, group, method);
+                    let t = LutTables::build(&x, group).unwrap();
+                    let (mut yr, mut ys, mut yi) =
+                        (vec![0f32; rows], vec![0f32; rows], vec![0f32; rows]);
+                    gemv_ref(&m, &t, &mut yr).unwrap();
+                    gemv_tables(&m, &t, &mut ys).unwrap();
+                    gemv_ideal(&m, &x, &mut yi).unwrap();
+                    let w = m.dequantize();
+                    for r in 0..rows {
+                        assert_eq!(
+                            ys[r].to_bits(),
+                            yr[r].to_bits(),
+                            "b{bits} g{group} {rows}×{cols} row {r}"
+                        );
+                        // Table quantization bound plus f32 rounding (relative to Σ|w·x|).
+                        let mag: f32 = w[r * cols..(r + 1) * cols]
+                            .iter()
+                            .zip(&x)
+                            .map(|(a, b)| (a * b).abs())
+                            .sum();
+                        let tol = table_error_bound(&m, &t, r) + 1e-5 * mag + 1e-6;
+                        assert!(
+                            (yr[r] - yi[r]).abs() <= tol,
+                            "b{bits} g{group} {rows}×{cols} row {r}: lut {} ideal {} tol {tol}",
+                            yr[r],
+                            yi[r]
+                        );
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 60);
+    }
+
+    /// The bound above is a worst case; the typical error is far smaller (sanity: the
+    /// LUT result is within 2% of Σ|w·x| of the ideal one on a larger matrix).
+    #[test]
+    fn typical_error_is_small() {
+        let mut rng = Rng(99);
+        let (m, x) = random_case(&mut rng, 40, 512, 4, 128, Method::Search);
+        let (mut y, mut yi) = (vec![0f32; 40], vec![0f32; 40]);
+        gemv(&m, &x, &mut y).unwrap();
+        gemv_ideal(&m, &x, &mut yi).unwrap();
+        let w = m.dequantize();
+        for r in 0..40 {
+            let mag: f32 = w[r * 512..(r + 1) * 512]
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| (a * b).abs())
+                .sum();
+            assert!(
+                (y[r] - yi[r]).abs() <= 0.02 * mag,
+                "row {r}: {} vs {}",
+                y[r],
+                yi[r]
+            );
+        }
+    }
+
+    #[test]
+    fn gemv_bad_input_is_an_error() {
+        let mut rng = Rng(3);
+        let (m, x) = random_case(&mut rng, 5, 64, 3, 32, Method::Rtn);
+        let inv = |r: crate::Result<()>| matches!(r, Err(Error::InvalidArg(_)));
+        assert!(inv(gemv(&m, &x[..32], &mut [0.0; 5])));
+        assert!(inv(gemv(&m, &x, &mut [0.0; 4])));
+        assert!(inv(gemv(&m, &x, &mut [0.0; 6])));
+        let t64 = LutTables::build(&x, 64).unwrap();
+        assert!(inv(gemv_tables(&m, &t64, &mut [0.0; 5])));
+        assert!(inv(gemv_ref(&m, &t64, &mut [0.0; 5])));
+        let t = LutTables::build(&x[..32], 32).unwrap();
+        assert!(inv(gemv_tables(&m, &t, &mut [0.0; 5])));
+        assert!(inv(gemv_ideal(&m, &x[..63], &mut [0.0; 5])));
+    }
+}

@@ -1,0 +1,229 @@
+//! Group-wise weight quantization for the LUT kernels.
+//!
+//! Asymmetric: a group of `g` weights becomes codes `u ∈ 0..=2^b−1` with one scale `s` and
+//! one zero point `z` (both stored as f16), dequantized as `w ≈ s·(u − z)`.
+//!
+//! * [`Method::Rtn`]: plain min/max round-to-nearest, `s = (max−min)/(2^b−1)`, `z = −min/s`.
+//! * [`Method::Search`]: error-minimizing. Tries a grid of clipping ratios for the low and the
+//!   high end of the range independently (shrinking towards the group mean), then refines
+//!   the best candidate by a least-squares fit of `(s, z)` to its codes; keeps whichever has
+//!   the smallest squared error *with the f16-rounded scale and zero actually stored*. The
+//!   grid contains the unclipped range, so it is never worse than [`Method::Rtn`].
+//! * [`Method::Ternary`]: BitNet b1.58 absmean, `γ = mean|W|` over the whole matrix, codes
+//!   `round(clamp(w/γ, −1, 1)) + 1` in 2 bits with `s = γ`, `z = 1`.
+
+use half::f16;
+
+/// How a matrix is quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Min/max round-to-nearest (the baseline).
+    Rtn,
+    /// Clipping-ratio grid search plus least-squares refinement (the default).
+    Search,
+    /// BitNet b1.58 absmean ternary; forces 2 bits.
+    Ternary,
+}
+
+/// Clipping ratios tried for each end of the range (1.0 = no clipping).
+const RATIOS: [f32; 9] = [1.0, 0.93, 0.86, 0.79, 0.72, 0.65, 0.55, 0.45, 0.35];
+
+/// Rounds of least-squares refinement after the grid search.
+const REFINE_ROUNDS: usize = 3;
+
+/// Scale and zero (f16-rounded, as stored) for the range `[lo, hi]` with `qmax + 1` levels.
+fn params_for_range(lo: f32, hi: f32, qmax: f32) -> (f16, f16) {
+    if hi <= lo {
+        // Constant group: represent the value exactly with u = 0.
+        let s = if lo != 0.0 { lo.abs() } else { 1.0 };
+        return (f16::from_f32(s), f16::from_f32(-lo / s));
+    }
+    let s = (hi - lo) / qmax;
+    let z = -lo / s;
+    let (s16, z16) = (f16::from_f32(s), f16::from_f32(z));
+    if s16.to_f32() > 0.0 && s16.is_finite() && z16.is_finite() {
+        return (s16, z16);
+    }
+    // The zero point (or scale) does not fit an f16: fall back to a range containing 0.
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let s = ((hi - lo) / qmax).max(f32::MIN_POSITIVE);
+    (f16::from_f32(s), f16::from_f32(-lo / s))
+}
+
+/// Codes of `w` for the stored `(s, z)`; returns the squared error of the reconstruction.
+fn quantize_with(w: &[f32], s: f16, z: f16, qmax: f32, codes: &mut [u8]) -> f64 {
+    let (s, z) = (s.to_f32(), z.to_f32());
+    let inv = if s != 0.0 { 1.0 / s } else { 0.0 };
+    let mut err = 0f64;
+    for (c, &v) in codes.iter_mut().zip(w) {
+        let u = (v * inv + z).round().clamp(0.0, qmax);
+        *c = u as u8;
+        let d = v - s * (u - z);
+        err += (d as f64) * (d as f64);
+    }
+    err
+}
+
+/// Plain min/max RTN of one group into `codes`; returns `(scale, zero)`.
+pub fn quantize_group_rtn(w: &[f32], bits: usize, codes: &mut [u8]) -> (f16, f16) {
+    let qmax = ((1u32 << bits) - 1) as f32;
+    let (lo, hi) = min_max(w);
+    let (s, z) = params_for_range(lo, hi, qmax);
+    quantize_with(w, s, z, qmax, codes);
+    (s, z)
+}
+
+/// Error-minimizing quantization of one group into `codes`; returns `(scale, zero)`.
+pub fn quantize_group_search(w: &[f32], bits: usize, codes: &mut [u8]) -> (f16, f16) {
+    let qmax = ((1u32 << bits) - 1) as f32;
+    let (lo, hi) = min_max(w);
+    let mean = w.iter().sum::<f32>() / w.len().max(1) as f32;
+    let mut scratch = vec![0u8; w.len()];
+    let mut best = (f64::INFINITY, f16::ZERO, f16::ZERO);
+    for &a in &RATIOS {
+        for &b in &RATIOS {
+            let (l, h) = (mean + (lo - mean) * a, mean + (hi - mean) * b);
+            let (s, z) = params_for_range(l, h, qmax);
+            let e = quantize_with(w, s, z, qmax, &mut scratch);
+            if e < best.0 {
+                best = (e, s, z);
+            }
+        }
+    }
+    // Least-squares refinement: fit w ≈ a·u + c to the current codes, re-quantize.
+    let (mut e, mut s, mut z) = best;
+    quantize_with(w, s, z, qmax, codes);
+    for _ in 0..REFINE_ROUNDS {
+        let Some((s2, z2)) = lsq_fit(w, codes) else {
+            break;
+        };
+        let e2 = quantize_with(w, s2, z2, qmax, &mut scratch);
+        if e2.is_nan() || e2 >= e {
+            break;
+        }
+        (e, s, z) = (e2, s2, z2);
+        codes.copy_from_slice(&scratch);
+    }
+    (s, z)
+}
+
+/// Least-squares `(s, z)` with `w ≈ s·(u − z)` for fixed codes; `None` if degenerate.
+fn lsq_fit(w: &[f32], codes: &[u8]) -> Option<(f16, f16)> {
+    let n = w.len() as f64;
+    let (mut su, mut suu, mut sw, mut suw) = (0f64, 0f64, 0f64, 0f64);
+    for (&c, &v) in codes.iter().zip(w) {
+        let (u, v) = (c as f64, v as f64);
+        su += u;
+        suu += u * u;
+        sw += v;
+        suw += u * v;
+    }
+    let den = n * suu - su * su;
+    if den <= 0.0 {
+        return None;
+    }
+    let a = (n * suw - su * sw) / den;
+    let c = (sw - a * su) / n;
+    if a.is_nan() || a <= 0.0 {
+        return None;
+    }
+    let (s, z) = (f16::from_f32(a as f32), f16::from_f32((-c / a) as f32));
+    (s.to_f32() > 0.0 && s.is_finite() && z.is_finite()).then_some((s, z))
+}
+
+/// BitNet b1.58 absmean scale of a whole matrix.
+pub fn absmean(w: &[f32]) -> f32 {
+    let m = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
+    m as f32
+}
+
+/// Ternary codes (0, 1, 2 for −1, 0, +1) of one group for the matrix scale `gamma`;
+/// returns `(scale, zero) = (γ, 1)`.
+pub fn quantize_group_ternary(w: &[f32], gamma: f32, codes: &mut [u8]) -> (f16, f16) {
+    let inv = 1.0 / (gamma + 1e-6);
+    for (c, &v) in codes.iter_mut().zip(w) {
+        *c = ((v * inv).clamp(-1.0, 1.0).round() + 1.0) as u8;
+    }
+    (f16::from_f32(gamma), f16::ONE)
+}
+
+/// Squared reconstruction error of one group.
+pub fn group_sse(w: &[f32], codes: &[u8], s: f16, z: f16) -> f64 {
+    let (s, z) = (s.to_f32(), z.to_f32());
+    w.iter()
+        .zip(codes)
+        .map(|(&v, &u)| {
+            let d = (v - s * (u as f32 - z)) as f64;
+            d * d
+        })
+        .sum()
+}
+
+fn min_max(w: &[f32]) -> (f32, f32) {
+    w.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lut::testutil::Rng;
+
+    fn sse_of(w: &[f32], bits: usize, search: bool) -> f64 {
+        let mut codes = vec![0u8; w.len()];
+        let (s, z) = if search {
+            quantize_group_search(w, bits, &mut codes)
+        } else {
+            quantize_group_rtn(w, bits, &mut codes)
+        };
+        assert!(codes.iter().all(|&c| (c as usize) < (1 << bits)));
+        group_sse(w, &codes, s, z)
+    }
+
+    #[test]
+    fn search_never_worse_than_rtn_and_better_on_heavy_tails() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for bits in 1..=4 {
+            for &g in &[32usize, 64, 128] {
+                let (mut rtn_heavy, mut search_heavy) = (0f64, 0f64);
+                for _ in 0..40 {
+                    let uni: Vec<f32> = (0..g).map(|_| rng.normal()).collect();
+                    let heavy: Vec<f32> = (0..g).map(|_| rng.heavy()).collect();
+                    for w in [&uni, &heavy] {
+                        let (r, s) = (sse_of(w, bits, false), sse_of(w, bits, true));
+                        assert!(s <= r, "bits {bits} g {g}: search {s} > rtn {r}");
+                    }
+                    rtn_heavy += sse_of(&heavy, bits, false);
+                    search_heavy += sse_of(&heavy, bits, true);
+                }
+                // Heavy tails: clipping the outliers must pay off clearly (≥ 10% less error).
+                assert!(
+                    search_heavy < 0.9 * rtn_heavy,
+                    "bits {bits} g {g}: search {search_heavy} vs rtn {rtn_heavy}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn constant_and_ternary_groups() {
+        for v in [0.0f32, 1.5, -2.25] {
+            let w = [v; 32];
+            let mut c = [0u8; 32];
+            let (s, z) = quantize_group_search(&w, 2, &mut c);
+            assert!(group_sse(&w, &c, s, z) < 1e-6, "{v}");
+        }
+        let w: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) / 16.0).collect();
+        let gamma = absmean(&w);
+        let mut c = vec![0u8; 64];
+        let (s, z) = quantize_group_ternary(&w, gamma, &mut c);
+        assert_eq!(z, f16::ONE);
+        assert!(c.iter().all(|&u| u <= 2));
+        assert_eq!(c[0], 0);
+        assert_eq!(c[32], 1);
+        assert_eq!(c[63], 2);
+        assert!((s.to_f32() - gamma).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,177 @@
+//! Lookup tables of partial sums of the activations, built once per GEMV and shared by
+//! every row and every bit plane.
+//!
+//! For each k-step (4 activations `x0..x3`) the table is *symmetric*:
+//! `T[m] = Σ_j (2·bit_j(m) − 1)·x_j`. Then `T[15 − m] = −T[m]` (flipping all four bits
+//! negates every term), so only `T[0..8]` is computed and the upper half is its mirror
+//! ("mirror consolidation"). A plane's 0/1 bits relate to the ±1 form by
+//! `Σ_j bit_j·x_j = (T[m] + Σ_j x_j) / 2`, which the epilogue undoes with the group sum.
+//!
+//! Table quantization: all tables of one quantization group share one scale
+//! `ts = max|T| / 127`; entries become `q = round(T / ts) ∈ [−127, 127]` (symmetric
+//! rounding keeps the mirror exact: `q[15 − m] = −q[m]`), stored biased as `q + 128` in a
+//! `u8` so that the kernel can widen lookups with a mask and a shift (unsigned).
+
+use crate::error::{Error, Result};
+
+/// Bias added to every quantized table entry.
+pub const TABLE_BIAS: i32 = 128;
+
+/// Quantized tables for one activation vector and one group size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LutTables {
+    group: usize,
+    cols: usize,
+    /// `cols/4` tables of 16 biased entries, in k-step order.
+    q: Vec<u8>,
+    /// Per group: `ts / 2` (the 1/2 of the ±1 → 0/1 conversion folded in).
+    half_scale: Vec<f32>,
+    /// Per group: `Σ x` over the group, in f32.
+    sums: Vec<f32>,
+}
+
+/// The 16 f32 entries of the symmetric table for `x[0..4]`, built from 8 by mirroring.
+#[inline]
+pub fn table_f32(x: &[f32]) -> [f32; 16] {
+    let mut t = [0f32; 16];
+    for m in 0..8 {
+        let sg = |j: usize| if (m >> j) & 1 == 1 { x[j] } else { -x[j] };
+        t[m] = ((sg(0) + sg(1)) + sg(2)) - x[3];
+        t[15 - m] = -t[m];
+    }
+    t
+}
+
+impl LutTables {
+    /// Build and quantize the tables of `x` for groups of `group` activations.
+    pub fn build(x: &[f32], group: usize) -> Result<Self> {
+        if !super::layout::GROUPS.contains(&group) || x.is_empty() || x.len() % group != 0 {
+            return Err(Error::invalid(format!(
+                "LUT tables: {} activations is not a positive multiple of the group {group}",
+                x.len()
+            )));
+        }
+        let groups = x.len() / group;
+        let mut q = vec![0u8; x.len() * 4];
+        let mut half_scale = vec![0f32; groups];
+        let mut sums = vec![0f32; groups];
+        let mut tables = vec![[0f32; 16]; group / 4];
+        for (gi, (xg, qg)) in x
+            .chunks_exact(group)
+            .zip(q.chunks_exact_mut(group * 4))
+            .enumerate()
+        {
+            let mut amax = 0f32;
+            for (t, x4) in tables.iter_mut().zip(xg.chunks_exact(4)) {
+                *t = table_f32(x4);
+                amax = t[..8].iter().fold(amax, |a, v| a.max(v.abs()));
+            }
+            // A NaN/inf activation poisons this group's result instead of the whole table.
+            let (ts, inv) = if amax > 0.0 && amax.is_finite() {
+                (amax / 127.0, 127.0 / amax)
+            } else if amax == 0.0 {
+                (0.0, 0.0)
+            } else {
+                (f32::NAN, 0.0)
+            };
+            for (t, qt) in tables.iter().zip(qg.chunks_exact_mut(16)) {
+                for m in 0..8 {
+                    let v = (t[m] * inv).round().clamp(-127.0, 127.0) as i32;
+                    qt[m] = (v + TABLE_BIAS) as u8;
+                    qt[15 - m] = (TABLE_BIAS - v) as u8;
+                }
+            }
+            half_scale[gi] = 0.5 * ts;
+            sums[gi] = xg.iter().sum();
+        }
+        Ok(LutTables {
+            group,
+            cols: x.len(),
+            q,
+            half_scale,
+            sums,
+        })
+    }
+
+    pub fn group(&self) -> usize {
+        self.group
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Biased quantized entries: `cols/4` tables of 16 bytes.
+    pub fn entries(&self) -> &[u8] {
+        &self.q
+    }
+    /// Per group `ts / 2`.
+    pub fn half_scales(&self) -> &[f32] {
+        &self.half_scale
+    }
+    /// Per group `Σ x`.
+    pub fn sums(&self) -> &[f32] {
+        &self.sums
+    }
+    /// Signed quantized entry `m` of table (k-step) `step`.
+    #[inline]
+    pub fn entry(&self, step: usize, m: usize) -> i32 {
+        self.q[step * 16 + m] as i32 - TABLE_BIAS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lut::testutil::Rng;
+
+    #[test]
+    fn tables_are_mirrored_and_quantized_within_half_a_step() {
+        let mut rng = Rng(5);
+        for &g in &[32usize, 64, 128] {
+            let x: Vec<f32> = (0..3 * g).map(|_| rng.normal()).collect();
+            let t = LutTables::build(&x, g).unwrap();
+            for step in 0..x.len() / 4 {
+                let exact = table_f32(&x[4 * step..4 * step + 4]);
+                let ts = 2.0 * t.half_scales()[4 * step / g];
+                for (m, &e) in exact.iter().enumerate() {
+                    // Direct definition, not the mirrored shortcut.
+                    let direct: f32 = (0..4)
+                        .map(|j| {
+                            if (m >> j) & 1 == 1 {
+                                x[4 * step + j]
+                            } else {
+                                -x[4 * step + j]
+                            }
+                        })
+                        .sum();
+                    assert!((direct - e).abs() <= 1e-5 * (1.0 + direct.abs()));
+                    assert_eq!(t.entry(step, 15 - m), -t.entry(step, m));
+                    assert!(t.entry(step, m).abs() <= 127);
+                    assert!((t.entry(step, m) as f32 * ts - e).abs() <= 0.5 * ts * 1.0001);
+                }
+            }
+            for gi in 0..3 {
+                let s: f32 = x[gi * g..(gi + 1) * g].iter().sum();
+                assert_eq!(t.sums()[gi], s);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_activations_and_bad_lengths() {
+        let t = LutTables::build(&[0.0; 64], 32).unwrap();
+        assert!(t.entries().iter().all(|&b| b as i32 == TABLE_BIAS));
+        assert_eq!(t.half_scales(), &[0.0, 0.0]);
+        assert!(matches!(
+            LutTables::build(&[0.0; 48], 32),
+            Err(Error::InvalidArg(_))
+        ));
+        assert!(matches!(
+            LutTables::build(&[], 32),
+            Err(Error::InvalidArg(_))
+        ));
+        assert!(matches!(
+            LutTables::build(&[0.0; 64], 16),
+            Err(Error::InvalidArg(_))
+        ));
+    }
+}

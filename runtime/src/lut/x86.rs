@@ -1,0 +1,117 @@
+//! AVX2 lookup-accumulate GEMV over the layout of [`super::layout`].
+//!
+//! Per 32-row chunk, group and plane, each 32-byte load holds two k-steps of 32 rows
+//! (lanes) as nibbles; one 32-byte load of the two matching tables (consecutive in memory)
+//! serves both lanes. Two `_mm256_shuffle_epi8` give the biased u8 entries for the low and
+//! high nibbles; each is widened by masking (even bytes) and shifting (odd bytes) into
+//! u16 accumulators. Bounds: a group has at most 16 k-pairs per lane, so a u16 lane holds at
+//! most 16·255; after folding the two lanes at most 8160. The per-plane sums are widened
+//! to i32, weighted by `2^p`, unbiased, and go through the same float epilogue as the
+//! scalar reference (mul/add, no FMA), so results are bit-identical.
+
+use std::arch::x86_64::*;
+
+use super::layout::{LutMatrix, CHUNK_ROWS};
+use super::table::{LutTables, TABLE_BIAS};
+
+/// Sum the two 128-bit lanes of 16 u16 accumulators and widen to 8 i32.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fold_widen(a: __m256i) -> __m256i {
+    let s = _mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+    _mm256_cvtepu16_epi32(s)
+}
+
+/// `y = W·x` for `m` and the tables `t`.
+///
+/// # Safety
+/// AVX2 and F16C must be available; `t` must match `m` (same group and columns) and
+/// `y.len() == m.rows()` (checked by the caller).
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, y: &mut [f32]) {
+    let (bits, group, groups) = (m.bits(), m.group(), m.groups());
+    let steps = group / 4;
+    let pairs = group / 8;
+    let planes = m.planes();
+    let entries = t.entries();
+    let (scales, zeros) = (m.scales(), m.zeros());
+    assert!(
+        planes.len() >= m.chunks() * m.chunk_bytes()
+            && scales.len() >= m.chunks() * groups * CHUNK_ROWS
+            && zeros.len() >= m.chunks() * groups * CHUNK_ROWS
+            && entries.len() >= groups * steps * 16
+            && t.half_scales().len() >= groups
+            && t.sums().len() >= groups
+            && y.len() == m.rows()
+    );
+    let nib = _mm256_set1_epi8(15);
+    let low = _mm256_set1_epi16(0x00FF);
+    let half_range = _mm256_set1_ps(((1u32 << bits) - 1) as f32 * 0.5);
+    // Σ_p 2^p · (bias per lookup) · (lookups per plane and group).
+    let bias = _mm256_set1_epi32(TABLE_BIAS * steps as i32 * ((1 << bits) - 1));
+    let mut wp = planes.as_ptr();
+    for c in 0..m.chunks() {
+        let mut yacc = [_mm256_setzero_ps(); 4];
+        for gi in 0..groups {
+            let mut tot = [_mm256_setzero_si256(); 4];
+            // SAFETY: gi < groups, so the group's `steps` tables of 16 bytes are in `entries`.
+            let tp = unsafe { entries.as_ptr().add(gi * steps * 16) };
+            for p in 0..bits {
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for q in 0..pairs {
+                    // SAFETY: `wp` walks the planes in layout order, 32 bytes per k-pair, and
+                    // stops after chunks·groups·bits·pairs of them = the asserted length; the
+                    // two tables of k-pair q < pairs lie inside this group's tables.
+                    let (w, tab) = unsafe {
+                        (
+                            _mm256_loadu_si256(wp as *const __m256i),
+                            _mm256_loadu_si256(tp.add(32 * q) as *const __m256i),
+                        )
+                    };
+                    wp = wp.wrapping_add(32);
+                    let lo = _mm256_and_si256(w, nib);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w), nib);
+                    let vl = _mm256_shuffle_epi8(tab, lo);
+                    let vh = _mm256_shuffle_epi8(tab, hi);
+                    acc[0] = _mm256_add_epi16(acc[0], _mm256_and_si256(vl, low));
+                    acc[1] = _mm256_add_epi16(acc[1], _mm256_srli_epi16::<8>(vl));
+                    acc[2] = _mm256_add_epi16(acc[2], _mm256_and_si256(vh, low));
+                    acc[3] = _mm256_add_epi16(acc[3], _mm256_srli_epi16::<8>(vh));
+                }
+                let sh = _mm_cvtsi32_si128(p as i32);
+                for j in 0..4 {
+                    tot[j] = _mm256_add_epi32(tot[j], _mm256_sll_epi32(fold_widen(acc[j]), sh));
+                }
+            }
+            let hs = _mm256_set1_ps(t.half_scales()[gi]);
+            let sx = _mm256_set1_ps(t.sums()[gi]);
+            let at = (c * groups + gi) * CHUNK_ROWS;
+            for j in 0..4 {
+                // SAFETY: at + 8j + 8 <= chunks·groups·32 scales/zeros (asserted); f16 is a
+                // transparent u16, so 8 of them are 16 readable bytes.
+                let (s, z) = unsafe {
+                    (
+                        _mm256_cvtph_ps(_mm_loadu_si128(
+                            scales.as_ptr().add(at + 8 * j) as *const __m128i
+                        )),
+                        _mm256_cvtph_ps(_mm_loadu_si128(
+                            zeros.as_ptr().add(at + 8 * j) as *const __m128i
+                        )),
+                    )
+                };
+                let total = _mm256_cvtepi32_ps(_mm256_sub_epi32(tot[j], bias));
+                let cz = _mm256_sub_ps(half_range, z);
+                let inner = _mm256_add_ps(_mm256_mul_ps(total, hs), _mm256_mul_ps(cz, sx));
+                yacc[j] = _mm256_add_ps(yacc[j], _mm256_mul_ps(s, inner));
+            }
+        }
+        let mut out = [0f32; CHUNK_ROWS];
+        for (j, v) in yacc.iter().enumerate() {
+            // SAFETY: `out` has 32 floats; 8j + 8 <= 32.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * j), *v) };
+        }
+        let r0 = c * CHUNK_ROWS;
+        let n = CHUNK_ROWS.min(m.rows() - r0);
+        y[r0..r0 + n].copy_from_slice(&out[..n]);
+    }
+}
