@@ -30,16 +30,36 @@ pub struct LutTables {
     sums: Vec<f32>,
 }
 
-/// The 16 f32 entries of the symmetric table for `x[0..4]`, built from 8 by mirroring.
-#[inline]
-pub fn table_f32(x: &[f32]) -> [f32; 16] {
-    let mut t = [0f32; 16];
-    for m in 0..8 {
-        let sg = |j: usize| if (m >> j) & 1 == 1 { x[j] } else { -x[j] };
-        t[m] = ((sg(0) + sg(1)) + sg(2)) - x[3];
-        t[15 - m] = -t[m];
+/// The lower half `T[0..8]` of the symmetric table for `x[0..4]` (bit 3 clear).
+#[inline(always)]
+fn table8(x: &[f32]) -> [f32; 8] {
+    let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
+    let lo = [-x0 - x1, x0 - x1, -x0 + x1, x0 + x1];
+    let mut t = [0f32; 8];
+    for m in 0..4 {
+        t[m] = (lo[m] - x2) - x3;
+        t[m + 4] = (lo[m] + x2) - x3;
     }
     t
+}
+
+/// The 16 f32 entries of the symmetric table for `x[0..4]`, built from 8 by mirroring.
+pub fn table_f32(x: &[f32]) -> [f32; 16] {
+    let h = table8(x);
+    let mut t = [0f32; 16];
+    for m in 0..8 {
+        t[m] = h[m];
+        t[15 - m] = -h[m];
+    }
+    t
+}
+
+/// Round half to even for |v| < 2²² without a libm call (symmetric, so mirrored entries
+/// stay exact negatives).
+#[inline(always)]
+fn round_even(v: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((v + MAGIC) - MAGIC) as i32
 }
 
 impl LutTables {
@@ -55,28 +75,27 @@ impl LutTables {
         let mut q = vec![0u8; x.len() * 4];
         let mut half_scale = vec![0f32; groups];
         let mut sums = vec![0f32; groups];
-        let mut tables = vec![[0f32; 16]; group / 4];
         for (gi, (xg, qg)) in x
             .chunks_exact(group)
             .zip(q.chunks_exact_mut(group * 4))
             .enumerate()
         {
-            let mut amax = 0f32;
-            for (t, x4) in tables.iter_mut().zip(xg.chunks_exact(4)) {
-                *t = table_f32(x4);
-                amax = t[..8].iter().fold(amax, |a, v| a.max(v.abs()));
-            }
-            // A NaN/inf activation poisons this group's result instead of the whole table.
-            let (ts, inv) = if amax > 0.0 && amax.is_finite() {
-                (amax / 127.0, 127.0 / amax)
-            } else if amax == 0.0 {
-                (0.0, 0.0)
-            } else {
+            // max_m |T[m]| is the all-signs-aligned entry, which rounds exactly like this sum.
+            let amax = xg.chunks_exact(4).fold(0f32, |a, x4| {
+                a.max(((x4[0].abs() + x4[1].abs()) + x4[2].abs()) + x4[3].abs())
+            });
+            // A NaN/inf activation poisons this group's result, not the whole vector.
+            let (ts, inv) = if !xg.iter().all(|v| v.is_finite()) {
                 (f32::NAN, 0.0)
+            } else if amax > 0.0 {
+                (amax / 127.0, 127.0 / amax)
+            } else {
+                (0.0, 0.0)
             };
-            for (t, qt) in tables.iter().zip(qg.chunks_exact_mut(16)) {
+            for (x4, qt) in xg.chunks_exact(4).zip(qg.chunks_exact_mut(16)) {
+                let t = table8(x4);
                 for m in 0..8 {
-                    let v = (t[m] * inv).round().clamp(-127.0, 127.0) as i32;
+                    let v = round_even(t[m] * inv).clamp(-127, 127);
                     qt[m] = (v + TABLE_BIAS) as u8;
                     qt[15 - m] = (TABLE_BIAS - v) as u8;
                 }

@@ -3,8 +3,8 @@
 //! Per 32-row chunk, group and plane, each 32-byte load holds two k-steps of 32 rows
 //! (lanes) as nibbles; one 32-byte load of the two matching tables (consecutive in memory)
 //! serves both lanes. Two `_mm256_shuffle_epi8` give the biased u8 entries for the low and
-//! high nibbles; each is widened by masking (even bytes) and shifting (odd bytes) into
-//! u16 accumulators. Bounds: a group has at most 16 k-pairs per lane, so a u16 lane holds at
+//! high nibbles; each is added as 16-bit words (odd·256 + even, wrapping) and, shifted,
+//! as odd bytes into u16 accumulators; the even-byte sums are the difference afterwards. Bounds: a group has at most 16 k-pairs per lane, so a u16 lane holds at
 //! most 16·255; after folding the two lanes at most 8160. The per-plane sums are widened
 //! to i32, weighted by `2^p`, unbiased, and go through the same float epilogue as the
 //! scalar reference (mul/add, no FMA), so results are bit-identical.
@@ -45,7 +45,7 @@ pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, y: &mut [f32]) {
             && y.len() == m.rows()
     );
     let nib = _mm256_set1_epi8(15);
-    let low = _mm256_set1_epi16(0x00FF);
+    let zero = _mm256_setzero_si256();
     let half_range = _mm256_set1_ps(((1u32 << bits) - 1) as f32 * 0.5);
     // Σ_p 2^p · (bias per lookup) · (lookups per plane and group).
     let bias = _mm256_set1_epi32(TABLE_BIAS * steps as i32 * ((1 << bits) - 1));
@@ -57,7 +57,9 @@ pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, y: &mut [f32]) {
             // SAFETY: gi < groups, so the group's `steps` tables of 16 bytes are in `entries`.
             let tp = unsafe { entries.as_ptr().add(gi * steps * 16) };
             for p in 0..bits {
-                let mut acc = [_mm256_setzero_si256(); 4];
+                // Whole 16-bit words (odd·256 + even, wrapping) and odd bytes, low and
+                // high nibbles: the even-byte sums are recovered after the loop.
+                let (mut wl, mut ol, mut wh, mut oh) = (zero, zero, zero, zero);
                 for q in 0..pairs {
                     // SAFETY: `wp` walks the planes in layout order, 32 bytes per k-pair, and
                     // stops after chunks·groups·bits·pairs of them = the asserted length; the
@@ -73,11 +75,18 @@ pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, y: &mut [f32]) {
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w), nib);
                     let vl = _mm256_shuffle_epi8(tab, lo);
                     let vh = _mm256_shuffle_epi8(tab, hi);
-                    acc[0] = _mm256_add_epi16(acc[0], _mm256_and_si256(vl, low));
-                    acc[1] = _mm256_add_epi16(acc[1], _mm256_srli_epi16::<8>(vl));
-                    acc[2] = _mm256_add_epi16(acc[2], _mm256_and_si256(vh, low));
-                    acc[3] = _mm256_add_epi16(acc[3], _mm256_srli_epi16::<8>(vh));
+                    wl = _mm256_add_epi16(wl, vl);
+                    ol = _mm256_add_epi16(ol, _mm256_srli_epi16::<8>(vl));
+                    wh = _mm256_add_epi16(wh, vh);
+                    oh = _mm256_add_epi16(oh, _mm256_srli_epi16::<8>(vh));
                 }
+                // Even sums ≤ 16·255 < 2^16, so the wrapped difference is exact.
+                let acc = [
+                    _mm256_sub_epi16(wl, _mm256_slli_epi16::<8>(ol)),
+                    ol,
+                    _mm256_sub_epi16(wh, _mm256_slli_epi16::<8>(oh)),
+                    oh,
+                ];
                 let sh = _mm_cvtsi32_si128(p as i32);
                 for j in 0..4 {
                     tot[j] = _mm256_add_epi32(tot[j], _mm256_sll_epi32(fold_widen(acc[j]), sh));
