@@ -11,6 +11,8 @@
 //! evaluated in exactly this order (no FMA) by the scalar reference and the SIMD kernel,
 //! so their results are bit-identical.
 
+use std::ops::Range;
+
 use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::LutTables;
 use crate::error::{Error, Result};
@@ -55,7 +57,14 @@ pub(crate) fn epilogue(
     s * (total as f32 * half_scale + c * sum)
 }
 
-fn check(m: &LutMatrix, t: &LutTables, y: &[f32]) -> Result<()> {
+/// Rows `chunks` (in 32-row chunks) cover: `32·start .. min(32·end, rows)`.
+pub fn chunk_rows(m: &LutMatrix, chunks: &Range<usize>) -> Range<usize> {
+    let lo = (chunks.start * CHUNK_ROWS).min(m.rows());
+    let hi = (chunks.end * CHUNK_ROWS).min(m.rows());
+    lo..hi.max(lo)
+}
+
+fn check(m: &LutMatrix, t: &LutTables, chunks: &Range<usize>, y: &[f32]) -> Result<()> {
     if t.group() != m.group() || t.cols() != m.cols() {
         return Err(Error::invalid(format!(
             "LUT GEMV: tables for {} columns in groups of {}, matrix has {} in groups of {}",
@@ -65,11 +74,17 @@ fn check(m: &LutMatrix, t: &LutTables, y: &[f32]) -> Result<()> {
             m.group()
         )));
     }
-    if y.len() != m.rows() {
+    if chunks.start > chunks.end || chunks.end > m.chunks() {
         return Err(Error::invalid(format!(
-            "LUT GEMV: output has {} elements for {} rows",
+            "LUT GEMV: chunks {chunks:?} outside 0..{}",
+            m.chunks()
+        )));
+    }
+    let rows = chunk_rows(m, chunks);
+    if y.len() != rows.len() {
+        return Err(Error::invalid(format!(
+            "LUT GEMV: output has {} elements for rows {rows:?}",
             y.len(),
-            m.rows()
         )));
     }
     Ok(())
@@ -90,24 +105,45 @@ pub fn gemv(m: &LutMatrix, x: &[f32], y: &mut [f32]) -> Result<()> {
 
 /// `y = W·x` from prebuilt tables with the best kernel.
 pub fn gemv_tables(m: &LutMatrix, t: &LutTables, y: &mut [f32]) -> Result<()> {
-    check(m, t, y)?;
+    gemv_chunks(m, t, 0..m.chunks(), y)
+}
+
+/// Rows of the 32-row `chunks` only (`y` holds exactly [`chunk_rows`]): the unit a thread
+/// pool splits a GEMV into.
+pub fn gemv_chunks(
+    m: &LutMatrix,
+    t: &LutTables,
+    chunks: Range<usize>,
+    y: &mut [f32],
+) -> Result<()> {
+    check(m, t, &chunks, y)?;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: AVX2 and F16C were detected at run time; `check` and the LutMatrix
-        // invariants (buffer lengths fixed by its shape) bound every read and write.
-        unsafe { super::x86::gemv_avx2(m, t, y) };
+        // SAFETY: AVX2 and F16C were detected at run time; `check` validated the chunk
+        // range and output length, and the kernel asserts the buffer lengths it relies on.
+        unsafe { super::x86::gemv_avx2(m, t, chunks, y) };
         return Ok(());
     }
-    gemv_ref(m, t, y)
+    gemv_ref_chunks(m, t, chunks, y)
 }
 
 /// Scalar reference: the kernel's computation one row at a time, reading the packed
 /// layout through [`LutMatrix::nibble`].
 pub fn gemv_ref(m: &LutMatrix, t: &LutTables, y: &mut [f32]) -> Result<()> {
-    check(m, t, y)?;
+    gemv_ref_chunks(m, t, 0..m.chunks(), y)
+}
+
+/// [`gemv_ref`] for the rows of `chunks` only.
+pub fn gemv_ref_chunks(
+    m: &LutMatrix,
+    t: &LutTables,
+    chunks: Range<usize>,
+    y: &mut [f32],
+) -> Result<()> {
+    check(m, t, &chunks, y)?;
     let steps = m.group() / 4;
     let half_range = ((1u32 << m.bits()) - 1) as f32 * 0.5;
-    for (r, yr) in y.iter_mut().enumerate() {
+    for (r, yr) in chunk_rows(m, &chunks).zip(y.iter_mut()) {
         let mut acc = 0f32;
         for gi in 0..m.groups() {
             let mut total = 0i32;
@@ -123,7 +159,6 @@ pub fn gemv_ref(m: &LutMatrix, t: &LutTables, y: &mut [f32]) -> Result<()> {
         }
         *yr = acc;
     }
-    debug_assert!(m.rows() <= m.chunks() * CHUNK_ROWS);
     Ok(())
 }
 

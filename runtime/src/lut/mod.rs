@@ -162,6 +162,34 @@ mod tests {
         }
     }
 
+    /// Random shapes; a GEMV split into chunk ranges equals the whole one.
+    #[test]
+    fn random_shapes_and_chunk_ranges() {
+        use super::gemv::{chunk_rows, gemv_chunks, gemv_ref_chunks};
+        let mut rng = Rng(0xABCDEF);
+        for _ in 0..12 {
+            let bits = 1 + (rng.next() % 4) as usize;
+            let group = [32, 64, 128][(rng.next() % 3) as usize];
+            let rows = 1 + (rng.next() % 140) as usize;
+            let cols = group * (1 + (rng.next() % 6) as usize);
+            let (m, x) = random_case(&mut rng, rows, cols, bits, group, Method::Search);
+            let t = LutTables::build(&x, group).unwrap();
+            let (mut whole, mut whole_ref) = (vec![0f32; rows], vec![0f32; rows]);
+            gemv_tables(&m, &t, &mut whole).unwrap();
+            gemv_ref(&m, &t, &mut whole_ref).unwrap();
+            assert_eq!(whole, whole_ref, "b{bits} g{group} {rows}×{cols}");
+            let cut = (rng.next() as usize) % (m.chunks() + 1);
+            for range in [0..cut, cut..m.chunks()] {
+                let rr = chunk_rows(&m, &range);
+                let (mut part, mut part_ref) = (vec![0f32; rr.len()], vec![0f32; rr.len()]);
+                gemv_chunks(&m, &t, range.clone(), &mut part).unwrap();
+                gemv_ref_chunks(&m, &t, range, &mut part_ref).unwrap();
+                assert_eq!(part, whole[rr.clone()]);
+                assert_eq!(part_ref, whole[rr]);
+            }
+        }
+    }
+
     #[test]
     fn gemv_bad_input_is_an_error() {
         let mut rng = Rng(3);
@@ -176,5 +204,10 @@ mod tests {
         let t = LutTables::build(&x[..32], 32).unwrap();
         assert!(inv(gemv_tables(&m, &t, &mut [0.0; 5])));
         assert!(inv(gemv_ideal(&m, &x[..63], &mut [0.0; 5])));
+        let t = LutTables::build(&x, 32).unwrap();
+        assert!(inv(super::gemv::gemv_chunks(&m, &t, 0..2, &mut [0.0; 5])));
+        assert!(inv(super::gemv::gemv_chunks(&m, &t, 1..0, &mut [])));
+        assert!(inv(super::gemv::gemv_chunks(&m, &t, 0..1, &mut [0.0; 4])));
+        assert!(super::gemv::gemv_chunks(&m, &t, 1..1, &mut []).is_ok());
     }
 }

@@ -10,7 +10,9 @@
 //! scalar reference (mul/add, no FMA), so results are bit-identical.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
+use super::gemv::chunk_rows;
 use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::{LutTables, TABLE_BIAS};
 
@@ -25,10 +27,9 @@ fn fold_widen(a: __m256i) -> __m256i {
 /// `y = W·x` for `m` and the tables `t`.
 ///
 /// # Safety
-/// AVX2 and F16C must be available; `t` must match `m` (same group and columns) and
-/// `y.len() == m.rows()` (checked by the caller).
+/// AVX2 and F16C must be available. Shapes are asserted (the caller has checked them).
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, y: &mut [f32]) {
+pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, chunks: Range<usize>, y: &mut [f32]) {
     let (bits, group, groups) = (m.bits(), m.group(), m.groups());
     let steps = group / 4;
     let pairs = group / 8;
@@ -42,15 +43,17 @@ pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, y: &mut [f32]) {
             && entries.len() >= groups * steps * 16
             && t.half_scales().len() >= groups
             && t.sums().len() >= groups
-            && y.len() == m.rows()
+            && chunks.start <= chunks.end
+            && chunks.end <= m.chunks()
+            && y.len() == chunk_rows(m, &chunks).len()
     );
     let nib = _mm256_set1_epi8(15);
     let zero = _mm256_setzero_si256();
     let half_range = _mm256_set1_ps(((1u32 << bits) - 1) as f32 * 0.5);
     // Σ_p 2^p · (bias per lookup) · (lookups per plane and group).
     let bias = _mm256_set1_epi32(TABLE_BIAS * steps as i32 * ((1 << bits) - 1));
-    let mut wp = planes.as_ptr();
-    for c in 0..m.chunks() {
+    let mut wp = planes.as_ptr().wrapping_add(chunks.start * m.chunk_bytes());
+    for c in chunks.clone() {
         let mut yacc = [_mm256_setzero_ps(); 4];
         for gi in 0..groups {
             let mut tot = [_mm256_setzero_si256(); 4];
@@ -61,9 +64,10 @@ pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, y: &mut [f32]) {
                 // high nibbles: the even-byte sums are recovered after the loop.
                 let (mut wl, mut ol, mut wh, mut oh) = (zero, zero, zero, zero);
                 for q in 0..pairs {
-                    // SAFETY: `wp` walks the planes in layout order, 32 bytes per k-pair, and
-                    // stops after chunks·groups·bits·pairs of them = the asserted length; the
-                    // two tables of k-pair q < pairs lie inside this group's tables.
+                    // SAFETY: `wp` walks the planes in layout order from chunk `chunks.start`,
+                    // 32 bytes per k-pair, groups·bits·pairs k-pairs (= chunk_bytes) per chunk,
+                    // and chunks.end <= m.chunks() (asserted with the planes' length); the two
+                    // tables of k-pair q < pairs lie inside this group's tables.
                     let (w, tab) = unsafe {
                         (
                             _mm256_loadu_si256(wp as *const __m256i),
@@ -119,8 +123,8 @@ pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, y: &mut [f32]) {
             // SAFETY: `out` has 32 floats; 8j + 8 <= 32.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * j), *v) };
         }
-        let r0 = c * CHUNK_ROWS;
-        let n = CHUNK_ROWS.min(m.rows() - r0);
+        let r0 = (c - chunks.start) * CHUNK_ROWS;
+        let n = CHUNK_ROWS.min(y.len() - r0);
         y[r0..r0 + n].copy_from_slice(&out[..n]);
     }
 }
