@@ -15,6 +15,7 @@ use std::ops::Range;
 
 use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::LutTables;
+use crate::backend::cpu::pool::Pool;
 use crate::error::{Error, Result};
 
 /// Which GEMV kernel [`gemv_tables`] uses (decided once).
@@ -125,6 +126,29 @@ pub fn gemv_chunks(
         return Ok(());
     }
     gemv_ref_chunks(m, t, chunks, y)
+}
+
+/// Output pointer shared by the pool's threads; each writes only its own chunks' rows.
+struct OutPtr(*mut f32);
+// SAFETY: the threads write disjoint row ranges (disjoint chunk ranges from `run_ranges`)
+// while the `&mut` output borrow is held by `gemv_pool`.
+unsafe impl Sync for OutPtr {}
+
+/// [`gemv_tables`] with the 32-row chunks split over the threads of `pool`; identical
+/// results (each row is computed by the same kernel whatever the split).
+pub fn gemv_pool(pool: &Pool, m: &LutMatrix, t: &LutTables, y: &mut [f32]) -> Result<()> {
+    check(m, t, &(0..m.chunks()), y)?;
+    let out = OutPtr(y.as_mut_ptr());
+    let out = &out;
+    pool.run_ranges(m.chunks(), 1, |_, chunks| {
+        let rows = chunk_rows(m, &chunks);
+        // SAFETY: `rows` lies inside `0..y.len()` (checked above) and no other thread gets
+        // an overlapping chunk range, so this is the only live reference to these elements.
+        let part = unsafe { std::slice::from_raw_parts_mut(out.0.add(rows.start), rows.len()) };
+        // Cannot fail: the shapes were checked for the whole range above.
+        let _ = gemv_chunks(m, t, chunks, part);
+    });
+    Ok(())
 }
 
 /// Scalar reference: the kernel's computation one row at a time, reading the packed

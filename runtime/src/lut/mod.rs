@@ -191,6 +191,21 @@ mod tests {
     }
 
     #[test]
+    fn pool_split_equals_single_thread() {
+        let pool = crate::backend::cpu::Pool::new(2).unwrap();
+        let mut rng = Rng(11);
+        for &rows in &[1usize, 31, 95, 200] {
+            let (m, x) = random_case(&mut rng, rows, 256, 3, 64, Method::Search);
+            let t = LutTables::build(&x, 64).unwrap();
+            let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+            gemv_tables(&m, &t, &mut a).unwrap();
+            super::gemv::gemv_pool(&pool, &m, &t, &mut b).unwrap();
+            assert_eq!(a, b);
+            assert!(super::gemv::gemv_pool(&pool, &m, &t, &mut b[1..]).is_err());
+        }
+    }
+
+    #[test]
     fn gemv_bad_input_is_an_error() {
         let mut rng = Rng(3);
         let (m, x) = random_case(&mut rng, 5, 64, 3, 32, Method::Rtn);
