@@ -62,6 +62,32 @@ fn round_even(v: f32) -> i32 {
     ((v + MAGIC) - MAGIC) as i32
 }
 
+/// Tables of `x` (4 activations per table, all finite) quantized with `inv = 1/ts` into
+/// `q` (16 biased bytes per table), with the best kernel.
+fn quantize_tables(x: &[f32], inv: f32, q: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::gemv::has_avx2() {
+        // SAFETY: AVX2 was detected at run time; the kernel asserts q.len() == 4·x.len().
+        unsafe { super::x86::quantize_tables_avx2(x, inv, q) };
+        return;
+    }
+    quantize_tables_ref(x, inv, q)
+}
+
+/// Scalar reference of the table kernel: entries `T[0..8]`, `q = round_half_even(T·inv)`
+/// clamped to ±127, mirrored into `T[8..16]`, biased by 128.
+pub fn quantize_tables_ref(x: &[f32], inv: f32, q: &mut [u8]) {
+    assert_eq!(q.len(), 4 * x.len(), "LUT tables: output length");
+    for (x4, qt) in x.chunks_exact(4).zip(q.chunks_exact_mut(16)) {
+        let t = table8(x4);
+        for m in 0..8 {
+            let v = round_even(t[m] * inv).clamp(-127, 127);
+            qt[m] = (v + TABLE_BIAS) as u8;
+            qt[15 - m] = (TABLE_BIAS - v) as u8;
+        }
+    }
+}
+
 impl LutTables {
     /// Build and quantize the tables of `x` for groups of `group` activations.
     pub fn build(x: &[f32], group: usize) -> Result<Self> {
@@ -92,13 +118,10 @@ impl LutTables {
             } else {
                 (0.0, 0.0)
             };
-            for (x4, qt) in xg.chunks_exact(4).zip(qg.chunks_exact_mut(16)) {
-                let t = table8(x4);
-                for m in 0..8 {
-                    let v = round_even(t[m] * inv).clamp(-127, 127);
-                    qt[m] = (v + TABLE_BIAS) as u8;
-                    qt[15 - m] = (TABLE_BIAS - v) as u8;
-                }
+            if ts.is_nan() {
+                qg.fill(TABLE_BIAS as u8);
+            } else {
+                quantize_tables(xg, inv, qg);
             }
             half_scale[gi] = 0.5 * ts;
             sums[gi] = xg.iter().sum();
@@ -173,6 +196,34 @@ mod tests {
                 assert_eq!(t.sums()[gi], s);
             }
         }
+    }
+
+    #[test]
+    fn table_kernel_equals_reference() {
+        let mut rng = Rng(17);
+        for n in [4usize, 32, 128, 1024] {
+            let mut x: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+            // Exact ties for the rounding: quarters and halves times a power of two.
+            for v in x.iter_mut().step_by(3) {
+                *v = (*v * 4.0).round() / 8.0;
+            }
+            for inv in [0.0f32, 1.0, 2.0, 127.0 / 3.7, 31.75] {
+                let (mut a, mut b) = (vec![0u8; 4 * n], vec![1u8; 4 * n]);
+                quantize_tables(&x, inv, &mut a);
+                quantize_tables_ref(&x, inv, &mut b);
+                assert_eq!(a, b, "n {n} inv {inv}");
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_activation_poisons_its_group_only() {
+        let mut x = vec![0.5f32; 64];
+        x[40] = f32::NAN;
+        let t = LutTables::build(&x, 32).unwrap();
+        assert!(t.half_scales()[0] > 0.0);
+        assert!(t.half_scales()[1].is_nan());
+        assert!(t.entries()[128..].iter().all(|&b| b as i32 == TABLE_BIAS));
     }
 
     #[test]

@@ -128,3 +128,47 @@ pub unsafe fn gemv_avx2(m: &LutMatrix, t: &LutTables, chunks: Range<usize>, y: &
         y[r0..r0 + n].copy_from_slice(&out[..n]);
     }
 }
+
+/// AVX2 table kernel, equal to [`super::table::quantize_tables_ref`]: per table, the 8
+/// lower entries in one register (signs by XOR), rounded half-to-even by `cvtps_epi32`,
+/// packed to i16, mirrored (negated and reversed) and packed to biased bytes.
+///
+/// # Safety
+/// AVX2 must be available.
+#[target_feature(enable = "avx2")]
+pub unsafe fn quantize_tables_avx2(x: &[f32], inv: f32, q: &mut [u8]) {
+    assert_eq!(q.len(), 4 * x.len(), "LUT tables: output length");
+    let neg = _mm256_set1_ps(-0.0);
+    // Entry m (0..8) takes +x_j when bit j of m is set, else −x_j (x3 always negative).
+    let sign = |j: usize| {
+        let mut bits = [0i32; 8];
+        for (m, b) in bits.iter_mut().enumerate() {
+            if (m >> j) & 1 == 0 {
+                *b = i32::MIN;
+            }
+        }
+        // SAFETY: `bits` is 8 readable i32.
+        _mm256_castsi256_ps(unsafe { _mm256_loadu_si256(bits.as_ptr() as *const __m256i) })
+    };
+    let (s0, s1, s2) = (sign(0), sign(1), sign(2));
+    let vinv = _mm256_set1_ps(inv);
+    let (lo, hi) = (_mm256_set1_epi32(-127), _mm256_set1_epi32(127));
+    // Reverse the 8 words of a 128-bit register.
+    let rev = _mm_setr_epi8(14, 15, 12, 13, 10, 11, 8, 9, 6, 7, 4, 5, 2, 3, 0, 1);
+    let bias = _mm_set1_epi8(-128);
+    for (x4, qt) in x.chunks_exact(4).zip(q.chunks_exact_mut(16)) {
+        let b0 = _mm256_xor_ps(_mm256_set1_ps(x4[0]), s0);
+        let b1 = _mm256_xor_ps(_mm256_set1_ps(x4[1]), s1);
+        let b2 = _mm256_xor_ps(_mm256_set1_ps(x4[2]), s2);
+        let b3 = _mm256_xor_ps(_mm256_set1_ps(x4[3]), neg);
+        // Same association as the reference: ((±x0 ± x1) ± x2) − x3.
+        let t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(b0, b1), b2), b3);
+        let v = _mm256_cvtps_epi32(_mm256_mul_ps(t, vinv));
+        let v = _mm256_max_epi32(_mm256_min_epi32(v, hi), lo);
+        let w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let m = _mm_shuffle_epi8(_mm_sub_epi16(_mm_setzero_si128(), w), rev);
+        let bytes = _mm_xor_si128(_mm_packs_epi16(w, m), bias);
+        // SAFETY: `qt` is a 16-byte chunk of `q`.
+        unsafe { _mm_storeu_si128(qt.as_mut_ptr() as *mut __m128i, bytes) };
+    }
+}
