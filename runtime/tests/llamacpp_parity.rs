@@ -3,9 +3,10 @@
 //! made by `tests/golden/make_golden.py` / `make_ppl.py` with llama-cpp-python.
 //!
 //! Fairness (see MODELS.md): both engines quantize activations to Q8_0/Q8_1 blocks for the
-//! Q4_1/Q8_0 weights; float summation order still differs. Greedy tokens must agree for the
-//! first 16 steps; a disagreement is tolerated only where llama.cpp's own top-2 margin at that
-//! step is below `TIE_MARGIN`, i.e. a near tie that summation order may flip.
+//! Q4_1/Q8_0 weights, and attention rounds Q and the probabilities to f16 as llama.cpp's
+//! default (non-flash) path does; float summation order still differs. Greedy tokens must
+//! agree for the first 16 steps; a disagreement there is tolerated only where llama.cpp's own
+//! top-2 margin is below `TIE_MARGIN`, a near tie that summation order may flip.
 
 mod common;
 
@@ -13,7 +14,15 @@ use suanpan::model::Logits;
 use suanpan::sample::argmax;
 use suanpan::SessionParams;
 
-const TIE_MARGIN: f64 = 0.05;
+/// A step whose top-2 margin in llama.cpp is below this is a near tie: llama.cpp itself picks
+/// differently there depending on how the prompt is batched (the golden diagnostics show
+/// `same_argmax: false` for the code and German prompts, whose first-step margins are 0.057
+/// and 0.033), so neither engine's choice is the right one.
+const TIE_MARGIN: f64 = 0.1;
+/// Largest allowed |our logit − llama.cpp's| on llama.cpp's first-step top-10. llama.cpp does
+/// not agree with itself more closely: the golden file's diagnostics show its logits move by
+/// up to 0.92 between whole-prompt and token-at-a-time evaluation of the same prompt.
+const LOGIT_TOL: f64 = 1.0;
 const MUST_MATCH: usize = 16;
 
 #[test]
@@ -23,7 +32,8 @@ fn prompt_tokens_match_llamacpp() {
     for p in g["prompts"].as_array().unwrap() {
         let text = p["prompt"].as_str().unwrap();
         let want = common::ids(&p["prompt_ids"]);
-        let got = m.tokenizer().encode(text, true, false).unwrap();
+        let special = p["tokenize_special"].as_bool().unwrap_or(false);
+        let got = m.tokenizer().encode(text, true, special).unwrap();
         assert_eq!(got, want, "tokens of {text:?}");
     }
 }
@@ -33,6 +43,7 @@ fn greedy_tokens_match_llamacpp() {
     let g = common::golden("smollm2_q4_1_greedy.json");
     let m = common::model();
     let mut report = Vec::new();
+    let mut worst = 0f64;
     for p in g["prompts"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
         let prompt = common::ids(&p["prompt_ids"]);
@@ -57,8 +68,9 @@ fn greedy_tokens_match_llamacpp() {
                 pair[1].as_f64().unwrap(),
             );
             let d = (logits[id] as f64 - l).abs();
+            worst = worst.max(d);
             assert!(
-                d < 0.25,
+                d < LOGIT_TOL,
                 "{name}: first-step logit of token {id}: ours {} llama.cpp {l}",
                 logits[id]
             );
@@ -67,6 +79,7 @@ fn greedy_tokens_match_llamacpp() {
         for (i, &w) in want.iter().enumerate() {
             let ours = argmax(&logits);
             if ours != w {
+                eprintln!("{name}: diverged at step {i}: ours {ours} ({:.3}) llama.cpp {w} ({:.3}), llama.cpp margin {:.4}", logits[ours as usize], logits[w as usize], margins[i]);
                 assert!(
                     i >= MUST_MATCH || margins[i] < TIE_MARGIN,
                     "{name}: step {i} we chose {ours}, llama.cpp {w} (its margin {:.4}); matched {i} tokens: {:?}",
@@ -83,4 +96,5 @@ fn greedy_tokens_match_llamacpp() {
         report.push(format!("{name}: {matched}/{}", want.len()));
     }
     eprintln!("greedy tokens matched: {}", report.join(", "));
+    eprintln!("largest first-step top-10 logit difference: {worst:.3}");
 }

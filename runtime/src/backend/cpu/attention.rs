@@ -77,6 +77,8 @@ pub fn attention(
             let o = unsafe { std::slice::from_raw_parts_mut(op.0.add(pair * hd), hd) };
             o.fill(0.0);
             for (j, &p) in sc[..n_keys].iter().enumerate() {
+                // llama.cpp multiplies V by the probabilities converted to f16.
+                let p = f16::from_f32(p).to_f32();
                 axpy_f16(o, p, &v[j * kv_dim + kvh * hd..][..hd]);
             }
         }
