@@ -96,6 +96,14 @@ fn main() -> suanpan::Result<()> {
         t_q4_ref * 1e6
     );
 
+    for method in [Method::Rtn, Method::Search] {
+        let t = Instant::now();
+        black_box(LutMatrix::quantize_with(&w, m, k, 4, group, method)?);
+        println!(
+            "quantize 4-bit {method:?}: {:.0} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
     println!(
         "bits  bytes(MB)  table µs  LUT µs (incl. table)  GB/s   scalar-ref µs  ref/LUT  Q4_1/LUT"
     );

@@ -4,8 +4,8 @@
 //! one zero point `z` (both stored as f16), dequantized as `w ≈ s·(u − z)`.
 //!
 //! * [`Method::Rtn`]: plain min/max round-to-nearest, `s = (max−min)/(2^b−1)`, `z = −min/s`.
-//! * [`Method::Search`]: error-minimizing. Tries a grid of clipping ratios for the low and the
-//!   high end of the range independently (shrinking towards the group mean), then refines
+//! * [`Method::Search`]: error-minimizing. Searches clipping ratios of the range (shrinking
+//!   towards the group mean): jointly, then the low end, then the high end, then refines
 //!   the best candidate by a least-squares fit of `(s, z)` to its codes; keeps whichever has
 //!   the smallest squared error *with the f16-rounded scale and zero actually stored*. The
 //!   grid contains the unclipped range, so it is never worse than [`Method::Rtn`].
@@ -54,14 +54,30 @@ fn params_for_range(lo: f32, hi: f32, qmax: f32) -> (f16, f16) {
 fn quantize_with(w: &[f32], s: f16, z: f16, qmax: f32, codes: &mut [u8]) -> f64 {
     let (s, z) = (s.to_f32(), z.to_f32());
     let inv = if s != 0.0 { 1.0 / s } else { 0.0 };
-    let mut err = 0f64;
-    for (c, &v) in codes.iter_mut().zip(w) {
-        let u = (v * inv + z).round().clamp(0.0, qmax);
+    // Eight independent partial sums: no serial chain of f64 adds (groups are multiples of 8).
+    // Clamp first (the bounds are integers, so it commutes with rounding), then round half
+    // to even without a libm call: exact for 0 ≤ u ≤ 15 < 2^22.
+    let one = |v: f32, c: &mut u8| -> f64 {
+        const MAGIC: f32 = 12_582_912.0;
+        let u = ((v * inv + z).clamp(0.0, qmax) + MAGIC) - MAGIC;
         *c = u as u8;
-        let d = v - s * (u - z);
-        err += (d as f64) * (d as f64);
+        let d = (v - s * (u - z)) as f64;
+        d * d
+    };
+    // Eight independent partial sums: no serial chain of f64 adds.
+    let mut err = [0f64; 8];
+    let n8 = w.len() / 8 * 8;
+    for (c8, w8) in codes[..n8].chunks_exact_mut(8).zip(w[..n8].chunks_exact(8)) {
+        for i in 0..8 {
+            err[i] += one(w8[i], &mut c8[i]);
+        }
     }
-    err
+    let tail: f64 = codes[n8..]
+        .iter_mut()
+        .zip(&w[n8..])
+        .map(|(c, &v)| one(v, c))
+        .sum();
+    err.iter().sum::<f64>() + tail
 }
 
 /// Plain min/max RTN of one group into `codes`; returns `(scale, zero)`.
@@ -80,15 +96,31 @@ pub fn quantize_group_search(w: &[f32], bits: usize, codes: &mut [u8]) -> (f16, 
     let mean = w.iter().sum::<f32>() / w.len().max(1) as f32;
     let mut scratch = vec![0u8; w.len()];
     let mut best = (f64::INFINITY, f16::ZERO, f16::ZERO);
-    for &a in &RATIOS {
-        for &b in &RATIOS {
-            let (l, h) = (mean + (lo - mean) * a, mean + (hi - mean) * b);
-            let (s, z) = params_for_range(l, h, qmax);
-            let e = quantize_with(w, s, z, qmax, &mut scratch);
-            if e < best.0 {
-                best = (e, s, z);
-            }
+    let mut try_ratios = |a: f32, b: f32, best: &mut (f64, f16, f16)| -> bool {
+        let (l, h) = (mean + (lo - mean) * a, mean + (hi - mean) * b);
+        let (s, z) = params_for_range(l, h, qmax);
+        let e = quantize_with(w, s, z, qmax, &mut scratch);
+        let better = e < best.0;
+        if better {
+            *best = (e, s, z);
         }
+        better
+    };
+    // Coordinate search: a joint ratio (starting from the unclipped range), then the low
+    // end with the high end fixed, then the high end with the low end fixed.
+    let (mut ra, mut rb) = (1.0, 1.0);
+    for &r in &RATIOS {
+        if try_ratios(r, r, &mut best) {
+            (ra, rb) = (r, r);
+        }
+    }
+    for &a in &RATIOS {
+        if try_ratios(a, rb, &mut best) {
+            ra = a;
+        }
+    }
+    for &b in &RATIOS {
+        try_ratios(ra, b, &mut best);
     }
     // Least-squares refinement: fit w ≈ a·u + c to the current codes, re-quantize.
     let (mut e, mut s, mut z) = best;
