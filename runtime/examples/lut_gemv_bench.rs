@@ -1,5 +1,7 @@
-//! Single-thread decode GEMV micro-benchmark: LUT kernel (bits 1..4) vs its scalar reference
-//! vs the Q4_1 dot-product path, all on the same M×K shape.
+//! Single-thread decode GEMV micro-benchmark: LUT kernel (bits 1..4) vs the portable
+//! scalar kernel and the scalar reference vs the Q4_1 dot-product path (activation
+//! quantization included), all on the same M×K shape. Weights are random (RTN): speed does
+//! not depend on the values.
 //!
 //! `cargo run --release -p suanpan --example lut_gemv_bench [M K GROUP]` (default 2048 2048 128)
 
@@ -105,7 +107,7 @@ fn main() -> suanpan::Result<()> {
         );
     }
     println!(
-        "bits  bytes(MB)  table µs  LUT µs (incl. table)  GB/s   scalar-ref µs  ref/LUT  Q4_1/LUT"
+        "bits  bytes(MB)  table µs  LUT µs (incl. table)  GB/s   portable µs  scalar-ref µs  ref/LUT  Q4_1/LUT"
     );
     for bits in 1..=4 {
         let mat = LutMatrix::quantize_with(&w, m, k, bits, group, Method::Rtn)?;
@@ -118,16 +120,21 @@ fn main() -> suanpan::Result<()> {
             black_box(&y);
         });
         let tables = LutTables::build(&x, group)?;
+        let t_port = time(budget / 4, || {
+            gemv::gemv_portable_chunks(&mat, &tables, 0..mat.chunks(), &mut y).unwrap();
+            black_box(&y);
+        });
         let t_ref = time(budget / 4, || {
             gemv::gemv_ref(&mat, &tables, &mut y).unwrap();
             black_box(&y);
         });
         println!(
-            "{bits:>4}  {:9.2}  {:8.1}  {:20.1}  {:5.2}  {:13.1}  {:7.1}  {:8.2}",
+            "{bits:>4}  {:9.2}  {:8.1}  {:20.1}  {:5.2}  {:11.1}  {:13.1}  {:7.1}  {:8.2}",
             bytes / 1e6,
             t_tab * 1e6,
             t_lut * 1e6,
             bytes / t_lut / 1e9,
+            t_port * 1e6,
             t_ref * 1e6,
             t_ref / t_lut,
             t_q4 / t_lut

@@ -14,7 +14,7 @@
 use std::ops::Range;
 
 use super::layout::{LutMatrix, CHUNK_ROWS};
-use super::table::LutTables;
+use super::table::{LutTables, TABLE_BIAS};
 use crate::backend::cpu::pool::Pool;
 use crate::error::{Error, Result};
 
@@ -125,7 +125,64 @@ pub fn gemv_chunks(
         unsafe { super::x86::gemv_avx2(m, t, chunks, y) };
         return Ok(());
     }
-    gemv_ref_chunks(m, t, chunks, y)
+    gemv_portable_chunks(m, t, chunks, y)
+}
+
+/// Row within a chunk of the low nibble of byte `b` of a 16-byte lane (high nibble: +16).
+const ROW_OF_BYTE: [usize; 16] = [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15];
+
+/// Portable kernel (no SIMD; the fallback until NEON lands): streams the planes in layout
+/// order like the AVX2 kernel, with the same integer sums and float epilogue.
+pub fn gemv_portable_chunks(
+    m: &LutMatrix,
+    t: &LutTables,
+    chunks: Range<usize>,
+    y: &mut [f32],
+) -> Result<()> {
+    check(m, t, &chunks, y)?;
+    let (bits, group, groups) = (m.bits(), m.group(), m.groups());
+    let steps = group / 4;
+    let half_range = ((1u32 << bits) - 1) as f32 * 0.5;
+    let bias = TABLE_BIAS * steps as i32 * ((1 << bits) - 1);
+    let planes = &m.planes()[chunks.start * m.chunk_bytes()..chunks.end * m.chunk_bytes()];
+    let mut blocks = planes.chunks_exact(32);
+    for (c, yc) in chunks.clone().zip(y.chunks_mut(CHUNK_ROWS)) {
+        let mut yacc = [0f32; CHUNK_ROWS];
+        for gi in 0..groups {
+            let tabs = &t.entries()[gi * steps * 16..(gi + 1) * steps * 16];
+            let mut tot = [0i32; CHUNK_ROWS];
+            for p in 0..bits {
+                let mut acc = [0i32; CHUNK_ROWS];
+                for (block, tab2) in blocks.by_ref().take(steps / 2).zip(tabs.chunks_exact(32)) {
+                    for lane in 0..2 {
+                        let tab = &tab2[16 * lane..16 * lane + 16];
+                        for (b, &byte) in block[16 * lane..16 * lane + 16].iter().enumerate() {
+                            let r = ROW_OF_BYTE[b];
+                            acc[r] += tab[(byte & 15) as usize] as i32;
+                            acc[r + 16] += tab[(byte >> 4) as usize] as i32;
+                        }
+                    }
+                }
+                for (t, a) in tot.iter_mut().zip(acc) {
+                    *t += a << p;
+                }
+            }
+            let at = (c * groups + gi) * CHUNK_ROWS;
+            for (r, ya) in yacc.iter_mut().enumerate() {
+                let (s, z) = (m.scales()[at + r].to_f32(), m.zeros()[at + r].to_f32());
+                *ya += epilogue(
+                    tot[r] - bias,
+                    t.half_scales()[gi],
+                    t.sums()[gi],
+                    s,
+                    z,
+                    half_range,
+                );
+            }
+        }
+        yc.copy_from_slice(&yacc[..yc.len()]);
+    }
+    Ok(())
 }
 
 /// Output pointer shared by the pool's threads; each writes only its own chunks' rows.

@@ -108,9 +108,16 @@ mod tests {
                         (vec![0f32; rows], vec![0f32; rows], vec![0f32; rows]);
                     gemv_ref(&m, &t, &mut yr).unwrap();
                     gemv_tables(&m, &t, &mut ys).unwrap();
+                    let mut yp = vec![0f32; rows];
+                    super::gemv::gemv_portable_chunks(&m, &t, 0..m.chunks(), &mut yp).unwrap();
                     gemv_ideal(&m, &x, &mut yi).unwrap();
                     let w = m.dequantize();
                     for r in 0..rows {
+                        assert_eq!(
+                            yp[r].to_bits(),
+                            yr[r].to_bits(),
+                            "portable b{bits} g{group} {rows}×{cols} row {r}"
+                        );
                         assert_eq!(
                             ys[r].to_bits(),
                             yr[r].to_bits(),
@@ -178,6 +185,12 @@ mod tests {
             gemv_tables(&m, &t, &mut whole).unwrap();
             gemv_ref(&m, &t, &mut whole_ref).unwrap();
             assert_eq!(whole, whole_ref, "b{bits} g{group} {rows}×{cols}");
+            let mut portable = vec![0f32; rows];
+            super::gemv::gemv_portable_chunks(&m, &t, 0..m.chunks(), &mut portable).unwrap();
+            assert_eq!(
+                portable, whole_ref,
+                "portable b{bits} g{group} {rows}×{cols}"
+            );
             let cut = (rng.next() as usize) % (m.chunks() + 1);
             for range in [0..cut, cut..m.chunks()] {
                 let rr = chunk_rows(&m, &range);
