@@ -17,9 +17,12 @@ use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::{LutTables, TABLE_BIAS};
 
 /// Sum the two 128-bit lanes of 16 u16 accumulators and widen to 8 i32.
+///
+/// # Safety
+/// AVX2 must be available (an `unsafe fn` to keep the crate's MSRV).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn fold_widen(a: __m256i) -> __m256i {
+unsafe fn fold_widen(a: __m256i) -> __m256i {
     let s = _mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
     _mm256_cvtepu16_epi32(s)
 }
