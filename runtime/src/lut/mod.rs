@@ -203,6 +203,35 @@ mod tests {
         }
     }
 
+    /// Every lookup at the extremes of the biased range (255 and 1) in the largest group:
+    /// the u16 accumulators and the wrapped even-byte recovery must still be exact.
+    #[test]
+    fn extreme_lookups_do_not_overflow() {
+        use half::f16;
+        let (rows, cols, group) = (40, 256, 128);
+        let x = vec![1.0f32; cols];
+        let t = LutTables::build(&x, group).unwrap();
+        for bits in 1..=4 {
+            let top = (1u8 << bits) - 1;
+            for code in [0, top] {
+                let codes = vec![code; rows * cols];
+                let params = vec![f16::ONE; rows * cols / group];
+                let m = LutMatrix::pack(bits, group, rows, cols, &codes, &params, &params).unwrap();
+                let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+                gemv_tables(&m, &t, &mut a).unwrap();
+                gemv_ref(&m, &t, &mut b).unwrap();
+                assert_eq!(a, b, "bits {bits} code {code}");
+                // Σ_k (u − 1)·1 exactly: the tables of all-ones activations are exact.
+                let want = (code as f32 - 1.0) * cols as f32;
+                assert!(
+                    a.iter().all(|&v| v == want),
+                    "bits {bits} code {code}: {} vs {want}",
+                    a[0]
+                );
+            }
+        }
+    }
+
     #[test]
     fn pool_split_equals_single_thread() {
         let pool = crate::backend::cpu::Pool::new(2).unwrap();
