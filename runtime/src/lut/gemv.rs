@@ -209,7 +209,7 @@ pub fn gemv_pool(pool: &Pool, m: &LutMatrix, t: &LutTables, y: &mut [f32]) -> Re
 }
 
 /// Scalar reference: the kernel's computation one row at a time, reading the packed
-/// layout through [`LutMatrix::nibble`].
+/// layout through `LutMatrix::nibble` (the index formula of the layout picture).
 pub fn gemv_ref(m: &LutMatrix, t: &LutTables, y: &mut [f32]) -> Result<()> {
     gemv_ref_chunks(m, t, 0..m.chunks(), y)
 }

@@ -6,8 +6,13 @@
 //! * [`layout`]: [`LutMatrix`], bit planes packed as nibbles in the GEMV's read order.
 //! * [`table`]: per-4-activation symmetric tables with mirror consolidation, quantized to
 //!   int8 with one scale per group.
-//! * [`gemv`]: the scalar reference, the dispatching [`gemv::gemv`], and the ideal f32
-//!   reference; `x86` holds the AVX2 lookup-accumulate kernel.
+//! * [`gemv`]: the dispatching [`gemv::gemv`] / [`gemv::gemv_chunks`] / [`gemv::gemv_pool`],
+//!   the portable streaming kernel, the scalar reference (reads the layout through its index
+//!   formula) and the ideal f32 reference; `x86` holds the AVX2 table and
+//!   lookup-accumulate kernels. All kernels give bit-identical results.
+//!
+//! Accuracy: LUT vs ideal `dequantize(W)·x` differs only by table quantization, at most
+//! [`gemv::table_error_bound`] per row (`Σ_g |s|·ts_g/4·(g/4)·(2^b−1)`) plus f32 rounding.
 //!
 //! ```no_run
 //! # fn main() -> suanpan::Result<()> {
