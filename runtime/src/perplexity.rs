@@ -1,6 +1,7 @@
 //! Perplexity computed the way llama.cpp's `llama-perplexity` computes it, so the two
 //! numbers can be compared directly:
 //!
+//! 0. read the file as llama.cpp's `-f` does ([`read_text_file`]: one trailing newline dropped);
 //! 1. tokenize the whole text once, adding BOS if the model's metadata says so;
 //! 2. cut it into non-overlapping chunks of `n_ctx` tokens (a partial last chunk is dropped);
 //! 3. evaluate each chunk from an empty cache, with its first token replaced by BOS when the
@@ -25,6 +26,18 @@ pub struct PerplexityResult {
     pub ppl: f64,
     /// Number of scored tokens.
     pub n_scored: usize,
+}
+
+/// Read a text file the way llama.cpp's `-f` does: the bytes as UTF-8, with one trailing
+/// newline removed (so token counts agree with `llama-perplexity` on the same file).
+pub fn read_text_file(path: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut text = String::from_utf8(bytes)
+        .map_err(|e| Error::invalid(format!("{} is not UTF-8: {e}", path.display())))?;
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    Ok(text)
 }
 
 /// `-log p(target)` under `logits` (log-softmax with the max subtracted, sum in f64).

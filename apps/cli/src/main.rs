@@ -289,8 +289,7 @@ fn chat(a: ChatArgs) -> Result<()> {
 
 fn perplexity(a: PplArgs) -> Result<()> {
     let model = load(&a.model)?;
-    let text = std::fs::read_to_string(&a.file)
-        .with_context(|| format!("reading {}", a.file.display()))?;
+    let text = suanpan::perplexity::read_text_file(&a.file)?;
     let n_ctx = if a.model.ctx == 0 { 512 } else { a.model.ctx };
     let limit = a.chunks.unwrap_or(usize::MAX);
     let t0 = Instant::now();
