@@ -89,7 +89,8 @@ pub fn attention(
 mod tests {
     use super::*;
 
-    /// Plain f64 attention for one query against explicit keys/values.
+    /// Plain f64 attention for one query against explicit keys/values, with the
+    /// probabilities rounded to f16 before weighting V, as the kernel (and llama.cpp) do.
     fn naive(q: &[f32], ks: &[Vec<f32>], vs: &[Vec<f32>], scale: f32) -> Vec<f32> {
         let s: Vec<f64> = ks
             .iter()
@@ -106,8 +107,9 @@ mod tests {
         let z: f64 = e.iter().sum();
         let mut out = vec![0f64; q.len()];
         for (p, v) in e.iter().zip(vs) {
+            let p = f16::from_f64(p / z).to_f64();
             for (o, x) in out.iter_mut().zip(v) {
-                *o += p / z * *x as f64;
+                *o += p * *x as f64;
             }
         }
         out.into_iter().map(|x| x as f32).collect()
