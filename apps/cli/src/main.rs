@@ -77,6 +77,17 @@ struct SampleArgs {
 }
 
 impl SampleArgs {
+    /// Generation settings; `parse_special` lets special-token text in the prompt (chat
+    /// templates) become special tokens.
+    fn generate_params(&self, parse_special: bool) -> GenerateParams {
+        GenerateParams {
+            max_tokens: self.n,
+            sampling: self.params(),
+            add_special: true,
+            parse_special,
+        }
+    }
+
     fn params(&self) -> SamplingParams {
         SamplingParams {
             temperature: self.temp,
@@ -204,12 +215,7 @@ fn report(model: &Model, stats: &suanpan::GenerateStats) {
 fn run(a: RunArgs) -> Result<()> {
     let model = load(&a.model)?;
     let mut s = session(&model, &a.model)?;
-    let params = GenerateParams {
-        max_tokens: a.sample.n,
-        sampling: a.sample.params(),
-        add_special: true,
-        parse_special: false,
-    };
+    let params = a.sample.generate_params(false);
     let stats = s.generate(&a.prompt, &params, print_piece)?;
     // stdout holds exactly the generated text; the line break goes to stderr.
     report(&model, &stats);
@@ -251,12 +257,7 @@ fn chat_turn(
 fn chat(a: ChatArgs) -> Result<()> {
     let model = load(&a.model)?;
     let mut s = session(&model, &a.model)?;
-    let params = GenerateParams {
-        max_tokens: a.sample.n,
-        sampling: a.sample.params(),
-        add_special: true,
-        parse_special: true,
-    };
+    let params = a.sample.generate_params(true);
     let mut msgs = Vec::new();
     if let Some(sys) = &a.system {
         msgs.push(ChatMessage {
