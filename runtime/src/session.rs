@@ -288,7 +288,7 @@ impl Session {
             }
             out.push(next);
             let piece = dec.push(tok.token_bytes(next));
-            if !piece.is_empty() && on_piece(&piece).is_break() {
+            if !piece.is_empty() && on_piece(piece).is_break() {
                 stop = StopReason::Callback;
                 break;
             }

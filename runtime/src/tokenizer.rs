@@ -1273,6 +1273,8 @@ impl Tokenizer {
 #[derive(Clone, Debug, Default)]
 pub struct StreamDecoder {
     pending: Vec<u8>,
+    /// The text handed out by the last `push`, reused so streaming allocates nothing.
+    out: String,
 }
 
 impl StreamDecoder {
@@ -1280,10 +1282,12 @@ impl StreamDecoder {
         Self::default()
     }
 
-    /// Add bytes; returns the text that is now complete (possibly empty).
-    pub fn push(&mut self, bytes: &[u8]) -> String {
+    /// Add bytes; returns the text that is now complete (possibly empty). The returned
+    /// slice lives until the next call (its buffer is reused: no allocation per token).
+    pub fn push(&mut self, bytes: &[u8]) -> &str {
         self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
+        let out = &mut self.out;
+        out.clear();
         let mut start = 0;
         while start < self.pending.len() {
             match std::str::from_utf8(&self.pending[start..]) {
@@ -1311,7 +1315,7 @@ impl StreamDecoder {
             }
         }
         self.pending.drain(..start);
-        out
+        &self.out
     }
 
     /// Flush what is left; an incomplete sequence becomes U+FFFD.

@@ -893,7 +893,7 @@ fn stream(chunks: &[&[u8]]) -> (Vec<String>, String) {
     let mut d = StreamDecoder::new();
     let mut outs = Vec::new();
     for c in chunks {
-        outs.push(d.push(c));
+        outs.push(d.push(c).to_string());
     }
     outs.push(d.finish());
     let all = outs.concat();
@@ -930,7 +930,7 @@ fn stream_decoder_one_byte_at_a_time() {
     let mut d = StreamDecoder::new();
     let mut got = Vec::new();
     for b in text.as_bytes() {
-        got.push(d.push(&[*b]));
+        got.push(d.push(&[*b]).to_string());
     }
     assert_eq!(got, ["a", "", "", "€", "", "", "", "𝄞", "b"]);
     assert!(d.pending().is_empty());
