@@ -980,7 +980,7 @@ fn stream_decoder_with_smollm2_tokens() {
     let mut d = StreamDecoder::new();
     let mut out = String::new();
     for &id in &ids {
-        out.push_str(&d.push(t.token_bytes(id)));
+        out.push_str(d.push(t.token_bytes(id)));
     }
     out.push_str(&d.finish());
     assert_eq!(out, text);
