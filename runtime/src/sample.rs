@@ -134,8 +134,13 @@ impl Sampler {
         if p.repeat_penalty != 1.0 && p.repeat_last_n > 0 {
             let start = history.len().saturating_sub(p.repeat_last_n);
             let recent = &history[start..];
-            for c in self.cand.iter_mut() {
-                if recent.contains(&c.0) {
+            // `cand` is still indexed by token id here. Walk the recent tokens (≤ n, not
+            // the whole vocabulary), penalising each distinct one once, as llama.cpp does.
+            for (i, &t) in recent.iter().enumerate() {
+                if recent[..i].contains(&t) {
+                    continue;
+                }
+                if let Some(c) = self.cand.get_mut(t as usize) {
                     c.1 = if c.1 > 0.0 {
                         c.1 / p.repeat_penalty
                     } else {
@@ -312,6 +317,11 @@ mod tests {
         );
         assert_eq!(s.sample(&l, &[0]), 1);
         assert_eq!(s.sample(&l, &[]), 0);
+        // A token repeated in the window is penalised once, not once per occurrence
+        // (2.0 / 1.5 = 1.33 still beats 1.2; three times it would not).
+        assert_eq!(s.sample(&[2.0, 1.2, 0.0], &[0, 0, 0]), 0);
+        // Ids outside the vocabulary in the history are ignored, not a panic.
+        assert_eq!(s.sample(&l, &[99, u32::MAX]), 0);
     }
 
     #[test]

@@ -161,6 +161,32 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_restore_roundtrip() {
+        let mut c = F16Cache::new(2, 8, 4).unwrap();
+        for pos in 0..3 {
+            for l in 0..2 {
+                let k: Vec<f32> = (0..4).map(|i| (100 * l + 10 * pos + i) as f32).collect();
+                let v: Vec<f32> = k.iter().map(|x| -x).collect();
+                c.store(l, pos, &k, &v).unwrap();
+            }
+        }
+        c.set_len(3);
+        let (k, v) = c.snapshot();
+        assert_eq!(k.len(), 2 * 3 * 4);
+        let mut d = F16Cache::new(2, 8, 4).unwrap();
+        d.restore(3, &k, &v).unwrap();
+        assert_eq!(d.len(), 3);
+        for l in 0..2 {
+            assert_eq!(d.layer(l).0[..12], c.layer(l).0[..12]);
+            assert_eq!(d.layer(l).1[..12], c.layer(l).1[..12]);
+        }
+        // A snapshot of the wrong shape is refused.
+        let mut e = F16Cache::new(2, 8, 5).unwrap();
+        assert!(e.restore(3, &k, &v).is_err());
+        assert!(d.restore(9, &k, &v).is_err());
+    }
+
+    #[test]
     fn absurd_size_is_an_error_not_an_abort() {
         assert!(matches!(
             F16Cache::new(1 << 20, 1 << 30, 1 << 20),
