@@ -22,5 +22,6 @@ pub use model::{Model, ModelParams};
 pub use sample::SamplingParams;
 pub use session::{CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason};
 pub mod chat;
+pub mod convert;
 pub mod dfloat;
 pub mod tokenizer;

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod convert;
+
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use suanpan::chat::ChatMessage;
@@ -39,6 +41,8 @@ enum Cmd {
     Info(InfoArgs),
     /// Prompt and decode speed (tokens/s) on a synthetic prompt.
     Bench(BenchArgs),
+    /// Convert a model: LUT low-bit (lut1..4, tern), DFloat11 (df11), bf16/f16/f32.
+    Convert(convert::ConvertArgs),
 }
 
 #[derive(Args, Clone)]
@@ -449,6 +453,7 @@ fn main() {
         Cmd::Perplexity(a) => perplexity(a),
         Cmd::Info(a) => info(a),
         Cmd::Bench(a) => bench(a),
+        Cmd::Convert(a) => convert::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

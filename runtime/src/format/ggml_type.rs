@@ -31,7 +31,23 @@ pub enum GgmlType {
     BF16,
     TQ1_0,
     TQ2_0,
+    /// suanpan: a [`LutMatrix`](crate::lut::LutMatrix) in its serialized form (bit planes in
+    /// kernel order, then f16 scales and zeros). `dims = [cols, rows]`; rows are padded to
+    /// whole 32-row chunks in the data. Type id `1000 + 10·bits + g` with `g` = 0, 1, 2 for
+    /// groups of 32, 64, 128.
+    Lut {
+        bits: u8,
+        group: u16,
+    },
+    /// suanpan: a DFloat11 blob (see [`crate::dfloat`]); `dims = [blob bytes]`, the logical
+    /// shape is in the metadata key `suanpan.df11.dims.<tensor name>`. Type id 1100.
+    Df11,
 }
+
+/// First type id suanpan uses for its own tensor types (ggml's ids stay far below).
+pub const SUANPAN_TYPE_BASE: u32 = 1000;
+/// Type id of [`GgmlType::Df11`].
+pub const DF11_TYPE_ID: u32 = 1100;
 
 impl GgmlType {
     /// Map a GGUF type id to a type, `None` when the id is unknown.
@@ -60,6 +76,17 @@ impl GgmlType {
             30 => BF16,
             34 => TQ1_0,
             35 => TQ2_0,
+            DF11_TYPE_ID => Df11,
+            1010..=1042 => {
+                let (bits, g) = ((id - SUANPAN_TYPE_BASE) / 10, (id - SUANPAN_TYPE_BASE) % 10);
+                if !(1..=4).contains(&bits) || g > 2 {
+                    return None;
+                }
+                Lut {
+                    bits: bits as u8,
+                    group: 32 << g,
+                }
+            }
             _ => return None,
         })
     }
@@ -90,6 +117,10 @@ impl GgmlType {
             BF16 => 30,
             TQ1_0 => 34,
             TQ2_0 => 35,
+            Lut { bits, group } => {
+                SUANPAN_TYPE_BASE + 10 * bits as u32 + (group as u32 / 32).trailing_zeros()
+            }
+            Df11 => DF11_TYPE_ID,
         }
     }
 
@@ -115,6 +146,9 @@ impl GgmlType {
             Q8K => (256, 292),
             TQ1_0 => (256, 54),
             TQ2_0 => (256, 66),
+            // Per row, ignoring the padding to 32-row chunks (see `tensor_bytes`).
+            Lut { bits, group } => (group as usize, bits as usize * group as usize / 8 + 4),
+            Df11 => (1, 1),
         }
     }
 
@@ -132,10 +166,34 @@ impl GgmlType {
         (n / bl as u64).checked_mul(bb as u64)
     }
 
+    /// Bytes of a tensor of shape `dims` (`dims[0]` fastest), `None` if the shape does not
+    /// fit the type or the size overflows.
+    pub fn tensor_bytes(self, dims: &[u64]) -> Option<u64> {
+        let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
+        match self {
+            GgmlType::Lut { bits, group } => {
+                let rows = dims[1..].iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
+                crate::lut::layout::serialized_len(bits as usize, group as usize, rows, dims[0])
+            }
+            _ => {
+                if dims
+                    .first()
+                    .is_some_and(|d| d % self.block_len() as u64 != 0)
+                {
+                    return None;
+                }
+                self.bytes_for(n)
+            }
+        }
+    }
+
     /// Whether the runtime can load and compute with tensors of this type.
     pub fn is_supported(self) -> bool {
         use GgmlType::*;
-        matches!(self, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1)
+        matches!(
+            self,
+            F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Lut { .. } | Df11
+        )
     }
 
     /// The name llama.cpp prints for this type.
@@ -164,6 +222,21 @@ impl GgmlType {
             BF16 => "BF16",
             TQ1_0 => "TQ1_0",
             TQ2_0 => "TQ2_0",
+            Lut { bits, group } => match (bits, group) {
+                (1, 32) => "LUT1_G32",
+                (1, 64) => "LUT1_G64",
+                (1, _) => "LUT1_G128",
+                (2, 32) => "LUT2_G32",
+                (2, 64) => "LUT2_G64",
+                (2, _) => "LUT2_G128",
+                (3, 32) => "LUT3_G32",
+                (3, 64) => "LUT3_G64",
+                (3, _) => "LUT3_G128",
+                (_, 32) => "LUT4_G32",
+                (_, 64) => "LUT4_G64",
+                _ => "LUT4_G128",
+            },
+            Df11 => "DF11",
         }
     }
 }

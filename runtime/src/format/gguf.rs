@@ -425,8 +425,11 @@ impl GgufFile {
                     ty.block_len()
                 )));
             }
-            let size = ty.bytes_for(n_el).ok_or_else(|| {
-                Error::bad_model(format!("tensor {name:?}: size of {dims:?} {ty} overflows"))
+            let _ = n_el;
+            let size = ty.tensor_bytes(&dims).ok_or_else(|| {
+                Error::bad_model(format!(
+                    "tensor {name:?}: shape {dims:?} does not fit type {ty} or its size overflows"
+                ))
             })?;
             if offset % alignment != 0 {
                 return Err(Error::bad_model(format!(

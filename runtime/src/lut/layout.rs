@@ -28,6 +28,8 @@
 //! the even bytes of each 16-bit word gives rows 0..7 (lo) / 16..23 (hi) and shifting out
 //! the odd bytes gives rows 8..15 / 24..31, in order, with no shuffle before the epilogue.
 
+use std::borrow::Cow;
+
 use half::f16;
 
 use super::quantize::{self, Method};
@@ -41,15 +43,37 @@ pub const GROUPS: [usize; 3] = [32, 64, 128];
 
 /// A `rows × cols` matrix quantized to `bits` bits per weight with one f16 scale and zero
 /// per `group` consecutive weights of a row: `w[r][k] ≈ s·(u − z)`.
+///
+/// The buffers are either owned (after [`LutMatrix::quantize`]) or borrowed straight from
+/// a mapped model file ([`LutMatrix::from_bytes`]), so a converted model runs with no
+/// repacking at load.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LutMatrix {
+pub struct LutMatrix<'a> {
     bits: usize,
     group: usize,
     rows: usize,
     cols: usize,
-    planes: Vec<u8>,
-    scales: Vec<f16>,
-    zeros: Vec<f16>,
+    planes: Cow<'a, [u8]>,
+    scales: Cow<'a, [f16]>,
+    zeros: Cow<'a, [f16]>,
+}
+
+/// Byte size of the serialized form ([`LutMatrix::to_bytes`]) of a `rows × cols` matrix:
+/// `[planes][scales: f16 LE][zeros: f16 LE]`, rows padded to whole 32-row chunks.
+/// `None` if the shape is invalid or the size overflows.
+pub fn serialized_len(bits: usize, group: usize, rows: u64, cols: u64) -> Option<u64> {
+    if !(1..=4).contains(&bits) || !GROUPS.contains(&group) || cols == 0 || rows == 0 {
+        return None;
+    }
+    if cols % group as u64 != 0 {
+        return None;
+    }
+    let padded = rows
+        .div_ceil(CHUNK_ROWS as u64)
+        .checked_mul(CHUNK_ROWS as u64)?;
+    let groups = cols / group as u64;
+    let per_group = (bits * group / 8 + 4) as u64;
+    padded.checked_mul(groups)?.checked_mul(per_group)
 }
 
 /// Check `bits`, `group`, `cols` and `rows` for a LUT matrix.
@@ -75,7 +99,7 @@ pub(crate) fn check_shape(bits: usize, group: usize, rows: usize, cols: usize) -
     Ok(())
 }
 
-impl LutMatrix {
+impl<'a> LutMatrix<'a> {
     /// Quantize a row-major `rows × cols` matrix with the error-minimizing search.
     pub fn quantize(
         w: &[f32],
@@ -83,8 +107,8 @@ impl LutMatrix {
         cols: usize,
         bits: usize,
         group: usize,
-    ) -> Result<Self> {
-        Self::quantize_with(w, rows, cols, bits, group, Method::Search)
+    ) -> Result<LutMatrix<'static>> {
+        LutMatrix::quantize_with(w, rows, cols, bits, group, Method::Search)
     }
 
     /// Quantize with an explicit [`Method`] ([`Method::Ternary`] requires `bits == 2`).
@@ -95,7 +119,7 @@ impl LutMatrix {
         bits: usize,
         group: usize,
         method: Method,
-    ) -> Result<Self> {
+    ) -> Result<LutMatrix<'static>> {
         check_shape(bits, group, rows, cols)?;
         if method == Method::Ternary && bits != 2 {
             return Err(Error::invalid("LUT matrix: ternary weights take 2 bits"));
@@ -125,7 +149,7 @@ impl LutMatrix {
                 Method::Ternary => quantize::quantize_group_ternary(wg, gamma, cg),
             };
         }
-        Self::pack(bits, group, rows, cols, &codes, &scales, &zeros)
+        LutMatrix::pack(bits, group, rows, cols, &codes, &scales, &zeros)
     }
 
     /// Pack row-major codes (`rows × cols`, each `< 2^bits`) and row-major per-group scales
@@ -138,7 +162,7 @@ impl LutMatrix {
         codes: &[u8],
         scales: &[f16],
         zeros: &[f16],
-    ) -> Result<Self> {
+    ) -> Result<LutMatrix<'static>> {
         check_shape(bits, group, rows, cols)?;
         let groups = cols / group;
         if codes.len() != rows * cols
@@ -159,28 +183,31 @@ impl LutMatrix {
             group,
             rows,
             cols,
-            planes: Vec::new(),
-            scales: Vec::new(),
-            zeros: Vec::new(),
+            planes: Cow::Owned(Vec::new()),
+            scales: Cow::Owned(Vec::new()),
+            zeros: Cow::Owned(Vec::new()),
         };
         let chunks = m.chunks();
-        m.planes = vec![0u8; chunks * m.chunk_bytes()];
-        m.scales = vec![f16::ZERO; chunks * CHUNK_ROWS * groups];
-        m.zeros = vec![f16::ZERO; chunks * CHUNK_ROWS * groups];
+        let mut planes = vec![0u8; chunks * m.chunk_bytes()];
+        let mut sc = vec![f16::ZERO; chunks * CHUNK_ROWS * groups];
+        let mut ze = vec![f16::ZERO; chunks * CHUNK_ROWS * groups];
         for r in 0..rows {
             for k in 0..cols {
                 let u = codes[r * cols + k];
                 for p in 0..bits {
                     let (at, shift) = m.bit_position(r, k, p);
-                    m.planes[at] |= ((u >> p) & 1) << shift;
+                    planes[at] |= ((u >> p) & 1) << shift;
                 }
             }
             for gi in 0..groups {
                 let at = m.param_index(r, gi);
-                m.scales[at] = scales[r * groups + gi];
-                m.zeros[at] = zeros[r * groups + gi];
+                sc[at] = scales[r * groups + gi];
+                ze[at] = zeros[r * groups + gi];
             }
         }
+        m.planes = Cow::Owned(planes);
+        m.scales = Cow::Owned(sc);
+        m.zeros = Cow::Owned(ze);
         Ok(m)
     }
 
@@ -194,16 +221,16 @@ impl LutMatrix {
         planes: Vec<u8>,
         scales: Vec<f16>,
         zeros: Vec<f16>,
-    ) -> Result<Self> {
+    ) -> Result<LutMatrix<'static>> {
         check_shape(bits, group, rows, cols).map_err(|e| Error::bad_model(e.to_string()))?;
         let m = LutMatrix {
             bits,
             group,
             rows,
             cols,
-            planes,
-            scales,
-            zeros,
+            planes: Cow::Owned(planes),
+            scales: Cow::Owned(scales),
+            zeros: Cow::Owned(zeros),
         };
         // u128: a hostile shape must not overflow the size computation.
         let chunks = rows.div_ceil(CHUNK_ROWS) as u128;
@@ -218,6 +245,61 @@ impl LutMatrix {
             )));
         }
         Ok(m)
+    }
+
+    /// Borrow a matrix from its serialized form ([`LutMatrix::to_bytes`]), e.g. a tensor
+    /// of a mapped GGUF file: no copy when `data` is 2-byte aligned (GGUF tensor data is
+    /// 32-byte aligned), a copy of the scales and zeros otherwise. A length that does not
+    /// match the shape is an [`Error::BadModel`].
+    pub fn from_bytes(
+        bits: usize,
+        group: usize,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<LutMatrix<'a>> {
+        check_shape(bits, group, rows, cols).map_err(|e| Error::bad_model(e.to_string()))?;
+        let want = serialized_len(bits, group, rows as u64, cols as u64);
+        if want != Some(data.len() as u64) {
+            return Err(Error::bad_model(format!(
+                "LUT matrix {rows}×{cols} b{bits} g{group}: {} bytes, expected {want:?}",
+                data.len()
+            )));
+        }
+        let params = rows.div_ceil(CHUNK_ROWS) * CHUNK_ROWS * (cols / group);
+        let plane_bytes = data.len() - 4 * params;
+        let (planes, rest) = data.split_at(plane_bytes);
+        let (sc, ze) = rest.split_at(2 * params);
+        let half = |b: &'a [u8]| -> Cow<'a, [f16]> {
+            match bytemuck::try_cast_slice::<u8, f16>(b) {
+                Ok(v) if cfg!(target_endian = "little") => Cow::Borrowed(v),
+                _ => Cow::Owned(
+                    b.chunks_exact(2)
+                        .map(|p| f16::from_le_bytes([p[0], p[1]]))
+                        .collect(),
+                ),
+            }
+        };
+        Ok(LutMatrix {
+            bits,
+            group,
+            rows,
+            cols,
+            planes: Cow::Borrowed(planes),
+            scales: half(sc),
+            zeros: half(ze),
+        })
+    }
+
+    /// The serialized form: `[planes][scales][zeros]`, f16 little-endian, exactly
+    /// [`serialized_len`] bytes; [`LutMatrix::from_bytes`] reads it back.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.planes.len() + 4 * self.scales.len());
+        out.extend_from_slice(&self.planes);
+        for v in self.scales.iter().chain(self.zeros.iter()) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
     }
 
     pub fn bits(&self) -> usize {
@@ -300,6 +382,14 @@ impl LutMatrix {
     pub fn scale_zero(&self, r: usize, gi: usize) -> (f32, f32) {
         let i = self.param_index(r, gi);
         (self.scales[i].to_f32(), self.zeros[i].to_f32())
+    }
+
+    /// Row `r` dequantized into `out` (`cols` values).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        for (k, o) in out.iter_mut().enumerate().take(self.cols) {
+            let (s, z) = self.scale_zero(r, k / self.group);
+            *o = s * (self.code(r, k) as f32 - z);
+        }
     }
 
     /// The dequantized matrix, row-major `rows × cols`.

@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod gemm;
 pub mod gemv;
 pub mod layout;
 pub mod quantize;
@@ -83,7 +84,7 @@ mod tests {
         bits: usize,
         group: usize,
         method: Method,
-    ) -> (LutMatrix, Vec<f32>) {
+    ) -> (LutMatrix<'static>, Vec<f32>) {
         let w: Vec<f32> = (0..rows * cols).map(|_| 0.05 * rng.heavy()).collect();
         let x: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
         (

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 pub const TABLE_BIAS: i32 = 128;
 
 /// Quantized tables for one activation vector and one group size.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LutTables {
     group: usize,
     cols: usize,
@@ -91,6 +91,14 @@ pub fn quantize_tables_ref(x: &[f32], inv: f32, q: &mut [u8]) {
 impl LutTables {
     /// Build and quantize the tables of `x` for groups of `group` activations.
     pub fn build(x: &[f32], group: usize) -> Result<Self> {
+        let mut t = LutTables::default();
+        t.rebuild(x, group)?;
+        Ok(t)
+    }
+
+    /// [`LutTables::build`] into these buffers, reusing their allocations (the decode loop
+    /// allocates nothing once they have grown to the widest activation vector).
+    pub fn rebuild(&mut self, x: &[f32], group: usize) -> Result<()> {
         if !super::layout::GROUPS.contains(&group) || x.is_empty() || x.len() % group != 0 {
             return Err(Error::invalid(format!(
                 "LUT tables: {} activations is not a positive multiple of the group {group}",
@@ -98,12 +106,14 @@ impl LutTables {
             )));
         }
         let groups = x.len() / group;
-        let mut q = vec![0u8; x.len() * 4];
-        let mut half_scale = vec![0f32; groups];
-        let mut sums = vec![0f32; groups];
+        self.group = group;
+        self.cols = x.len();
+        self.q.resize(x.len() * 4, 0);
+        self.half_scale.resize(groups, 0.0);
+        self.sums.resize(groups, 0.0);
         for (gi, (xg, qg)) in x
             .chunks_exact(group)
-            .zip(q.chunks_exact_mut(group * 4))
+            .zip(self.q.chunks_exact_mut(group * 4))
             .enumerate()
         {
             // max_m |T[m]| is the all-signs-aligned entry, which rounds exactly like this sum.
@@ -123,16 +133,10 @@ impl LutTables {
             } else {
                 quantize_tables(xg, inv, qg);
             }
-            half_scale[gi] = 0.5 * ts;
-            sums[gi] = xg.iter().sum();
+            self.half_scale[gi] = 0.5 * ts;
+            self.sums[gi] = xg.iter().sum();
         }
-        Ok(LutTables {
-            group,
-            cols: x.len(),
-            q,
-            half_scale,
-            sums,
-        })
+        Ok(())
     }
 
     pub fn group(&self) -> usize {

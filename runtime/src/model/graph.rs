@@ -5,17 +5,21 @@
 //! decides how. A batch of tokens (prefill) and a single token (decode) take the same path.
 
 use super::config::ModelConfig;
-use super::weights::{Linear, Weights};
+use super::weights::{Linear, RowScratch, Weights};
 use crate::backend::cpu::attention::{attention, AttnShape};
 use crate::backend::cpu::matmul::matmul_many;
+use crate::backend::cpu::matmul::WeightView;
 use crate::backend::cpu::ops::{
     add_bias_rows, add_inplace, rms_norm, rms_norm_heads, rope, rope_cos_sin, silu_mul,
 };
 use crate::backend::cpu::Pool;
+use crate::dfloat::decode_pool;
 use crate::error::{Error, Result};
-use crate::format::GgufFile;
+use crate::format::{GgmlType, GgufFile};
 use crate::kv::F16Cache;
-use crate::quant::ggml::{dequantize_row, quantize_row, ActFormat};
+use crate::lut::gemm::gemm_many;
+use crate::lut::LutTables;
+use crate::quant::ggml::{quantize_row, ActFormat};
 
 /// Which logits a forward pass produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +45,8 @@ pub struct Scratch {
     tmp: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    acts: Vec<u8>,
+    proj: ProjScratch,
+    rows: RowScratch,
     scores: Vec<f32>,
     rope_cs: Vec<(f32, f32)>,
     logits: Vec<f32>,
@@ -68,7 +73,12 @@ impl Scratch {
             tmp: vec![0.0; cap * c.n_embd],
             gate: vec![0.0; cap * c.n_ff],
             up: vec![0.0; cap * c.n_ff],
-            acts: vec![0; cap * widest * 4],
+            proj: ProjScratch {
+                acts: vec![0; cap * widest * 4],
+                tables: Vec::new(),
+                df11: Vec::new(),
+            },
+            rows: RowScratch::default(),
             scores: vec![0.0; n_threads * n_ctx],
             rope_cs: vec![(0.0, 0.0); cap * c.n_rot / 2],
             logits: vec![0.0; if all_logits { cap } else { 1 } * c.n_vocab],
@@ -86,6 +96,34 @@ impl Scratch {
     }
 }
 
+/// Buffers of the projections: converted activations (ggml formats), per-token lookup
+/// tables (LUT matrices), decoded BF16 weights (DFloat11 matrices: one projection group at a
+/// time, so peak memory is the compressed model plus the largest group, e.g. Q/K/V of one
+/// block). They grow to their working size on the first pass and are reused after.
+pub(crate) struct ProjScratch {
+    acts: Vec<u8>,
+    tables: Vec<LutTables>,
+    df11: Vec<u16>,
+}
+
+/// How a matrix is applied; consecutive jobs of one class share a pool pass.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Ggml(ActFormat),
+    Lut(u16),
+    Df11,
+}
+
+impl Class {
+    fn of(ty: GgmlType) -> Class {
+        match ty {
+            GgmlType::Lut { group, .. } => Class::Lut(group),
+            GgmlType::Df11 => Class::Df11,
+            ty => Class::Ggml(ActFormat::for_weights(ty)),
+        }
+    }
+}
+
 /// `out[t] = W · x[t] (+ bias)` for `n` rows of `x`, converting activations first.
 fn project(
     pool: &Pool,
@@ -93,38 +131,99 @@ fn project(
     w: &Linear,
     x: &[f32],
     n: usize,
-    acts: &mut [u8],
+    ps: &mut ProjScratch,
     out: &mut [f32],
-) {
-    project_many(pool, file, &mut [(w, out)], x, n, acts);
+) -> Result<()> {
+    project_many(pool, file, &mut [(w, out)], x, n, ps)
 }
 
-/// Several projections of the same input. Matrices taking the same activation format run
-/// in one pass over the thread pool.
+/// Several projections of the same input. Matrices of the same class (activation format,
+/// LUT group, DFloat11) run in one pass over the thread pool.
 fn project_many(
     pool: &Pool,
     file: &GgufFile,
     jobs: &mut [(&Linear, &mut [f32])],
     x: &[f32],
     n: usize,
-    acts: &mut [u8],
-) {
+    ps: &mut ProjScratch,
+) -> Result<()> {
     let mut i = 0;
     while i < jobs.len() {
-        let fmt = ActFormat::for_weights(jobs[i].0.ty);
+        let class = Class::of(jobs[i].0.ty);
         let mut j = i + 1;
-        while j < jobs.len() && ActFormat::for_weights(jobs[j].0.ty) == fmt {
+        while j < jobs.len() && Class::of(jobs[j].0.ty) == class {
             j += 1;
         }
         let cols = jobs[i].0.cols;
-        let rb = fmt.row_bytes(cols);
-        for (xr, ar) in x.chunks_exact(cols).take(n).zip(acts.chunks_exact_mut(rb)) {
-            quantize_row(fmt, xr, ar);
+        match class {
+            Class::Ggml(fmt) => {
+                let rb = fmt.row_bytes(cols);
+                for (xr, ar) in x
+                    .chunks_exact(cols)
+                    .take(n)
+                    .zip(ps.acts.chunks_exact_mut(rb))
+                {
+                    quantize_row(fmt, xr, ar);
+                }
+                let views = jobs[i..j]
+                    .iter_mut()
+                    .map(|(w, out)| (w.view(file), &mut **out));
+                matmul_many(pool, views, &ps.acts, rb, n);
+            }
+            Class::Lut(group) => {
+                if ps.tables.len() < n {
+                    ps.tables.resize_with(n, LutTables::default);
+                }
+                for (t, xr) in ps.tables.iter_mut().zip(x.chunks_exact(cols).take(n)) {
+                    t.rebuild(xr, group as usize)?;
+                }
+                let mut mats = [const { None }; 4];
+                for (slot, (w, _)) in mats.iter_mut().zip(jobs[i..j].iter()) {
+                    *slot = Some(w.lut(file)?);
+                }
+                let pairs = mats
+                    .into_iter()
+                    .flatten()
+                    .zip(jobs[i..j].iter_mut().map(|(_, out)| &mut **out));
+                gemm_many(pool, pairs, &ps.tables[..n])?;
+            }
+            Class::Df11 => {
+                let total: usize = jobs[i..j].iter().map(|(w, _)| w.rows * w.cols).sum();
+                if ps.df11.len() < total {
+                    ps.df11.resize(total, 0);
+                }
+                let mut rest = &mut ps.df11[..total];
+                for (w, _) in jobs[i..j].iter() {
+                    let (mine, tail) = rest.split_at_mut(w.rows * w.cols);
+                    let (t, dec) = w.df11(file)?;
+                    decode_pool(pool, dec, t, mine)?;
+                    rest = tail;
+                }
+                let rb = ActFormat::F32.row_bytes(cols);
+                for (xr, ar) in x
+                    .chunks_exact(cols)
+                    .take(n)
+                    .zip(ps.acts.chunks_exact_mut(rb))
+                {
+                    quantize_row(ActFormat::F32, xr, ar);
+                }
+                let mut at = 0;
+                let decoded = &ps.df11[..total];
+                let views = jobs[i..j].iter_mut().map(|(w, out)| {
+                    let len = w.rows * w.cols;
+                    let data: &[u8] = bytemuck::cast_slice(&decoded[at..at + len]);
+                    at += len;
+                    let v = WeightView {
+                        ty: GgmlType::BF16,
+                        rows: w.rows,
+                        cols: w.cols,
+                        data,
+                    };
+                    (v, &mut **out)
+                });
+                matmul_many(pool, views, &ps.acts, rb, n);
+            }
         }
-        let views = jobs[i..j]
-            .iter_mut()
-            .map(|(w, out)| (w.view(file), &mut **out));
-        matmul_many(pool, views, acts, rb, n);
         for (w, out) in jobs[i..j].iter_mut() {
             if let Some(b) = &w.bias {
                 add_bias_rows(&mut out[..n * w.rows], b);
@@ -132,6 +231,7 @@ fn project_many(
         }
         i = j;
     }
+    Ok(())
 }
 
 /// Run `tokens` (at positions `kv.len()..`) through the model, store their keys/values in
@@ -177,8 +277,6 @@ pub fn forward<'s>(
     }
     let d = c.n_embd;
     // Embeddings.
-    let erb = w.token_embd.view(file).row_bytes();
-    let embd = w.token_embd.view(file).data;
     for (i, &t) in tokens.iter().enumerate() {
         if t as usize >= c.n_vocab {
             return Err(Error::invalid(format!(
@@ -186,8 +284,8 @@ pub fn forward<'s>(
                 c.n_vocab
             )));
         }
-        let row = &embd[t as usize * erb..(t as usize + 1) * erb];
-        dequantize_row(w.token_embd.ty, row, &mut s.x[i * d..(i + 1) * d]);
+        w.token_embd
+            .row_into(file, t as usize, &mut s.x[i * d..(i + 1) * d], &mut s.rows)?;
     }
     // RoPE angles for the batch, shared by all layers.
     let half = c.n_rot / 2;
@@ -223,8 +321,8 @@ pub fn forward<'s>(
             &mut [(&l.wq, &mut s.q), (&l.wk, &mut s.k), (&l.wv, &mut s.v)],
             &s.xn,
             n,
-            &mut s.acts,
-        );
+            &mut s.proj,
+        )?;
         if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
             rms_norm_heads(&mut s.q[..n * qd], qn, c.norm_eps);
             rms_norm_heads(&mut s.k[..n * kvd], kn, c.norm_eps);
@@ -260,7 +358,7 @@ pub fn forward<'s>(
             &mut s.scores,
             &mut s.attn,
         );
-        project(pool, file, &l.wo, &s.attn, n, &mut s.acts, &mut s.tmp);
+        project(pool, file, &l.wo, &s.attn, n, &mut s.proj, &mut s.tmp)?;
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
 
         for i in 0..n {
@@ -277,10 +375,10 @@ pub fn forward<'s>(
             &mut [(&l.w_gate, &mut s.gate), (&l.w_up, &mut s.up)],
             &s.xn,
             n,
-            &mut s.acts,
-        );
+            &mut s.proj,
+        )?;
         silu_mul(&mut s.gate[..n * c.n_ff], &s.up[..n * c.n_ff]);
-        project(pool, file, &l.w_down, &s.gate, n, &mut s.acts, &mut s.tmp);
+        project(pool, file, &l.w_down, &s.gate, n, &mut s.proj, &mut s.tmp)?;
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
     }
     kv.set_len(pos0 + n);
@@ -299,6 +397,6 @@ pub fn forward<'s>(
             &mut s.xn[i * d..(i + 1) * d],
         );
     }
-    project(pool, file, &w.output, &s.xn, m, &mut s.acts, &mut s.logits);
+    project(pool, file, &w.output, &s.xn, m, &mut s.proj, &mut s.logits)?;
     Ok(&s.logits[..m * c.n_vocab])
 }

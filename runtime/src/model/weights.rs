@@ -2,15 +2,20 @@
 //! the mapped file (matrices are never copied; only small norm vectors are decoded to f32).
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use super::config::{Arch, ModelConfig};
 use crate::backend::cpu::matmul::WeightView;
+use crate::dfloat::{decode_elems, Df11Decoder, Df11View};
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile, TensorInfo};
+use crate::lut::LutMatrix;
 use crate::quant::ggml::dequantize_row;
 
-/// A matrix of `rows` output features by `cols` input features, stored row-major in a ggml
-/// block format inside the model file, with an optional f32 bias.
+/// A matrix of `rows` output features by `cols` input features inside the model file, with
+/// an optional f32 bias. Stored row-major in a ggml block format, as a LUT matrix (bit
+/// planes in kernel order, [`GgmlType::Lut`]) or DFloat11-compressed BF16 ([`GgmlType::Df11`]);
+/// every form was validated at load.
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub name: String,
@@ -19,10 +24,90 @@ pub struct Linear {
     pub cols: usize,
     bytes: Range<usize>,
     pub bias: Option<Vec<f32>>,
+    /// The decoder of a DFloat11 matrix (its tables are built once, at load).
+    df11: Option<Arc<Df11Decoder>>,
 }
 
 impl Linear {
-    /// Borrow the matrix from the file it was loaded from.
+    /// The tensor's bytes in the file.
+    pub fn data<'a>(&self, file: &'a GgufFile) -> &'a [u8] {
+        &file.bytes()[self.bytes.clone()]
+    }
+
+    /// The matrix as a LUT matrix borrowing the file (`ty` must be [`GgmlType::Lut`]).
+    pub fn lut<'a>(&self, file: &'a GgufFile) -> Result<LutMatrix<'a>> {
+        match self.ty {
+            GgmlType::Lut { bits, group } => LutMatrix::from_bytes(
+                bits as usize,
+                group as usize,
+                self.rows,
+                self.cols,
+                self.data(file),
+            ),
+            _ => Err(Error::Internal(format!(
+                "{} is not a LUT matrix",
+                self.name
+            ))),
+        }
+    }
+
+    /// The matrix as a DFloat11 view and its decoder (`ty` must be [`GgmlType::Df11`]).
+    pub fn df11<'a>(&self, file: &'a GgufFile) -> Result<(Df11View<'a>, &Df11Decoder)> {
+        match &self.df11 {
+            Some(d) => Ok((Df11View::parse(self.data(file))?, d)),
+            None => Err(Error::Internal(format!(
+                "{} is not a DFloat11 matrix",
+                self.name
+            ))),
+        }
+    }
+
+    /// Row `r` as f32 (embedding lookup) for any storage; `tmp` is reused scratch.
+    pub fn row_into(
+        &self,
+        file: &GgufFile,
+        r: usize,
+        out: &mut [f32],
+        tmp: &mut RowScratch,
+    ) -> Result<()> {
+        if r >= self.rows || out.len() != self.cols {
+            return Err(Error::invalid(format!(
+                "row {r} of {} ({}×{}) into {} values",
+                self.name,
+                self.rows,
+                self.cols,
+                out.len()
+            )));
+        }
+        match self.ty {
+            GgmlType::Lut { .. } => {
+                let m = self.lut(file)?;
+                m.dequantize_row(r, out);
+            }
+            GgmlType::Df11 => {
+                let (t, dec) = self.df11(file)?;
+                let n = self.cols;
+                tmp.row.resize(n, 0);
+                decode_elems(dec, t, r * n..(r + 1) * n, &mut tmp.chunks, &mut tmp.row)?;
+                for (o, &v) in out.iter_mut().zip(&tmp.row) {
+                    *o = f32::from_bits((v as u32) << 16);
+                }
+            }
+            ty => {
+                let v = self.view(file);
+                let rb = v.row_bytes();
+                if !dequantize_row(ty, &v.data[r * rb..(r + 1) * rb], out) {
+                    return Err(Error::bad_model(format!(
+                        "{}: cannot read rows of type {ty}",
+                        self.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Borrow a ggml-format matrix from the file it was loaded from.
     pub fn view<'a>(&self, file: &'a GgufFile) -> WeightView<'a> {
         WeightView {
             ty: self.ty,
@@ -36,6 +121,13 @@ impl Linear {
     pub fn n_bytes(&self) -> usize {
         self.bytes.len()
     }
+}
+
+/// Reused buffers for [`Linear::row_into`].
+#[derive(Default)]
+pub struct RowScratch {
+    chunks: Vec<u16>,
+    row: Vec<u16>,
 }
 
 /// One transformer block.
@@ -77,7 +169,7 @@ fn find<'f>(f: &'f GgufFile, name: &str) -> Result<&'f TensorInfo> {
 fn check_type(t: &TensorInfo) -> Result<()> {
     if !t.ty.is_supported() {
         return Err(Error::bad_model(format!(
-            "tensor {} has type {}, which suanpan does not support yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+            "tensor {} has type {}, which suanpan does not support yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, suanpan LUT1-4 and DF11)",
             t.name, t.ty
         )));
     }
@@ -88,6 +180,12 @@ fn check_type(t: &TensorInfo) -> Result<()> {
 fn vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     let t = find(f, name)?;
     check_type(t)?;
+    if matches!(t.ty, GgmlType::Lut { .. } | GgmlType::Df11) {
+        return Err(Error::bad_model(format!(
+            "tensor {name} is {}; vectors must be F32, F16, BF16 or a ggml quant type",
+            t.ty
+        )));
+    }
     if t.dims != [n as u64] {
         return Err(Error::bad_model(format!(
             "tensor {name} has shape {:?}, expected [{n}]",
@@ -114,13 +212,24 @@ fn optional_vector(f: &GgufFile, name: &str, n: usize) -> Result<Option<Vec<f32>
 fn linear(f: &GgufFile, name: &str, rows: usize, cols: usize, with_bias: bool) -> Result<Linear> {
     let t = find(f, &format!("{name}.weight"))?;
     check_type(t)?;
-    if t.dims != [cols as u64, rows as u64] {
+    let want = [cols as u64, rows as u64];
+    let dims_ok = match t.ty {
+        // A DFloat11 tensor is a byte blob; its logical shape is in the metadata.
+        GgmlType::Df11 => df11_dims(f, &t.name)? == want,
+        _ => t.dims == want,
+    };
+    if !dims_ok {
         return Err(Error::bad_model(format!(
             "tensor {} has shape {:?}, expected [{cols}, {rows}]",
             t.name, t.dims
         )));
     }
-    if cols % 32 != 0 && !matches!(t.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+    if cols % 32 != 0
+        && !matches!(
+            t.ty,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Df11
+        )
+    {
         return Err(Error::bad_model(format!(
             "tensor {} rows of {cols} are not whole blocks",
             t.name
@@ -132,14 +241,51 @@ fn linear(f: &GgufFile, name: &str, rows: usize, cols: usize, with_bias: bool) -
     } else {
         None
     };
-    Ok(Linear {
+    let mut l = Linear {
         name: t.name.clone(),
         ty: t.ty,
         rows,
         cols,
         bytes: start..start + t.size as usize,
         bias,
-    })
+        df11: None,
+    };
+    match t.ty {
+        // Validates the length against shape, bits and group.
+        GgmlType::Lut { .. } => drop(l.lut(f)?),
+        GgmlType::Df11 => {
+            let v = Df11View::parse(l.data(f))?;
+            v.validate()?;
+            if v.n as u64 != want[0] * want[1] {
+                return Err(Error::bad_model(format!(
+                    "tensor {}: DFloat11 blob holds {} values for a {rows}×{cols} matrix",
+                    t.name, v.n
+                )));
+            }
+            l.df11 = Some(Arc::new(Df11Decoder::new(v.lengths)?));
+        }
+        _ => {}
+    }
+    Ok(l)
+}
+
+/// Metadata key holding the logical dims of DFloat11 tensor `name`.
+pub fn df11_dims_key(name: &str) -> String {
+    format!("suanpan.df11.dims.{name}")
+}
+
+/// The logical dims (`ne[0]` first) of DFloat11 tensor `name`.
+pub fn df11_dims(f: &GgufFile, name: &str) -> Result<Vec<u64>> {
+    let key = df11_dims_key(name);
+    let v = f.get(&key).and_then(|v| v.as_array()).ok_or_else(|| {
+        Error::bad_model(format!("DFloat11 tensor {name}: metadata {key} missing"))
+    })?;
+    v.iter()
+        .map(|d| {
+            d.as_u64()
+                .ok_or_else(|| Error::bad_model(format!("{key}: not an array of integers")))
+        })
+        .collect()
 }
 
 impl Weights {

@@ -1,0 +1,91 @@
+//! `suanpan convert`: GGUF or safetensors in, LUT / DFloat11 / float GGUF out.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use suanpan::convert::{convert, ConvertParams, Rest, Target};
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// Input: a GGUF model, or a Hugging Face model.safetensors (for --to bf16|f16|f32|df11).
+    input: PathBuf,
+    /// Output GGUF.
+    output: PathBuf,
+    /// Target: lut1, lut2, lut3, lut4, tern (BitNet b1.58 ternary), df11, bf16, f16, f32.
+    #[arg(long)]
+    to: String,
+    /// LUT quantization group size (32, 64 or 128).
+    #[arg(long, default_value_t = 64)]
+    group: usize,
+    /// LUT: plain round-to-nearest min/max quantization instead of the error-minimizing
+    /// search (for comparison).
+    #[arg(long)]
+    rtn: bool,
+    /// LUT: format of the token embedding and output head: source, bf16 or df11.
+    #[arg(long, default_value = "source")]
+    rest: String,
+    /// LUT: quantize the token embedding and output head too.
+    #[arg(long)]
+    quantize_embeddings: bool,
+    /// Keep tensors whose name contains this text at their source type (repeatable).
+    #[arg(long)]
+    keep: Vec<String>,
+    /// DFloat11: round F32/F16/quantized tensors to BF16 first (lossy; DFloat11 itself is
+    /// lossless from BF16 only).
+    #[arg(long)]
+    cast: bool,
+    /// Worker threads (default: one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+}
+
+pub fn run(a: ConvertArgs) -> Result<()> {
+    let mut target = Target::parse(&a.to)?;
+    if let Target::Lut { method, .. } = &mut target {
+        if a.rtn && *method == suanpan::lut::Method::Search {
+            *method = suanpan::lut::Method::Rtn;
+        }
+    }
+    let rest = match a.rest.as_str() {
+        "source" => Rest::Source,
+        "bf16" => Rest::Bf16,
+        "df11" => Rest::Df11,
+        r => anyhow::bail!("--rest {r:?}: expected source, bf16 or df11"),
+    };
+    let params = ConvertParams {
+        group: a.group,
+        rest,
+        quantize_embeddings: a.quantize_embeddings,
+        keep: a.keep.clone(),
+        cast: a.cast,
+        threads: a.threads,
+        ..ConvertParams::new(target)
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} converting [{bar:30}] {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let report = convert(&a.input, &a.output, &params, &|p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.tensor.to_string());
+    })
+    .with_context(|| format!("converting {}", a.input.display()))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{}: {} of {} tensors converted to {} ({:.3} bits/weight), {:.1} MB -> {:.1} MB in {:.1} s",
+        a.output.display(),
+        report.converted,
+        report.tensors,
+        target.name(),
+        report.bits_per_weight(),
+        report.bytes_in as f64 / 1e6,
+        report.bytes_out as f64 / 1e6,
+        report.seconds
+    );
+    Ok(())
+}
