@@ -406,11 +406,16 @@ pub fn convert(
         tensors: tensors.len(),
         ..Default::default()
     };
-    for (t, r) in tensors.iter().zip(results) {
-        let o = r
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or_else(|| Err(Error::Internal("conversion stopped early".into())))?;
+    let mut outs = Vec::with_capacity(tensors.len());
+    for r in results {
+        // The first error in file order wins; tensors skipped after it have no result.
+        match r.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Err(e)) => return Err(e),
+            o => outs.push(o),
+        }
+    }
+    for (t, o) in tensors.iter().zip(outs) {
+        let o = o.ok_or_else(|| Error::Internal("conversion stopped early".into()))??;
         report.bytes_in += src.raw(t).len() as u64;
         report.bytes_out += o.data.len() as u64;
         if o.converted {

@@ -468,6 +468,44 @@ impl GgufFile {
                 }
             }
         }
+        // Tensors must not overlap: a size that disagrees with the data written (e.g. a
+        // type id or shape that does not match the bytes) shows up here.
+        let mut spans: Vec<(u64, u64, usize)> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.offset, t.offset + t.size, i))
+            .collect();
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            if w[0].1 > w[1].0 {
+                return Err(Error::bad_model(format!(
+                    "tensors {:?} and {:?} overlap: their types or shapes do not match the data",
+                    tensors[w[0].2].name, tensors[w[1].2].name
+                )));
+            }
+        }
+        // suanpan's own tensors are written back to back (padded to the alignment): more
+        // room than that means the type id (bits, group) or shape claims fewer bytes than
+        // were written.
+        for (i, &(_, end, ti)) in spans.iter().enumerate() {
+            let t = &tensors[ti];
+            if !matches!(t.ty, GgmlType::Lut { .. } | GgmlType::Df11) {
+                continue;
+            }
+            let next = spans
+                .get(i + 1)
+                .map_or(file_len - data_start, |&(start, _, _)| start);
+            if next - end >= alignment {
+                return Err(Error::bad_model(format!(
+                    "tensor {:?}: {} {:?} takes {} bytes but {} were written",
+                    t.name,
+                    t.ty,
+                    t.dims,
+                    t.size,
+                    next - t.offset
+                )));
+            }
+        }
         Ok(GgufFile {
             storage,
             version,
