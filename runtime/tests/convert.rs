@@ -319,13 +319,13 @@ fn group_that_does_not_divide_k_is_refused() {
     );
 }
 
-type Edit = dyn Fn(&str, &mut Vec<u64>, &mut GgmlType, &mut Vec<u8>);
+type Edit<'a> = dyn Fn(&str, &mut Vec<u64>, &mut GgmlType, &mut Vec<u8>) + 'a;
 
 /// LUT tensors whose size, group or bit width does not match are refused on load.
 #[test]
 fn malformed_lut_tensors_are_refused() {
     let src = GgufFile::open(lut4_path()).unwrap();
-    let rebuild = |edit: &Edit| {
+    let rebuild = |edit: &Edit<'_>| {
         let mut w = GgufWriter::new();
         for (k, v) in &src.metadata {
             if k != "general.alignment" {
