@@ -162,6 +162,9 @@ struct BenchArgs {
     /// One JSON line on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure memory read bandwidth and report decode as a fraction of the roofline.
+    #[arg(long)]
+    bandwidth: bool,
 }
 
 fn model_path(p: &Option<PathBuf>) -> Result<PathBuf> {
@@ -420,16 +423,23 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
     }
     let (pp, tg) = (median(pp), median(tg));
-    let gbs = tg * model.weights().bytes_per_token() as f64 / 1e9;
+    let bpt = model.weights().bytes_per_token();
+    let gbs = tg * bpt as f64 / 1e9;
+    // 1 GiB: far beyond any cache of the phones and desktops we target.
+    let bw = a.bandwidth.then(|| model.measure_bandwidth(1 << 30));
     if a.json {
+        let bw_json = bw.map_or(String::new(), |b| {
+            format!(",\"bandwidth_gbps\":{b:.2},\"roofline\":{:.3}", gbs / b)
+        });
         println!(
-            "{{\"engine\":\"suanpan\",\"model\":{:?},\"threads\":{},\"prompt_tokens\":{},\"gen_tokens\":{},\"prompt_tps\":{:.2},\"decode_tps\":{:.2},\"weights_gbps\":{:.2},\"backend\":{:?}}}",
+            "{{\"engine\":\"suanpan\",\"model\":{:?},\"threads\":{},\"prompt_tokens\":{},\"gen_tokens\":{},\"prompt_tps\":{:.2},\"decode_tps\":{:.2},\"weights_bytes_per_token\":{},\"weights_gbps\":{:.2},\"backend\":{:?}{bw_json}}}",
             model.path().display().to_string(),
             model.n_threads(),
             a.prompt_tokens,
             a.gen_tokens,
             pp,
             tg,
+            bpt,
             gbs,
             model.backend_name()
         );
@@ -438,9 +448,18 @@ fn bench(a: BenchArgs) -> Result<()> {
         println!("backend  {}", model.backend_name());
         println!("prompt   {:>8.1} tok/s  ({} tokens)", pp, a.prompt_tokens);
         println!(
-            "decode   {:>8.1} tok/s  ({} tokens, {:.2} GB/s of weights)",
-            tg, a.gen_tokens, gbs
+            "decode   {:>8.1} tok/s  ({} tokens, {:.1} MB of weights per token, {:.2} GB/s)",
+            tg,
+            a.gen_tokens,
+            bpt as f64 / 1e6,
+            gbs
         );
+        if let Some(b) = bw {
+            println!(
+                "memory   {b:>8.2} GB/s read bandwidth; decode at {:.0}% of the roofline",
+                100.0 * gbs / b
+            );
+        }
     }
     Ok(())
 }

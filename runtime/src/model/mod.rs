@@ -133,9 +133,19 @@ impl Model {
         self.load_ms
     }
 
-    /// Number of parameters (elements of every tensor).
+    /// Number of parameters (elements of every tensor; DFloat11 blobs by their logical
+    /// shape).
     pub fn n_params(&self) -> u64 {
-        self.file.tensors.iter().map(|t| t.n_elements()).sum()
+        self.file
+            .tensors
+            .iter()
+            .map(|t| match t.ty {
+                GgmlType::Df11 => weights::df11_dims(&self.file, &t.name)
+                    .map(|d| d.iter().product())
+                    .unwrap_or(0),
+                _ => t.n_elements(),
+            })
+            .sum()
     }
 
     /// Count of tensors per type, for `info`.
@@ -148,6 +158,12 @@ impl Model {
             }
         }
         v
+    }
+
+    /// Memory read bandwidth (GB/s) of this model's threads streaming `bytes` (see
+    /// [`crate::backend::cpu::bandwidth`]); for reading decode speed against the roofline.
+    pub fn measure_bandwidth(&self, bytes: usize) -> f64 {
+        crate::backend::cpu::bandwidth::read_bandwidth(&self.pool, bytes, 3)
     }
 
     /// Which SIMD kernels the CPU backend chose.
