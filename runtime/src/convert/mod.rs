@@ -4,7 +4,7 @@
 //! # Which tensors change (the policy)
 //!
 //! * Vectors (norm weights, biases: 1-D tensors) always keep their source type: they are
-//!   tiny and read as f32.
+//!   tiny and read as f32. So do integer (and F64) tensors such as `position_ids`.
 //! * `--to lut1..4 | tern`: the matrices of the transformer blocks
 //!   (`blk.N.{attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down}.weight`) are
 //!   quantized; their input width K must be a multiple of the group (an error, never a
@@ -207,7 +207,11 @@ fn rest_action(rest: Rest) -> Action {
 }
 
 fn action(p: &ConvertParams, t: &SourceTensor) -> Action {
-    if t.dims.len() < 2 || p.keep.iter().any(|k| t.name.contains(k.as_str())) {
+    let integer = matches!(
+        t.ty,
+        GgmlType::I8 | GgmlType::I16 | GgmlType::I32 | GgmlType::I64 | GgmlType::F64
+    );
+    if integer || t.dims.len() < 2 || p.keep.iter().any(|k| t.name.contains(k.as_str())) {
         return Action::Keep;
     }
     match p.target {
