@@ -36,6 +36,10 @@ pub struct ConvertArgs {
     /// lossless from BF16 only).
     #[arg(long)]
     cast: bool,
+    /// LUT below 4 bits: quantize attn_v and ffn_down to the same width as the rest
+    /// (by default they get one more bit, like llama.cpp's _M mixes).
+    #[arg(long)]
+    no_mix: bool,
     /// Worker threads (default: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -60,6 +64,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         quantize_embeddings: a.quantize_embeddings,
         keep: a.keep.clone(),
         cast: a.cast,
+        mix: !a.no_mix,
         threads: a.threads,
         ..ConvertParams::new(target)
     };

@@ -96,7 +96,9 @@ pub fn dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
                 GgmlType::Q4_0 => x86::dot_q4_0_q8_0(w, a),
                 GgmlType::Q4_1 => x86::dot_q4_1_q8_1(w, a),
                 GgmlType::Q8_0 => x86::dot_q8_0_q8_0(w, a),
-                GgmlType::F16 => x86::dot_f16_f32(w, bytemuck::cast_slice(a)),
+                GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
+                    x86::dot4_dense(ty, w, [bytemuck::cast_slice(a); 1])[0]
+                }
                 _ => dot_ref(ty, w, a),
             };
         }
@@ -117,6 +119,9 @@ pub fn dot4(ty: GgmlType, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
                 GgmlType::Q4_0 => return x86::dot4_q4_0_q8_0(w, a),
                 GgmlType::Q4_1 => return x86::dot4_q4_1_q8_1(w, a),
                 GgmlType::Q8_0 => return x86::dot4_q8_0_q8_0(w, a),
+                GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
+                    return x86::dot4_dense(ty, w, a.map(bytemuck::cast_slice))
+                }
                 _ => {}
             }
         }
@@ -447,6 +452,63 @@ mod x86 {
         s
     }
 
+    /// 8 weights at element `i` of a dense row as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(ty: crate::format::GgmlType, w: &[u8], i: usize) -> __m256 {
+        use crate::format::GgmlType;
+        // SAFETY (caller): elements i..i+8 are inside `w`.
+        match ty {
+            GgmlType::F16 => {
+                _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i) as *const __m128i))
+            }
+            GgmlType::BF16 => {
+                let h = _mm_loadu_si128(w.as_ptr().add(2 * i) as *const __m128i);
+                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+            }
+            _ => _mm256_loadu_ps(w.as_ptr().add(4 * i) as *const f32),
+        }
+    }
+
+    /// One dense (F16, BF16 or F32) weight row against `K` f32 activation rows: each 8
+    /// weights are converted once and applied to every row (prefill), one FMA lane set per
+    /// row, so row `k`'s result does not depend on `K`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_dense<const K: usize>(
+        ty: crate::format::GgmlType,
+        w: &[u8],
+        x: [&[f32]; K],
+    ) -> [f32; K] {
+        let (_, eb) = ty.block_geometry();
+        let mut n = w.len() / eb;
+        for xr in &x {
+            n = n.min(xr.len());
+        }
+        let mut acc = [_mm256_setzero_ps(); K];
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n elements are in bounds of `w` and of every row.
+            let wv = load8(ty, w, i);
+            for k in 0..K {
+                acc[k] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[k].as_ptr().add(i)), acc[k]);
+            }
+            i += 8;
+        }
+        std::array::from_fn(|k| hsum(acc[k]) + vec_tail(ty, w, x[k], i, n))
+    }
+
+    /// `Σ w[j]·x[j]` for the scalar tail `i..n`.
+    fn vec_tail(ty: crate::format::GgmlType, w: &[u8], x: &[f32], i: usize, n: usize) -> f32 {
+        let mut s = 0f32;
+        for j in i..n {
+            let mut one = [0f32; 1];
+            let (_, eb) = ty.block_geometry();
+            crate::quant::ggml::dequantize_row(ty, &w[j * eb..(j + 1) * eb], &mut one);
+            s += one[0] * x[j];
+        }
+        s
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn axpy_f16(y: &mut [f32], a: f32, v: &[u8]) {
         let n = (v.len() / 2).min(y.len());
@@ -522,6 +584,18 @@ mod tests {
                     })
                     .collect()
             }
+            GgmlType::BF16 => {
+                return (0..n)
+                    .flat_map(|_| {
+                        bf16::from_f32((rng(seed) % 2000) as f32 / 1000.0 - 1.0).to_le_bytes()
+                    })
+                    .collect()
+            }
+            GgmlType::F32 => {
+                return (0..n)
+                    .flat_map(|_| ((rng(seed) % 2000) as f32 / 1000.0 - 1.0).to_le_bytes())
+                    .collect()
+            }
             _ => &[],
         };
         for blk in w.chunks_exact_mut(bb) {
@@ -541,8 +615,13 @@ mod tests {
             GgmlType::Q4_1,
             GgmlType::Q8_0,
             GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::F32,
         ] {
-            for &n in &[32usize, 64, 576, 1536, 32 * 7] {
+            for &n in &[32usize, 64, 576, 1536, 32 * 7, 45] {
+                if n % 32 != 0 && ty.block_len() != 1 {
+                    continue;
+                }
                 let w = random_weights(ty, n, &mut seed);
                 let x: Vec<f32> = (0..n)
                     .map(|_| (rng(&mut seed) % 20001) as f32 / 1e4 - 1.0)
