@@ -1,9 +1,11 @@
 //! Row dot products between a weight row in a ggml block format and one activation row
 //! quantized as llama.cpp does it (see [`crate::quant::ggml`]).
 //!
-//! Each format has a scalar reference (`*_ref`) and, on x86_64 with AVX2+FMA, a SIMD kernel
-//! chosen once at start-up. Integer parts are exact in both; the float accumulation order
-//! differs, so the two agree to a few ulps of the row's magnitude (tested below).
+//! Each format has a scalar reference (`*_ref`) and a SIMD kernel chosen once at start-up:
+//! AVX2+FMA on x86_64, NEON on aarch64. Integer parts are exact in all; the AVX2 kernels
+//! reassociate the float accumulation, so they agree with the reference to a few ulps of
+//! the row's magnitude, while the NEON kernels keep the reference's float order and are
+//! bit-identical to it (both tested below).
 
 use half::{bf16, f16};
 use std::sync::OnceLock;
@@ -61,6 +63,8 @@ impl<'a> Acts<'a> {
 pub fn simd_level() -> &'static str {
     if has_avx2() {
         "avx2"
+    } else if has_neon() {
+        "neon"
     } else {
         "scalar"
     }
@@ -78,6 +82,19 @@ fn has_avx2() -> bool {
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// NEON is baseline on aarch64: used unless `SUANPAN_FORCE_SCALAR` is set (read once).
+fn has_neon() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        static N: OnceLock<bool> = OnceLock::new();
+        *N.get_or_init(|| std::env::var_os("SUANPAN_FORCE_SCALAR").is_none())
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     {
         false
     }
@@ -101,6 +118,22 @@ pub fn dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
             };
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON is baseline on aarch64; the kernels only read within `w` and `a`,
+        // whose lengths they check against the block count.
+        unsafe {
+            return match ty {
+                GgmlType::Q4_0 => neon::dot_q4_0_q8_0(w, a),
+                GgmlType::Q4_1 => neon::dot_q4_1_q8_1(w, a),
+                GgmlType::Q8_0 => neon::dot_q8_0_q8_0(w, a),
+                GgmlType::F32 => neon::dot_f32_f32(w, bytemuck::cast_slice(a)),
+                GgmlType::F16 => neon::dot_f16_f32(w, bytemuck::cast_slice(a)),
+                GgmlType::BF16 => neon::dot_bf16_f32(w, bytemuck::cast_slice(a)),
+                _ => dot_ref(ty, w, a),
+            };
+        }
+    }
     dot_ref(ty, w, a)
 }
 
@@ -117,6 +150,19 @@ pub fn dot4(ty: GgmlType, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
                 GgmlType::Q4_0 => return x86::dot4_q4_0_q8_0(w, a),
                 GgmlType::Q4_1 => return x86::dot4_q4_1_q8_1(w, a),
                 GgmlType::Q8_0 => return x86::dot4_q8_0_q8_0(w, a),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON is baseline on aarch64; the kernels only read within `w` and each
+        // `a[i]`, whose lengths bound the block count.
+        unsafe {
+            match ty {
+                GgmlType::Q4_0 => return neon::dot4_q4_0_q8_0(w, a),
+                GgmlType::Q4_1 => return neon::dot4_q4_1_q8_1(w, a),
+                GgmlType::Q8_0 => return neon::dot4_q8_0_q8_0(w, a),
                 _ => {}
             }
         }
@@ -467,6 +513,299 @@ mod x86 {
     }
 }
 
+/// NEON kernels (aarch64, where NEON is baseline). Integer block sums are computed in
+/// vectors (exact) and the float accumulation is done in the reference's order, so every
+/// kernel here is bit-identical to its scalar reference (stronger than the AVX2 kernels,
+/// which reassociate the float sums).
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{f16_table, h, Acts, Q8_0_BYTES};
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    /// Four f16 (raw bits) to f32 with `fcvtl`, exact (the f16 intrinsics are not stable
+    /// at the crate's MSRV; the instruction is base AArch64 floating point).
+    #[inline(always)]
+    fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
+        let r: float32x4_t;
+        // SAFETY: `fcvtl` only reads and writes the given vector registers; FP/SIMD is
+        // baseline on aarch64.
+        unsafe {
+            asm!("fcvtl {r:v}.4s, {h:v}.4h", r = lateout(vreg) r, h = in(vreg) h,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+
+    /// The 32 weights of a 4-bit block (16 bytes at `p`) as i8, low nibbles first
+    /// (elements 0..15, then 16..31), minus `off`.
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8, off: u8) -> (int8x16_t, int8x16_t) {
+        // SAFETY (caller): 16 bytes at `p` are readable.
+        let q = vld1q_u8(p);
+        let o = vdupq_n_u8(off);
+        let lo = vsubq_u8(vandq_u8(q, vdupq_n_u8(15)), o);
+        let hi = vsubq_u8(vshrq_n_u8::<4>(q), o);
+        (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
+    }
+
+    /// Σ w·a over 32 elements for 4-bit weights (|w| ≤ 15): four products per i16 lane
+    /// stay below 2^15 for any activation byte.
+    #[inline(always)]
+    unsafe fn block_sum_q4(w: (int8x16_t, int8x16_t), a: *const u8) -> i32 {
+        // SAFETY (caller): 32 bytes at `a` are readable.
+        let (a0, a1) = (vld1q_s8(a as *const i8), vld1q_s8(a.add(16) as *const i8));
+        let p = vmull_s8(vget_low_s8(w.0), vget_low_s8(a0));
+        let p = vmlal_high_s8(p, w.0, a0);
+        let p = vmlal_s8(p, vget_low_s8(w.1), vget_low_s8(a1));
+        let p = vmlal_high_s8(p, w.1, a1);
+        vaddvq_s32(vpaddlq_s16(p))
+    }
+
+    /// Σ w·a over 32 signed bytes each (products up to 2^14: widened one at a time).
+    #[inline(always)]
+    unsafe fn block_sum_q8(w: (int8x16_t, int8x16_t), a: *const u8) -> i32 {
+        // SAFETY (caller): 32 bytes at `a` are readable.
+        let (a0, a1) = (vld1q_s8(a as *const i8), vld1q_s8(a.add(16) as *const i8));
+        let mut acc = vpaddlq_s16(vmull_s8(vget_low_s8(w.0), vget_low_s8(a0)));
+        acc = vpadalq_s16(acc, vmull_high_s8(w.0, a0));
+        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w.1), vget_low_s8(a1)));
+        acc = vpadalq_s16(acc, vmull_high_s8(w.1, a1));
+        vaddvq_s32(acc)
+    }
+
+    fn acts4(a: [&[u8]; 4], nb: usize, with_sum: bool) -> Option<[Acts<'_>; 4]> {
+        Some([
+            Acts::new(a[0], nb, with_sum)?,
+            Acts::new(a[1], nb, with_sum)?,
+            Acts::new(a[2], nb, with_sum)?,
+            Acts::new(a[3], nb, with_sum)?,
+        ])
+    }
+
+    /// Block `i` of activation row `a` (32 readable bytes).
+    #[inline(always)]
+    fn block_ptr(a: &Acts, i: usize) -> *const u8 {
+        a.block(i).as_ptr()
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot4_q4_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let t = f16_table();
+        let nb = w.len() / 18;
+        let Some(a) = acts4(a, nb, false) else {
+            return [f32::NAN; 4];
+        };
+        let mut acc = [0f32; 4];
+        for (i, wb) in w.chunks_exact(18).enumerate() {
+            // SAFETY: `wb` has 16 bytes after offset 2; `block_ptr` gives 32 bytes of a
+            // block i < nb of each activation row.
+            let q = nibbles(wb.as_ptr().add(2), 8);
+            for k in 0..4 {
+                let s = block_sum_q4(q, block_ptr(&a[k], i));
+                acc[k] += h(t, wb, 0) * a[k].d(i) * s as f32;
+            }
+        }
+        acc
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+        let t = f16_table();
+        let nb = w.len() / 18;
+        let Some(a) = Acts::new(a, nb, false) else {
+            return f32::NAN;
+        };
+        let mut acc = 0f32;
+        for (i, wb) in w.chunks_exact(18).enumerate() {
+            // SAFETY: `wb` has 16 bytes after offset 2; block i < nb of `a` has 32.
+            let s = block_sum_q4(nibbles(wb.as_ptr().add(2), 8), block_ptr(&a, i));
+            acc += h(t, wb, 0) * a.d(i) * s as f32;
+        }
+        acc
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
+        let t = f16_table();
+        let nb = w.len() / 20;
+        let Some(a) = Acts::new(a, nb, true) else {
+            return f32::NAN;
+        };
+        let mut acc = 0f32;
+        for (i, wb) in w.chunks_exact(20).enumerate() {
+            // SAFETY: `wb` has 16 bytes after offset 4; block i < nb of `a` has 32.
+            let s = block_sum_q4(nibbles(wb.as_ptr().add(4), 0), block_ptr(&a, i));
+            acc += h(t, wb, 0) * a.d(i) * s as f32 + h(t, wb, 2) * a.s(i);
+        }
+        acc
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot4_q4_1_q8_1(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let t = f16_table();
+        let nb = w.len() / 20;
+        let Some(a) = acts4(a, nb, true) else {
+            return [f32::NAN; 4];
+        };
+        let mut acc = [0f32; 4];
+        for (i, wb) in w.chunks_exact(20).enumerate() {
+            // SAFETY: `wb` has 16 bytes after offset 4; `block_ptr` gives 32 bytes of a
+            // block i < nb of each activation row.
+            let q = nibbles(wb.as_ptr().add(4), 0);
+            for k in 0..4 {
+                let s = block_sum_q4(q, block_ptr(&a[k], i));
+                acc[k] += h(t, wb, 0) * a[k].d(i) * s as f32 + h(t, wb, 2) * a[k].s(i);
+            }
+        }
+        acc
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+        let t = f16_table();
+        let nb = w.len() / Q8_0_BYTES;
+        let Some(a) = Acts::new(a, nb, false) else {
+            return f32::NAN;
+        };
+        let mut acc = 0f32;
+        for (i, wb) in w.chunks_exact(Q8_0_BYTES).enumerate() {
+            // SAFETY: `wb` has 32 bytes after offset 2; block i < nb of `a` has 32.
+            let p = wb.as_ptr().add(2) as *const i8;
+            let s = block_sum_q8((vld1q_s8(p), vld1q_s8(p.add(16))), block_ptr(&a, i));
+            acc += h(t, wb, 0) * a.d(i) * s as f32;
+        }
+        acc
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot4_q8_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let t = f16_table();
+        let nb = w.len() / Q8_0_BYTES;
+        let Some(a) = acts4(a, nb, false) else {
+            return [f32::NAN; 4];
+        };
+        let mut acc = [0f32; 4];
+        for (i, wb) in w.chunks_exact(Q8_0_BYTES).enumerate() {
+            // SAFETY: `wb` has 32 bytes after offset 2; `block_ptr` gives 32 bytes of a
+            // block i < nb of each activation row.
+            let p = wb.as_ptr().add(2) as *const i8;
+            let q = (vld1q_s8(p), vld1q_s8(p.add(16)));
+            for k in 0..4 {
+                let s = block_sum_q8(q, block_ptr(&a[k], i));
+                acc[k] += h(t, wb, 0) * a[k].d(i) * s as f32;
+            }
+        }
+        acc
+    }
+
+    /// Eight weights at element `i` of a dense row as two f32x4.
+    type Load8 = unsafe fn(&[u8], usize) -> (float32x4_t, float32x4_t);
+
+    #[inline(always)]
+    unsafe fn load8_f32(w: &[u8], i: usize) -> (float32x4_t, float32x4_t) {
+        // SAFETY (caller): 32 bytes at 4i are inside `w`.
+        let p = w.as_ptr().add(4 * i) as *const f32;
+        (vld1q_f32(p), vld1q_f32(p.add(4)))
+    }
+
+    #[inline(always)]
+    unsafe fn load8_f16(w: &[u8], i: usize) -> (float32x4_t, float32x4_t) {
+        // SAFETY (caller): 16 bytes at 2i are inside `w`.
+        let v = vld1q_u16(w.as_ptr().add(2 * i) as *const u16);
+        (
+            f16x4_to_f32(vget_low_u16(v)),
+            f16x4_to_f32(vget_high_u16(v)),
+        )
+    }
+
+    #[inline(always)]
+    unsafe fn load8_bf16(w: &[u8], i: usize) -> (float32x4_t, float32x4_t) {
+        // SAFETY (caller): 16 bytes at 2i are inside `w`. bf16 → f32 is a 16-bit shift.
+        let v = vld1q_u16(w.as_ptr().add(2 * i) as *const u16);
+        (
+            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(v))),
+            vreinterpretq_f32_u32(vshll_high_n_u16::<16>(v)),
+        )
+    }
+
+    /// Dense dot in 8 lanes (lane `i % 8` takes element `i`, multiply then add, no FMA),
+    /// summed in lane order: exactly [`super::dot_dense_ref`]. `bytes` per element.
+    #[inline(always)]
+    unsafe fn dot_dense(
+        w: &[u8],
+        x: &[f32],
+        bytes: usize,
+        load: Load8,
+        scalar: impl Fn(&[u8]) -> f32,
+    ) -> f32 {
+        let n = (w.len() / bytes).min(x.len());
+        let (mut l0, mut l1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n elements are in bounds of both slices.
+            let (w0, w1) = load(w, i);
+            let xp = x.as_ptr().add(i);
+            l0 = vaddq_f32(l0, vmulq_f32(w0, vld1q_f32(xp)));
+            l1 = vaddq_f32(l1, vmulq_f32(w1, vld1q_f32(xp.add(4))));
+            i += 8;
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` has 8 floats.
+        vst1q_f32(lanes.as_mut_ptr(), l0);
+        vst1q_f32(lanes.as_mut_ptr().add(4), l1);
+        while i < n {
+            lanes[i % 8] += scalar(&w[bytes * i..bytes * i + bytes]) * x[i];
+            i += 1;
+        }
+        lanes.iter().sum()
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_f32_f32(w: &[u8], x: &[f32]) -> f32 {
+        dot_dense(w, x, 4, load8_f32, |c| {
+            f32::from_le_bytes([c[0], c[1], c[2], c[3]])
+        })
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_f16_f32(w: &[u8], x: &[f32]) -> f32 {
+        let t = f16_table();
+        dot_dense(w, x, 2, load8_f16, |c| h(t, c, 0))
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_bf16_f32(w: &[u8], x: &[f32]) -> f32 {
+        dot_dense(w, x, 2, load8_bf16, |c| {
+            half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()
+        })
+    }
+
+    /// `y += a·v` (multiply then add, as the scalar loop).
+    #[target_feature(enable = "neon")]
+    pub unsafe fn axpy_f16(y: &mut [f32], a: f32, v: &[u8]) {
+        let n = (v.len() / 2).min(y.len());
+        let av = vdupq_n_f32(a);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n elements are in bounds of both slices.
+            let (v0, v1) = load8_f16(v, i);
+            let yp = y.as_mut_ptr().add(i);
+            vst1q_f32(yp, vaddq_f32(vld1q_f32(yp), vmulq_f32(av, v0)));
+            vst1q_f32(
+                yp.add(4),
+                vaddq_f32(vld1q_f32(yp.add(4)), vmulq_f32(av, v1)),
+            );
+            i += 8;
+        }
+        let t = f16_table();
+        while i < n {
+            y[i] += a * h(t, v, 2 * i);
+            i += 1;
+        }
+    }
+}
+
 /// `Σ k[i]·x[i]` for an f16 row (a cached key) and f32 values.
 #[inline]
 pub fn dot_f16(k: &[f16], x: &[f32]) -> f32 {
@@ -475,6 +814,11 @@ pub fn dot_f16(k: &[f16], x: &[f32]) -> f32 {
     if has_avx2() {
         // SAFETY: AVX2/FMA/F16C detected; the kernel stays within both slices.
         return unsafe { x86::dot_f16_f32(kb, x) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON is baseline on aarch64; the kernel stays within both slices.
+        return unsafe { neon::dot_f16_f32(kb, x) };
     }
     dot_dense_ref(GgmlType::F16, kb, x)
 }
@@ -486,6 +830,11 @@ pub fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
     if has_avx2() {
         // SAFETY: AVX2/FMA/F16C detected; the kernel stays within both slices.
         return unsafe { x86::axpy_f16(y, a, bytemuck::cast_slice(v)) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON is baseline on aarch64; the kernel stays within both slices.
+        return unsafe { neon::axpy_f16(y, a, bytemuck::cast_slice(v)) };
     }
     for (o, h) in y.iter_mut().zip(v) {
         *o += a * h.to_f32();
@@ -580,5 +929,118 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The NEON kernels keep the reference's integer and float order: bit-identical to it
+    /// for every type, length (with dense tails), 4-row prefill and the attention helpers,
+    /// and exact for the extreme bytes (−128·−128 products) a generic caller could pass.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_is_bit_identical_to_the_reference() {
+        let mut seed = 0xA64A64u64;
+        let types = [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+        ];
+        for &ty in &types {
+            for &n in &[32usize, 64, 576, 1536, 32 * 7] {
+                let mut w = random_weights(ty, n, &mut seed);
+                if matches!(ty, GgmlType::F32 | GgmlType::BF16) {
+                    let vals: Vec<f32> = (0..n)
+                        .map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0)
+                        .collect();
+                    w = if ty == GgmlType::F32 {
+                        bytemuck::cast_slice(&vals).to_vec()
+                    } else {
+                        vals.iter()
+                            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+                            .collect()
+                    };
+                }
+                let acts: Vec<Vec<u8>> = (0..4)
+                    .map(|_| {
+                        let x: Vec<f32> = (0..n)
+                            .map(|_| (rng(&mut seed) % 20001) as f32 / 1e4 - 1.0)
+                            .collect();
+                        let fmt = ActFormat::for_weights(ty);
+                        // f32 storage keeps the dense rows aligned for the cast.
+                        let mut a = vec![0f32; fmt.row_bytes(n) / 4];
+                        quantize_row(fmt, &x, bytemuck::cast_slice_mut(&mut a));
+                        bytemuck::cast_slice(&a).to_vec()
+                    })
+                    .collect();
+                // SAFETY: NEON is baseline on aarch64; every row has n elements.
+                let (one, four) = unsafe {
+                    let a = &acts[0];
+                    let one = match ty {
+                        GgmlType::Q4_0 => neon::dot_q4_0_q8_0(&w, a),
+                        GgmlType::Q4_1 => neon::dot_q4_1_q8_1(&w, a),
+                        GgmlType::Q8_0 => neon::dot_q8_0_q8_0(&w, a),
+                        GgmlType::F32 => neon::dot_f32_f32(&w, bytemuck::cast_slice(a)),
+                        GgmlType::F16 => neon::dot_f16_f32(&w, bytemuck::cast_slice(a)),
+                        _ => neon::dot_bf16_f32(&w, bytemuck::cast_slice(a)),
+                    };
+                    let rows = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
+                    let four = match ty {
+                        GgmlType::Q4_0 => Some(neon::dot4_q4_0_q8_0(&w, rows)),
+                        GgmlType::Q4_1 => Some(neon::dot4_q4_1_q8_1(&w, rows)),
+                        GgmlType::Q8_0 => Some(neon::dot4_q8_0_q8_0(&w, rows)),
+                        _ => None,
+                    };
+                    (one, four)
+                };
+                let r = dot_ref(ty, &w, &acts[0]);
+                assert_eq!(one.to_bits(), r.to_bits(), "{ty} n={n}: {one} vs {r}");
+                if let Some(four) = four {
+                    for k in 0..4 {
+                        let rk = dot_ref(ty, &w, &acts[k]);
+                        assert_eq!(four[k].to_bits(), rk.to_bits(), "{ty} n={n} dot4 row {k}");
+                    }
+                }
+            }
+        }
+        // Extremes: every weight and activation byte 0x80 (−128 for Q8_0, nibble 8 − 8 = 0
+        // or 0 − 8 = −8 for Q4_0), unit scales.
+        let one = f16::ONE.to_le_bytes();
+        let mut a = vec![0x80u8; 8 * QK];
+        for _ in 0..8 {
+            a.extend_from_slice(&1f32.to_le_bytes());
+        }
+        let blocks = |bytes: usize, fill: u8| -> Vec<u8> {
+            (0..8)
+                .flat_map(|_| {
+                    let mut b = vec![fill; bytes];
+                    b[..2].copy_from_slice(&one);
+                    b
+                })
+                .collect()
+        };
+        let a0 = &a[..];
+        let w8 = blocks(Q8_0_BYTES, 0x80);
+        let w4 = blocks(18, 0x00);
+        // SAFETY: NEON is baseline on aarch64; 8 blocks in every row.
+        let (s8, s4) = unsafe { (neon::dot_q8_0_q8_0(&w8, a0), neon::dot_q4_0_q8_0(&w4, a0)) };
+        assert_eq!(s8, (8 * QK * 128 * 128) as f32);
+        assert_eq!(s4, (8 * QK * 8 * 128) as f32);
+        // Attention helpers: f16 keys/values with a tail (n = 67).
+        let k: Vec<f16> = (0..67)
+            .map(|_| f16::from_f32((rng(&mut seed) % 2000) as f32 / 1000.0 - 1.0))
+            .collect();
+        let x: Vec<f32> = (0..67).map(|i| (i as f32 * 0.37).sin()).collect();
+        let kb: &[u8] = bytemuck::cast_slice(&k);
+        assert_eq!(
+            dot_f16(&k, &x).to_bits(),
+            dot_dense_ref(GgmlType::F16, kb, &x).to_bits()
+        );
+        let (mut y1, mut y2) = (x.clone(), x.clone());
+        axpy_f16(&mut y1, 0.3, &k);
+        for (o, h) in y2.iter_mut().zip(&k) {
+            *o += 0.3 * h.to_f32();
+        }
+        assert_eq!(y1, y2);
     }
 }
