@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 pub fn simd_level() -> &'static str {
     if has_avx2() {
         "avx2"
+    } else if has_neon() {
+        "neon"
     } else {
         "scalar"
     }
@@ -39,6 +41,20 @@ pub(crate) fn has_avx2() -> bool {
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// NEON is baseline on aarch64: used unless `SUANPAN_FORCE_SCALAR` is set (read once).
+pub(crate) fn has_neon() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        use std::sync::OnceLock;
+        static N: OnceLock<bool> = OnceLock::new();
+        *N.get_or_init(|| std::env::var_os("SUANPAN_FORCE_SCALAR").is_none())
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     {
         false
     }
@@ -125,13 +141,20 @@ pub fn gemv_chunks(
         unsafe { super::x86::gemv_avx2(m, t, chunks, y) };
         return Ok(());
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON is baseline on aarch64; `check` validated the chunk range and
+        // output length, and the kernel asserts the buffer lengths it relies on.
+        unsafe { super::neon::gemv_neon(m, t, chunks, y) };
+        return Ok(());
+    }
     gemv_portable_chunks(m, t, chunks, y)
 }
 
 /// Row within a chunk of the low nibble of byte `b` of a 16-byte lane (high nibble: +16).
 const ROW_OF_BYTE: [usize; 16] = [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15];
 
-/// Portable kernel (no SIMD; the fallback until NEON lands): streams the planes in layout
+/// Portable kernel (no SIMD; the fallback when no SIMD kernel applies): streams the planes in layout
 /// order like the AVX2 kernel, with the same integer sums and float epilogue.
 pub fn gemv_portable_chunks(
     m: &LutMatrix,

@@ -8,8 +8,8 @@
 //!   int8 with one scale per group.
 //! * [`gemv`]: the dispatching [`gemv::gemv`] / [`gemv::gemv_chunks`] / [`gemv::gemv_pool`],
 //!   the portable streaming kernel, the scalar reference (reads the layout through its index
-//!   formula) and the ideal f32 reference; `x86` holds the AVX2 table and
-//!   lookup-accumulate kernels. All kernels give bit-identical results.
+//!   formula) and the ideal f32 reference; `x86` holds the AVX2 and `neon` the aarch64
+//!   table and lookup-accumulate kernels. All kernels give bit-identical results.
 //!
 //! Accuracy: LUT vs ideal `dequantize(W)·x` differs only by table quantization, at most
 //! [`gemv::table_error_bound`] per row (`Σ_g |s|·ts_g/4·(g/4)·(2^b−1)`) plus f32 rounding.
@@ -29,6 +29,8 @@
 pub mod gemm;
 pub mod gemv;
 pub mod layout;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod quantize;
 pub mod table;
 #[cfg(target_arch = "x86_64")]

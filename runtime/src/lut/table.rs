@@ -71,6 +71,12 @@ fn quantize_tables(x: &[f32], inv: f32, q: &mut [u8]) {
         unsafe { super::x86::quantize_tables_avx2(x, inv, q) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if super::gemv::has_neon() {
+        // SAFETY: NEON is baseline on aarch64; the kernel asserts q.len() == 4·x.len().
+        unsafe { super::neon::quantize_tables_neon(x, inv, q) };
+        return;
+    }
     quantize_tables_ref(x, inv, q)
 }
 

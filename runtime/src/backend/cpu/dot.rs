@@ -1,9 +1,12 @@
 //! Row dot products between a weight row in a ggml block format and one activation row
 //! quantized as llama.cpp does it (see [`crate::quant::ggml`]).
 //!
-//! Each format has a scalar reference (`*_ref`) and, on x86_64 with AVX2+FMA, a SIMD kernel
-//! chosen once at start-up. Integer parts are exact in both; the float accumulation order
-//! differs, so the two agree to a few ulps of the row's magnitude (tested below).
+//! Each format has a scalar reference (`*_ref`) and a SIMD kernel chosen once at start-up:
+//! AVX2+FMA on x86_64, NEON on aarch64. Integer parts are exact in all; the SIMD kernels
+//! reassociate the float accumulation, so they agree with the reference to a few ulps of
+//! the row's magnitude (tested below). The NEON kernels follow the AVX2 kernels' order
+//! exactly, so both SIMD back ends give the same bits (tested against a scalar model of
+//! that order, [`tests::dot_avx2_order`], on each architecture).
 
 use half::{bf16, f16};
 use std::sync::OnceLock;
@@ -61,6 +64,8 @@ impl<'a> Acts<'a> {
 pub fn simd_level() -> &'static str {
     if has_avx2() {
         "avx2"
+    } else if has_neon() {
+        "neon"
     } else {
         "scalar"
     }
@@ -78,6 +83,19 @@ fn has_avx2() -> bool {
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// NEON is baseline on aarch64: used unless `SUANPAN_FORCE_SCALAR` is set (read once).
+fn has_neon() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        static N: OnceLock<bool> = OnceLock::new();
+        *N.get_or_init(|| std::env::var_os("SUANPAN_FORCE_SCALAR").is_none())
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     {
         false
     }
@@ -103,6 +121,22 @@ pub fn dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
             };
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON is baseline on aarch64; the kernels only read within `w` and `a`,
+        // whose lengths they check against the block count.
+        unsafe {
+            return match ty {
+                GgmlType::Q4_0 => neon::dot_q4_0_q8_0(w, a),
+                GgmlType::Q4_1 => neon::dot_q4_1_q8_1(w, a),
+                GgmlType::Q8_0 => neon::dot_q8_0_q8_0(w, a),
+                GgmlType::F32 => neon::dot_f32_f32(w, bytemuck::cast_slice(a)),
+                GgmlType::F16 => neon::dot_f16_f32(w, bytemuck::cast_slice(a)),
+                GgmlType::BF16 => neon::dot_bf16_f32(w, bytemuck::cast_slice(a)),
+                _ => dot_ref(ty, w, a),
+            };
+        }
+    }
     dot_ref(ty, w, a)
 }
 
@@ -122,6 +156,19 @@ pub fn dot4(ty: GgmlType, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
                 GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
                     return x86::dot4_dense(ty, w, a.map(bytemuck::cast_slice))
                 }
+                _ => {}
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON is baseline on aarch64; the kernels only read within `w` and each
+        // `a[i]`, whose lengths bound the block count.
+        unsafe {
+            match ty {
+                GgmlType::Q4_0 => return neon::dot4_q4_0_q8_0(w, a),
+                GgmlType::Q4_1 => return neon::dot4_q4_1_q8_1(w, a),
+                GgmlType::Q8_0 => return neon::dot4_q8_0_q8_0(w, a),
                 _ => {}
             }
         }
@@ -529,6 +576,356 @@ mod x86 {
     }
 }
 
+/// NEON kernels (aarch64, where NEON is baseline). They compute exactly what the AVX2
+/// kernels compute, in the same order: per 32-element block, eight i32 lane sums of four
+/// consecutive products (AVX2's `maddubs`+`madd`, NEON's widening multiply and pairwise
+/// adds), each lane fused-multiply-added with the block scale into an f32 lane
+/// accumulator, and the same horizontal-sum tree. So a phone and an AVX2 machine produce
+/// the same logits bit for bit (tested against a scalar model of that order on both), and
+/// both agree with the scalar reference to float reassociation. Dense F32/BF16, which have
+/// no AVX2 kernel, equal [`super::dot_dense_ref`] exactly.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{f16_table, h, Acts, Q8_0_BYTES};
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    /// Four f16 (raw bits) to f32 with `fcvtl`, exact (the f16 intrinsics are not stable
+    /// at the crate's MSRV; the instruction is base AArch64 floating point).
+    #[inline(always)]
+    fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
+        let r: float32x4_t;
+        // SAFETY: `fcvtl` only reads and writes the given vector registers; FP/SIMD is
+        // baseline on aarch64.
+        unsafe {
+            asm!("fcvtl {r:v}.4s, {h:v}.4h", r = lateout(vreg) r, h = in(vreg) h,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+
+    /// The 32 weights of a 4-bit block (16 bytes at `p`) as i8, low nibbles first
+    /// (elements 0..15, then 16..31), minus `off`.
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8, off: u8) -> (int8x16_t, int8x16_t) {
+        // SAFETY (caller): 16 bytes at `p` are readable.
+        let q = vld1q_u8(p);
+        let o = vdupq_n_u8(off);
+        let lo = vsubq_u8(vandq_u8(q, vdupq_n_u8(15)), o);
+        let hi = vsubq_u8(vshrq_n_u8::<4>(q), o);
+        (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
+    }
+
+    /// 32 signed weight bytes at `p`.
+    #[inline(always)]
+    unsafe fn bytes32(p: *const u8) -> (int8x16_t, int8x16_t) {
+        // SAFETY (caller): 32 bytes at `p` are readable.
+        (vld1q_s8(p as *const i8), vld1q_s8(p.add(16) as *const i8))
+    }
+
+    /// Σ of 4 consecutive products of 16 element pairs: `[e0..3, e4..7, e8..11, e12..15]`
+    /// (exact: products widen to i16, sums to i32).
+    #[inline(always)]
+    fn quad_sums(w: int8x16_t, a: int8x16_t) -> int32x4_t {
+        // SAFETY: register-only NEON arithmetic; NEON is baseline on aarch64.
+        unsafe {
+            let lo = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(a)));
+            let hi = vpaddlq_s16(vmull_high_s8(w, a));
+            vpaddq_s32(lo, hi)
+        }
+    }
+
+    /// The eight AVX2 lane sums of block `w · a` (32 activation bytes at `a`), as f32.
+    #[inline(always)]
+    unsafe fn lanes(w: (int8x16_t, int8x16_t), a: *const u8) -> (float32x4_t, float32x4_t) {
+        // SAFETY (caller): 32 bytes at `a` are readable.
+        let (a0, a1) = bytes32(a);
+        (
+            vcvtq_f32_s32(quad_sums(w.0, a0)),
+            vcvtq_f32_s32(quad_sums(w.1, a1)),
+        )
+    }
+
+    /// `acc += d·p` lane-wise, fused like `_mm256_fmadd_ps`.
+    #[inline(always)]
+    fn fma8(acc: &mut (float32x4_t, float32x4_t), d: f32, p: (float32x4_t, float32x4_t)) {
+        // SAFETY: register-only NEON arithmetic; NEON is baseline on aarch64.
+        unsafe {
+            let dv = vdupq_n_f32(d);
+            acc.0 = vfmaq_f32(acc.0, dv, p.0);
+            acc.1 = vfmaq_f32(acc.1, dv, p.1);
+        }
+    }
+
+    /// The AVX2 `hsum` tree: lanes j + j+4, then (0 + 2) + (1 + 3).
+    #[inline(always)]
+    fn hsum(acc: (float32x4_t, float32x4_t)) -> f32 {
+        // SAFETY: register-only NEON arithmetic; NEON is baseline on aarch64.
+        unsafe {
+            let s = vaddq_f32(acc.0, acc.1);
+            let t = vadd_f32(vget_low_f32(s), vget_high_f32(s));
+            vget_lane_f32::<0>(t) + vget_lane_f32::<1>(t)
+        }
+    }
+
+    #[inline(always)]
+    fn zero8() -> (float32x4_t, float32x4_t) {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { (vdupq_n_f32(0.0), vdupq_n_f32(0.0)) }
+    }
+
+    fn acts4(a: [&[u8]; 4], nb: usize, with_sum: bool) -> Option<[Acts<'_>; 4]> {
+        Some([
+            Acts::new(a[0], nb, with_sum)?,
+            Acts::new(a[1], nb, with_sum)?,
+            Acts::new(a[2], nb, with_sum)?,
+            Acts::new(a[3], nb, with_sum)?,
+        ])
+    }
+
+    /// Start of block `i` of activation row `a` (32 readable bytes when i < a.nb).
+    #[inline(always)]
+    fn block_ptr(a: &Acts, i: usize) -> *const u8 {
+        a.block(i).as_ptr()
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+        let t = f16_table();
+        let nb = w.len() / 18;
+        let Some(a) = Acts::new(a, nb, false) else {
+            return f32::NAN;
+        };
+        let mut acc = zero8();
+        for (i, wb) in w.chunks_exact(18).enumerate() {
+            // SAFETY: `wb` has 16 bytes after offset 2; block i < nb of `a` has 32.
+            let p = lanes(nibbles(wb.as_ptr().add(2), 8), block_ptr(&a, i));
+            fma8(&mut acc, h(t, wb, 0) * a.d(i), p);
+        }
+        hsum(acc)
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot4_q4_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let t = f16_table();
+        let nb = w.len() / 18;
+        let Some(a) = acts4(a, nb, false) else {
+            return [f32::NAN; 4];
+        };
+        let mut acc = [zero8(); 4];
+        for (i, wb) in w.chunks_exact(18).enumerate() {
+            // SAFETY: `wb` has 16 bytes after offset 2; block i < nb of every `a[k]`.
+            let q = nibbles(wb.as_ptr().add(2), 8);
+            let dw = h(t, wb, 0);
+            for k in 0..4 {
+                fma8(&mut acc[k], dw * a[k].d(i), lanes(q, block_ptr(&a[k], i)));
+            }
+        }
+        acc.map(hsum)
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
+        let t = f16_table();
+        let nb = w.len() / 20;
+        let Some(a) = Acts::new(a, nb, true) else {
+            return f32::NAN;
+        };
+        let mut acc = zero8();
+        let mut mins = 0f32;
+        for (i, wb) in w.chunks_exact(20).enumerate() {
+            // SAFETY: `wb` has 16 bytes after offset 4; block i < nb of `a` has 32.
+            let p = lanes(nibbles(wb.as_ptr().add(4), 0), block_ptr(&a, i));
+            fma8(&mut acc, h(t, wb, 0) * a.d(i), p);
+            mins += h(t, wb, 2) * a.s(i);
+        }
+        hsum(acc) + mins
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot4_q4_1_q8_1(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let t = f16_table();
+        let nb = w.len() / 20;
+        let Some(a) = acts4(a, nb, true) else {
+            return [f32::NAN; 4];
+        };
+        let mut acc = [zero8(); 4];
+        let mut mins = [0f32; 4];
+        for (i, wb) in w.chunks_exact(20).enumerate() {
+            // SAFETY: `wb` has 16 bytes after offset 4; block i < nb of every `a[k]`.
+            let q = nibbles(wb.as_ptr().add(4), 0);
+            let (dw, mw) = (h(t, wb, 0), h(t, wb, 2));
+            for k in 0..4 {
+                fma8(&mut acc[k], dw * a[k].d(i), lanes(q, block_ptr(&a[k], i)));
+                mins[k] += mw * a[k].s(i);
+            }
+        }
+        [
+            hsum(acc[0]) + mins[0],
+            hsum(acc[1]) + mins[1],
+            hsum(acc[2]) + mins[2],
+            hsum(acc[3]) + mins[3],
+        ]
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+        let t = f16_table();
+        let nb = w.len() / Q8_0_BYTES;
+        let Some(a) = Acts::new(a, nb, false) else {
+            return f32::NAN;
+        };
+        let mut acc = zero8();
+        for (i, wb) in w.chunks_exact(Q8_0_BYTES).enumerate() {
+            // SAFETY: `wb` has 32 bytes after offset 2; block i < nb of `a` has 32.
+            let p = lanes(bytes32(wb.as_ptr().add(2)), block_ptr(&a, i));
+            fma8(&mut acc, h(t, wb, 0) * a.d(i), p);
+        }
+        hsum(acc)
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot4_q8_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let t = f16_table();
+        let nb = w.len() / Q8_0_BYTES;
+        let Some(a) = acts4(a, nb, false) else {
+            return [f32::NAN; 4];
+        };
+        let mut acc = [zero8(); 4];
+        for (i, wb) in w.chunks_exact(Q8_0_BYTES).enumerate() {
+            // SAFETY: `wb` has 32 bytes after offset 2; block i < nb of every `a[k]`.
+            let q = bytes32(wb.as_ptr().add(2));
+            let dw = h(t, wb, 0);
+            for k in 0..4 {
+                fma8(&mut acc[k], dw * a[k].d(i), lanes(q, block_ptr(&a[k], i)));
+            }
+        }
+        acc.map(hsum)
+    }
+
+    /// Eight f16 at element `i` of `w` as two f32x4.
+    #[inline(always)]
+    unsafe fn load8_f16(w: &[u8], i: usize) -> (float32x4_t, float32x4_t) {
+        // SAFETY (caller): 16 bytes at 2i are inside `w`.
+        let v = vld1q_u16(w.as_ptr().add(2 * i) as *const u16);
+        (
+            f16x4_to_f32(vget_low_u16(v)),
+            f16x4_to_f32(vget_high_u16(v)),
+        )
+    }
+
+    /// As the AVX2 kernel: 8 fused lanes, the `hsum` tree, then the tail one by one.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_f16_f32(w: &[u8], x: &[f32]) -> f32 {
+        let n = (w.len() / 2).min(x.len());
+        let mut acc = zero8();
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n elements are in bounds of both slices.
+            let (w0, w1) = load8_f16(w, i);
+            let xp = x.as_ptr().add(i);
+            acc.0 = vfmaq_f32(acc.0, w0, vld1q_f32(xp));
+            acc.1 = vfmaq_f32(acc.1, w1, vld1q_f32(xp.add(4)));
+            i += 8;
+        }
+        let mut s = hsum(acc);
+        let t = f16_table();
+        while i < n {
+            s += h(t, w, 2 * i) * x[i];
+            i += 1;
+        }
+        s
+    }
+
+    /// Dense weights with 4-byte (F32) or 2-byte (BF16) elements in 8 lanes, multiply then
+    /// add, summed in lane order: exactly [`super::dot_dense_ref`] (which x86 also uses).
+    #[inline(always)]
+    unsafe fn dot_dense_lanes(
+        w: &[u8],
+        x: &[f32],
+        bytes: usize,
+        load: impl Fn(usize) -> (float32x4_t, float32x4_t),
+        scalar: impl Fn(&[u8]) -> f32,
+    ) -> f32 {
+        let n = (w.len() / bytes).min(x.len());
+        let mut acc = zero8();
+        let mut i = 0;
+        while i + 8 <= n {
+            let (w0, w1) = load(i);
+            // SAFETY (caller contract of `load` too): i + 8 <= n elements are in bounds.
+            let xp = x.as_ptr().add(i);
+            acc.0 = vaddq_f32(acc.0, vmulq_f32(w0, vld1q_f32(xp)));
+            acc.1 = vaddq_f32(acc.1, vmulq_f32(w1, vld1q_f32(xp.add(4))));
+            i += 8;
+        }
+        let mut l = [0f32; 8];
+        // SAFETY: `l` has 8 floats.
+        vst1q_f32(l.as_mut_ptr(), acc.0);
+        vst1q_f32(l.as_mut_ptr().add(4), acc.1);
+        while i < n {
+            l[i % 8] += scalar(&w[bytes * i..bytes * i + bytes]) * x[i];
+            i += 1;
+        }
+        l.iter().sum()
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_f32_f32(w: &[u8], x: &[f32]) -> f32 {
+        let n = (w.len() / 4).min(x.len());
+        let load = |i: usize| {
+            assert!(i + 8 <= n);
+            // SAFETY: 32 bytes at 4i lie inside `w` (asserted).
+            unsafe {
+                let p = w.as_ptr().add(4 * i) as *const f32;
+                (vld1q_f32(p), vld1q_f32(p.add(4)))
+            }
+        };
+        dot_dense_lanes(w, x, 4, load, |c| {
+            f32::from_le_bytes([c[0], c[1], c[2], c[3]])
+        })
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_bf16_f32(w: &[u8], x: &[f32]) -> f32 {
+        let n = (w.len() / 2).min(x.len());
+        let load = |i: usize| {
+            assert!(i + 8 <= n);
+            // SAFETY: 16 bytes at 2i lie inside `w` (asserted); bf16 → f32 is a shift.
+            unsafe {
+                let v = vld1q_u16(w.as_ptr().add(2 * i) as *const u16);
+                (
+                    vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(v))),
+                    vreinterpretq_f32_u32(vshll_high_n_u16::<16>(v)),
+                )
+            }
+        };
+        dot_dense_lanes(w, x, 2, load, |c| {
+            half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()
+        })
+    }
+
+    /// `y += a·v`, fused on whole 8-lane chunks and separate on the tail, as the AVX2 kernel.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn axpy_f16(y: &mut [f32], a: f32, v: &[u8]) {
+        let n = (v.len() / 2).min(y.len());
+        let av = vdupq_n_f32(a);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n elements are in bounds of both slices.
+            let (v0, v1) = load8_f16(v, i);
+            let yp = y.as_mut_ptr().add(i);
+            vst1q_f32(yp, vfmaq_f32(vld1q_f32(yp), av, v0));
+            vst1q_f32(yp.add(4), vfmaq_f32(vld1q_f32(yp.add(4)), av, v1));
+            i += 8;
+        }
+        let t = f16_table();
+        while i < n {
+            y[i] += a * h(t, v, 2 * i);
+            i += 1;
+        }
+    }
+}
+
 /// `Σ k[i]·x[i]` for an f16 row (a cached key) and f32 values.
 #[inline]
 pub fn dot_f16(k: &[f16], x: &[f32]) -> f32 {
@@ -537,6 +934,11 @@ pub fn dot_f16(k: &[f16], x: &[f32]) -> f32 {
     if has_avx2() {
         // SAFETY: AVX2/FMA/F16C detected; the kernel stays within both slices.
         return unsafe { x86::dot_f16_f32(kb, x) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON is baseline on aarch64; the kernel stays within both slices.
+        return unsafe { neon::dot_f16_f32(kb, x) };
     }
     dot_dense_ref(GgmlType::F16, kb, x)
 }
@@ -548,6 +950,11 @@ pub fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
     if has_avx2() {
         // SAFETY: AVX2/FMA/F16C detected; the kernel stays within both slices.
         return unsafe { x86::axpy_f16(y, a, bytemuck::cast_slice(v)) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if has_neon() {
+        // SAFETY: NEON is baseline on aarch64; the kernel stays within both slices.
+        return unsafe { neon::axpy_f16(y, a, bytemuck::cast_slice(v)) };
     }
     for (o, h) in y.iter_mut().zip(v) {
         *o += a * h.to_f32();
@@ -659,5 +1066,284 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Weight element `e` of block `b` of a quantized row, as the SIMD kernels unpack it.
+    fn weight_at(ty: GgmlType, b: &[u8], e: usize) -> i32 {
+        match ty {
+            GgmlType::Q4_0 if e < 16 => (b[2 + e] & 15) as i32 - 8,
+            GgmlType::Q4_0 => (b[2 + e - 16] >> 4) as i32 - 8,
+            GgmlType::Q4_1 if e < 16 => (b[4 + e] & 15) as i32,
+            GgmlType::Q4_1 => (b[4 + e - 16] >> 4) as i32,
+            _ => b[2 + e] as i8 as i32,
+        }
+    }
+
+    /// The AVX2 `hsum` tree over 8 lanes: (0+4 + 2+6) + (1+5 + 3+7).
+    fn hsum8(l: [f32; 8]) -> f32 {
+        let s = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+        (s[0] + s[2]) + (s[1] + s[3])
+    }
+
+    /// Scalar model of the float order of the AVX2 kernels (and the NEON kernels, which
+    /// follow it): per block eight exact i32 lane sums of four consecutive products, each
+    /// fused-multiply-added with the block scale into its lane, the `hsum` tree, then Q4_1's
+    /// separately accumulated minimum term. F16: eight fused lanes, `hsum`, scalar tail.
+    pub(crate) fn dot_avx2_order(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+        let t = f16_table();
+        let mut lanes = [0f32; 8];
+        if ty == GgmlType::F16 {
+            let x: &[f32] = bytemuck::cast_slice(a);
+            let n = (w.len() / 2).min(x.len());
+            let whole = n / 8 * 8;
+            for (i, &xi) in x[..whole].iter().enumerate() {
+                lanes[i % 8] = h(t, w, 2 * i).mul_add(xi, lanes[i % 8]);
+            }
+            let mut s = hsum8(lanes);
+            for (i, &xi) in x[..n].iter().enumerate().skip(whole) {
+                s += h(t, w, 2 * i) * xi;
+            }
+            return s;
+        }
+        let (bb, with_sum) = match ty {
+            GgmlType::Q4_0 => (18, false),
+            GgmlType::Q4_1 => (20, true),
+            _ => (Q8_0_BYTES, false),
+        };
+        let nb = w.len() / bb;
+        let acts = Acts::new(a, nb, with_sum).unwrap();
+        let mut mins = 0f32;
+        for (i, b) in w.chunks_exact(bb).enumerate() {
+            let q = acts.block(i);
+            let d = h(t, b, 0) * acts.d(i);
+            for (j, lane) in lanes.iter_mut().enumerate() {
+                let p: i32 = (4 * j..4 * j + 4)
+                    .map(|e| weight_at(ty, b, e) * q[e] as i8 as i32)
+                    .sum();
+                *lane = d.mul_add(p as f32, *lane);
+            }
+            if with_sum {
+                mins += h(t, b, 2) * acts.s(i);
+            }
+        }
+        hsum8(lanes) + mins
+    }
+
+    /// The SIMD kernel of this machine for `ty`, called directly (whatever the dispatcher
+    /// chose), or `None` without one.
+    #[allow(unused_variables)]
+    fn simd_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> Option<f32> {
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is baseline on aarch64; the kernels check the lengths.
+        unsafe {
+            return Some(match ty {
+                GgmlType::Q4_0 => neon::dot_q4_0_q8_0(w, a),
+                GgmlType::Q4_1 => neon::dot_q4_1_q8_1(w, a),
+                GgmlType::Q8_0 => neon::dot_q8_0_q8_0(w, a),
+                _ => neon::dot_f16_f32(w, bytemuck::cast_slice(a)),
+            });
+        }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: the features were just detected; the kernels check the lengths.
+            unsafe {
+                return Some(match ty {
+                    GgmlType::Q4_0 => x86::dot_q4_0_q8_0(w, a),
+                    GgmlType::Q4_1 => x86::dot_q4_1_q8_1(w, a),
+                    GgmlType::Q8_0 => x86::dot_q8_0_q8_0(w, a),
+                    _ => x86::dot_f16_f32(w, bytemuck::cast_slice(a)),
+                });
+            }
+        }
+        #[allow(unreachable_code)]
+        None
+    }
+
+    /// The 4-row kernel of this machine, called directly, or `None`.
+    #[allow(unused_variables)]
+    fn simd_dot4(ty: GgmlType, w: &[u8], a: [&[u8]; 4]) -> Option<[f32; 4]> {
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is baseline on aarch64; the kernels check the lengths.
+        unsafe {
+            return match ty {
+                GgmlType::Q4_0 => Some(neon::dot4_q4_0_q8_0(w, a)),
+                GgmlType::Q4_1 => Some(neon::dot4_q4_1_q8_1(w, a)),
+                GgmlType::Q8_0 => Some(neon::dot4_q8_0_q8_0(w, a)),
+                _ => None,
+            };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: the features were just detected; the kernels check the lengths.
+            unsafe {
+                return match ty {
+                    GgmlType::Q4_0 => Some(x86::dot4_q4_0_q8_0(w, a)),
+                    GgmlType::Q4_1 => Some(x86::dot4_q4_1_q8_1(w, a)),
+                    GgmlType::Q8_0 => Some(x86::dot4_q8_0_q8_0(w, a)),
+                    _ => None,
+                };
+            }
+        }
+        #[allow(unreachable_code)]
+        None
+    }
+
+    /// AVX2 (x86_64) and NEON (aarch64) both equal the scalar model of the AVX2 order bit
+    /// for bit, so the two back ends give identical results; the model itself agrees with
+    /// the scalar reference to float reassociation.
+    #[test]
+    fn simd_kernels_follow_the_avx2_order_bit_for_bit() {
+        let mut seed = 0xA64A64u64;
+        let mut simd_checked = 0;
+        for &ty in &[
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::F16,
+        ] {
+            for &n in &[32usize, 64, 576, 1536, 32 * 7, 32 * 9] {
+                let w = random_weights(ty, n, &mut seed);
+                let fmt = ActFormat::for_weights(ty);
+                let acts: Vec<Vec<f32>> = (0..4)
+                    .map(|_| {
+                        let x: Vec<f32> = (0..n)
+                            .map(|_| (rng(&mut seed) % 20001) as f32 / 1e4 - 1.0)
+                            .collect();
+                        // f32 storage keeps the dense rows aligned for the cast.
+                        let mut a = vec![0f32; fmt.row_bytes(n) / 4];
+                        quantize_row(fmt, &x, bytemuck::cast_slice_mut(&mut a));
+                        a
+                    })
+                    .collect();
+                let rows: Vec<&[u8]> = acts.iter().map(|a| bytemuck::cast_slice(a)).collect();
+                let model: Vec<f32> = rows.iter().map(|a| dot_avx2_order(ty, &w, a)).collect();
+                let mut deq = vec![0f32; n];
+                crate::quant::ggml::dequantize_row(ty, &w, &mut deq);
+                let mag: f32 = deq.iter().map(|v| v.abs()).sum::<f32>() + 1e-3;
+                let r = dot_ref(ty, &w, rows[0]);
+                assert!(
+                    (r - model[0]).abs() <= 1e-5 * mag + 1e-6,
+                    "{ty} n={n}: ref {r} model {}",
+                    model[0]
+                );
+                if let Some(s) = simd_dot(ty, &w, rows[0]) {
+                    assert_eq!(
+                        s.to_bits(),
+                        model[0].to_bits(),
+                        "{ty} n={n}: {s} vs {}",
+                        model[0]
+                    );
+                    simd_checked += 1;
+                }
+                if let Some(four) = simd_dot4(ty, &w, [rows[0], rows[1], rows[2], rows[3]]) {
+                    for k in 0..4 {
+                        assert_eq!(
+                            four[k].to_bits(),
+                            model[k].to_bits(),
+                            "{ty} n={n} dot4 row {k}"
+                        );
+                    }
+                }
+            }
+        }
+        // Attention helpers with a tail (n = 67): the kernels against the same model.
+        let k: Vec<f16> = (0..67)
+            .map(|_| f16::from_f32((rng(&mut seed) % 2000) as f32 / 1000.0 - 1.0))
+            .collect();
+        let x: Vec<f32> = (0..67).map(|i| (i as f32 * 0.37).sin()).collect();
+        let kb: &[u8] = bytemuck::cast_slice(&k);
+        let want = if simd_level() == "scalar" {
+            dot_dense_ref(GgmlType::F16, kb, &x)
+        } else {
+            dot_avx2_order(GgmlType::F16, kb, bytemuck::cast_slice(&x))
+        };
+        assert_eq!(dot_f16(&k, &x).to_bits(), want.to_bits());
+        let (mut y1, mut y2) = (x.clone(), x.clone());
+        axpy_f16(&mut y1, 0.3, &k);
+        for (i, (o, h)) in y2.iter_mut().zip(&k).enumerate() {
+            *o = if simd_level() != "scalar" && i < 64 {
+                0.3f32.mul_add(h.to_f32(), *o)
+            } else {
+                *o + 0.3 * h.to_f32()
+            };
+        }
+        assert_eq!(y1, y2);
+        // On aarch64 and on x86_64 with AVX2 every type has its SIMD kernel checked above.
+        if cfg!(target_arch = "aarch64") || is_x86_feature_detected_all() {
+            assert_eq!(simd_checked, 24);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn is_x86_feature_detected_all() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    fn is_x86_feature_detected_all() -> bool {
+        false
+    }
+
+    /// NEON dense F32/BF16 (no AVX2 kernel: x86 runs the reference) equal the reference bit
+    /// for bit, and the integer parts are exact for any bytes, even −128·−128 products.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_dense_equals_reference_and_extremes_are_exact() {
+        let mut seed = 0xB16u64;
+        for &n in &[8usize, 64, 576, 67, 1539] {
+            let vals: Vec<f32> = (0..n)
+                .map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let x: Vec<f32> = (0..n)
+                .map(|_| (rng(&mut seed) % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let w32: Vec<u8> = bytemuck::cast_slice(&vals).to_vec();
+            let w16: Vec<u8> = vals
+                .iter()
+                .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+                .collect();
+            let xa: &[u8] = bytemuck::cast_slice(&x);
+            assert_eq!(
+                dot(GgmlType::F32, &w32, xa).to_bits(),
+                dot_ref(GgmlType::F32, &w32, xa).to_bits()
+            );
+            // SAFETY: NEON is baseline on aarch64; the kernels stay within both slices.
+            let (a, b) = unsafe { (neon::dot_f32_f32(&w32, &x), neon::dot_bf16_f32(&w16, &x)) };
+            assert_eq!(
+                a.to_bits(),
+                dot_dense_ref(GgmlType::F32, &w32, &x).to_bits()
+            );
+            assert_eq!(
+                b.to_bits(),
+                dot_dense_ref(GgmlType::BF16, &w16, &x).to_bits()
+            );
+        }
+        // Every weight and activation byte 0x80 (−128 for Q8_0; nibble 0 − 8 for Q4_0),
+        // unit scales.
+        let mut a = vec![0x80u8; 8 * QK];
+        for _ in 0..8 {
+            a.extend_from_slice(&1f32.to_le_bytes());
+        }
+        let blocks = |bytes: usize, fill: u8| -> Vec<u8> {
+            (0..8)
+                .flat_map(|_| {
+                    let mut b = vec![fill; bytes];
+                    b[..2].copy_from_slice(&f16::ONE.to_le_bytes());
+                    b
+                })
+                .collect()
+        };
+        let (w8, w4) = (blocks(Q8_0_BYTES, 0x80), blocks(18, 0x00));
+        // SAFETY: NEON is baseline on aarch64; 8 blocks in every row.
+        let (s8, s4) = unsafe { (neon::dot_q8_0_q8_0(&w8, &a), neon::dot_q4_0_q8_0(&w4, &a)) };
+        assert_eq!(s8, (8 * QK * 128 * 128) as f32);
+        assert_eq!(s4, (8 * QK * 8 * 128) as f32);
     }
 }
