@@ -562,3 +562,158 @@ fn wrong_shapes_are_errors_not_gpu_faults() {
     assert!(ops::kv_store(&mut r, &small, &small, &small, &small, 3, 0).is_err());
     assert!(r.is_empty());
 }
+
+/// LUT GEMV, 1–4 bits, groups 32/64/128. The GPU tables are byte for byte the CPU's
+/// (same arithmetic, no multiply-adds); the lookups and plane sums are integers, so only
+/// the float epilogue's summation may differ from the CPU scalar reference: tolerance
+/// 1e-5 of Σ|w·x| plus the table-quantization bound (which both share).
+#[test]
+fn lut_tables_and_gemv_match_cpu() {
+    use suanpan::backend::gpu::lut::{lut_gemv, lut_tables, GpuLut, LutScratch};
+    use suanpan::lut::gemv::{gemv_ref, table_error_bound};
+    use suanpan::lut::{LutMatrix, LutTables};
+    let d = dev();
+    let mut rng = Rng(9);
+    let mut cases = 0;
+    for bits in 1..=4usize {
+        for &group in &[32usize, 64, 128] {
+            for &(rows, mult, n) in &[
+                (1usize, 1usize, 1usize),
+                (63, 3, 2),
+                (65, 2, 1),
+                (130, 5, 3),
+            ] {
+                let cols = group * mult;
+                let w = rng.vec(rows * cols, 0.1);
+                let m = LutMatrix::quantize(&w, rows, cols, bits, group).unwrap();
+                let x = rng.vec(cols * n, 2.0);
+                let gm = GpuLut::upload(&d, "lut", &m).unwrap();
+                let s = LutScratch::new(&d, cols, n).unwrap();
+                let (xb, y) = (up(&d, &x), d.buffer("y", (4 * rows * n) as u64).unwrap());
+                run(&d, |r| {
+                    lut_tables(r, &xb, &s, cols, group, n).unwrap();
+                    lut_gemv(r, &gm, &s, &y, n, rows).unwrap();
+                });
+                let got = d.read_f32(&y, 0, rows * n).unwrap();
+                let tb = d.read(&s.tables, 0, (4 * cols * n) as u64).unwrap();
+                let groups = cols / group;
+                let hs = d.read_f32(&s.half_scales, 0, groups * n).unwrap();
+                let sums = d.read_f32(&s.sums, 0, groups * n).unwrap();
+                let wd = m.dequantize();
+                for t in 0..n {
+                    let xt = &x[t * cols..][..cols];
+                    let tabs = LutTables::build(xt, group).unwrap();
+                    assert_eq!(
+                        &tb[t * 4 * cols..][..4 * cols],
+                        tabs.entries(),
+                        "tables b{bits} g{group}"
+                    );
+                    assert_eq!(&hs[t * groups..][..groups], tabs.half_scales());
+                    assert_eq!(&sums[t * groups..][..groups], tabs.sums());
+                    let mut want = vec![0f32; rows];
+                    gemv_ref(&m, &tabs, &mut want).unwrap();
+                    for r in 0..rows {
+                        let mag: f32 = wd[r * cols..][..cols]
+                            .iter()
+                            .zip(xt)
+                            .map(|(a, b)| (a * b).abs())
+                            .sum();
+                        let tol = 1e-5 * (mag + table_error_bound(&m, &tabs, r)) + 1e-6;
+                        let g = got[t * rows + r];
+                        assert!(
+                            (g - want[r]).abs() <= tol,
+                            "b{bits} g{group} {rows}×{cols} t{t} r{r}: gpu {g} cpu {} tol {tol}",
+                            want[r]
+                        );
+                    }
+                }
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 48);
+}
+
+/// A NaN activation poisons only its group's tables, as on the CPU.
+#[test]
+fn lut_tables_poison_only_the_nan_group() {
+    use suanpan::backend::gpu::lut::{lut_tables, LutScratch};
+    use suanpan::lut::LutTables;
+    let d = dev();
+    let mut x = vec![0.5f32; 96];
+    x[40] = f32::NAN;
+    let s = LutScratch::new(&d, 96, 1).unwrap();
+    let xb = up(&d, &x);
+    run(&d, |r| lut_tables(r, &xb, &s, 96, 32, 1).unwrap());
+    let want = LutTables::build(&x, 32).unwrap();
+    assert_eq!(d.read(&s.tables, 0, 384).unwrap(), want.entries());
+    let hs = d.read_f32(&s.half_scales, 0, 3).unwrap();
+    assert!(hs[1].is_nan() && hs[0] == want.half_scales()[0] && hs[2] == want.half_scales()[2]);
+}
+
+/// DFloat11 decode on the GPU equals the CPU decoder's output bit for bit, for odd and
+/// even lengths, tiny chunks (many chunk boundaries) and several GPU unit sizes.
+#[test]
+fn df11_decode_is_byte_exact() {
+    use suanpan::backend::gpu::df11::GpuDf11;
+    use suanpan::dfloat::{encode_with, Df11Decoder, EncodeParams};
+    let d = dev();
+    let mut rng = Rng(10);
+    for &(n, chunk, unit) in &[
+        (1usize, 4096u32, 64usize),
+        (2, 4, 4),
+        (1001, 4, 4),
+        (1001, 64, 16),
+        (65_537, 4096, 64),
+        (200_000, 256, 32),
+    ] {
+        // Weight-like values: normal-ish magnitudes, a few outliers and exact zeros.
+        let vals: Vec<u16> = (0..n)
+            .map(|i| {
+                let v = rng.f() * rng.f() * 0.05 * if i % 97 == 0 { 40.0 } else { 1.0 };
+                bf16::from_f32(if i % 211 == 0 { 0.0 } else { v }).to_bits()
+            })
+            .collect();
+        let t = encode_with(
+            &vals,
+            &EncodeParams {
+                chunk_bytes: chunk,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let cpu = Df11Decoder::new(&t.lengths).unwrap().decode(&t).unwrap();
+        assert_eq!(cpu, vals);
+        let g = GpuDf11::upload(&d, &t.view(), unit).unwrap();
+        let out = d.buffer("bf16", (2 * n) as u64).unwrap();
+        // Dirty output first: the decode must clear what it does not write.
+        d.write(&out, 0, &vec![0xAB; out.bytes() as usize]).unwrap();
+        run(&d, |r| g.decode(r, &out).unwrap());
+        let bytes = d.read(&out, 0, (2 * n) as u64).unwrap();
+        let got: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(
+            got,
+            cpu,
+            "n {n} chunk {chunk} unit {unit} ({} units)",
+            g.units()
+        );
+    }
+}
+
+/// A corrupt DFloat11 bitstream is refused at upload, not decoded on the GPU.
+#[test]
+fn df11_corrupt_stream_is_refused() {
+    use suanpan::backend::gpu::df11::GpuDf11;
+    use suanpan::dfloat::encode;
+    let d = dev();
+    let vals: Vec<u16> = (0..5000u32)
+        .map(|i| bf16::from_f32(((i * 7919) % 1000) as f32 * 1e-3 - 0.5).to_bits())
+        .collect();
+    let mut t = encode(&vals).unwrap();
+    let len = t.bitstream.len();
+    t.bitstream.truncate(len / 2);
+    assert!(GpuDf11::upload(&d, &t.view(), 64).is_err());
+}

@@ -72,9 +72,11 @@ pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<(Ve
             }
             (out, (qs_len / 4) as u32)
         }
-        other => return Err(Error::Backend(format!(
+        other => {
+            return Err(Error::Backend(format!(
             "the GPU backend does not support {other} weights (F32, F16, BF16, Q4_0, Q4_1, Q8_0)"
-        ))),
+        )))
+        }
     })
 }
 
