@@ -34,6 +34,10 @@ pub enum Error {
     /// Generation or loading was cancelled through a cancel token.
     #[error("cancelled")]
     Cancelled,
+    /// The GPU backend failed: no adapter, a limit the adapter cannot meet, a shader or
+    /// validation error, or a lost device. The session that reports it can fall back to the CPU.
+    #[error("GPU backend: {0}")]
+    Backend(String),
     /// Installing the default model failed.
     #[error("model install: {0}")]
     Install(String),

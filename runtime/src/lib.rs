@@ -18,7 +18,7 @@ pub mod sample;
 pub mod session;
 
 pub use error::{Error, Result};
-pub use model::{Model, ModelParams};
+pub use model::{BackendKind, Model, ModelParams};
 pub use sample::SamplingParams;
 pub use session::{CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason};
 pub mod chat;

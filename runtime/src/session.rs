@@ -119,6 +119,10 @@ pub struct Session {
     tokens: Vec<u32>,
     n_batch: usize,
     cancel: CancelToken,
+    /// KV cache and scratch on the GPU when the model runs there (then `kv` and `scratch`
+    /// are empty placeholders).
+    #[cfg(feature = "gpu")]
+    gpu: Option<crate::backend::gpu::GpuState>,
 }
 
 impl Model {
@@ -149,8 +153,25 @@ impl Session {
             )));
         }
         let n_batch = params.n_batch.min(n_ctx);
-        let kv = F16Cache::new(c.n_layer, n_ctx, c.kv_dim())?;
-        let scratch = Scratch::new(c, n_batch, n_ctx, model.n_threads(), params.all_logits);
+        #[cfg(feature = "gpu")]
+        let gpu = match model.gpu() {
+            Some(g) => Some(crate::backend::gpu::GpuState::new(
+                g,
+                n_batch,
+                n_ctx,
+                params.all_logits,
+                false,
+            )?),
+            None => None,
+        };
+        // The CPU cache and scratch are only placeholders when the GPU runs the model.
+        let cpu_ctx = if model.on_gpu() { 0 } else { n_ctx };
+        let kv = F16Cache::new(c.n_layer, cpu_ctx, c.kv_dim())?;
+        let scratch = if model.on_gpu() {
+            Scratch::new(c, 0, 0, 0, false)
+        } else {
+            Scratch::new(c, n_batch, n_ctx, model.n_threads(), params.all_logits)
+        };
         Ok(Session {
             model,
             kv,
@@ -158,6 +179,8 @@ impl Session {
             tokens: Vec::new(),
             n_batch,
             cancel: CancelToken::new(),
+            #[cfg(feature = "gpu")]
+            gpu,
         })
     }
 
@@ -172,12 +195,59 @@ impl Session {
 
     /// Context capacity in tokens.
     pub fn n_ctx(&self) -> usize {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &self.gpu {
+            return g.n_ctx();
+        }
         self.kv.n_ctx()
     }
 
-    /// Bytes held by the KV cache.
+    /// Positions in the KV cache.
+    fn kv_len(&self) -> usize {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &self.gpu {
+            return g.len();
+        }
+        self.kv.len()
+    }
+
+    /// Bytes held by the KV cache (in device memory when the model runs on the GPU).
     pub fn kv_bytes(&self) -> usize {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &self.gpu {
+            return g.kv_bytes() as usize;
+        }
         self.kv.bytes()
+    }
+
+    /// GPU kernel timings collected by this session: (kernel, dispatches, ms), slowest
+    /// first. Empty unless profiling was enabled with [`Session::set_gpu_profiling`].
+    #[cfg(feature = "gpu")]
+    pub fn gpu_timings(&self) -> Vec<(&'static str, u64, f64)> {
+        self.gpu.as_ref().map(|g| g.timings()).unwrap_or_default()
+    }
+
+    /// Collect GPU kernel timestamps (where the adapter supports them; returns whether it
+    /// does). Rebuilds the GPU state, so the context is cleared.
+    #[cfg(feature = "gpu")]
+    pub fn set_gpu_profiling(&mut self, on: bool) -> Result<bool> {
+        let Some(g) = self.model.gpu() else {
+            return Ok(false);
+        };
+        let st = crate::backend::gpu::GpuState::new(g, self.n_batch, self.n_ctx(), false, on)?;
+        let profiling = st.profiling();
+        self.gpu = Some(st);
+        self.tokens.clear();
+        Ok(profiling)
+    }
+
+    /// The last forward pass's logits (first `n`).
+    fn last_logits(&self, n: usize) -> &[f32] {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &self.gpu {
+            return g.last_logits(n);
+        }
+        self.scratch.last_logits(n)
     }
 
     /// A handle that cancels this session's generation from any thread.
@@ -189,6 +259,10 @@ impl Session {
     pub fn reset(&mut self) {
         self.tokens.clear();
         self.kv.set_len(0);
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &mut self.gpu {
+            g.set_len(0);
+        }
     }
 
     /// Append `tokens` to the context and return logits: the last token's for
@@ -203,12 +277,12 @@ impl Session {
                 self.n_batch
             )));
         }
-        if self.kv.len() + tokens.len() > self.kv.n_ctx() {
+        if self.kv_len() + tokens.len() > self.n_ctx() {
             return Err(Error::ContextFull(format!(
                 "{} tokens in context + {} new exceed the context size {}",
-                self.kv.len(),
+                self.kv_len(),
                 tokens.len(),
-                self.kv.n_ctx()
+                self.n_ctx()
             )));
         }
         let m = &*self.model;
@@ -218,6 +292,13 @@ impl Session {
             let want = if i == last { logits } else { Logits::None };
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
+            }
+            #[cfg(feature = "gpu")]
+            if let (Some(g), Some(st)) = (&m.gpu, &mut self.gpu) {
+                crate::backend::gpu::forward::forward(g, st, chunk, want)?;
+                self.tokens.extend_from_slice(chunk);
+                last_len = chunk.len();
+                continue;
             }
             forward(
                 &m.config,
@@ -237,7 +318,7 @@ impl Session {
             Logits::Last => m.config.n_vocab,
             Logits::All => last_len * m.config.n_vocab,
         };
-        Ok(self.scratch.last_logits(n))
+        Ok(self.last_logits(n))
     }
 
     /// Tokenize `prompt`, ingest it, and generate up to `max_tokens`, calling `on_piece`
@@ -299,7 +380,7 @@ impl Session {
                 return Err(Error::Cancelled);
             }
             self.eval(&[next], Logits::Last)?;
-            let logits = self.scratch.last_logits(model.config.n_vocab);
+            let logits = self.last_logits(model.config.n_vocab);
             next = sampler.sample(logits, &self.tokens);
         }
         let tail = dec.finish();

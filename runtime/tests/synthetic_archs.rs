@@ -14,7 +14,16 @@ use suanpan::{Model, ModelParams, SessionParams};
 
 fn load(s: &Synth) -> Arc<Model> {
     let f = GgufFile::from_bytes(s.gguf()).unwrap();
-    Arc::new(Model::from_file(f, &ModelParams { n_threads: 2 }).unwrap())
+    Arc::new(
+        Model::from_file(
+            f,
+            &ModelParams {
+                n_threads: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    )
 }
 
 #[test]

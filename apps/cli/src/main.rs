@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use suanpan::chat::ChatMessage;
 use suanpan::model::Logits;
 use suanpan::sample::SamplingParams;
-use suanpan::{GenerateParams, Model, ModelParams, Session, SessionParams};
+use suanpan::{BackendKind, GenerateParams, Model, ModelParams, Session, SessionParams};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +56,10 @@ struct ModelArgs {
     /// Context length in tokens (default: the model's, capped at 4096).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     ctx: usize,
+    /// Backend: cpu, gpu, or auto (the GPU when a hardware adapter can run the model,
+    /// else the CPU, saying why).
+    #[arg(short = 'b', long = "backend", default_value = "auto")]
+    backend: BackendKind,
 }
 
 #[derive(Args, Clone)]
@@ -146,6 +150,9 @@ struct PplArgs {
 struct InfoArgs {
     /// Model file (default: the default model).
     model: Option<PathBuf>,
+    /// Backend to report (and load the model on): cpu, gpu or auto.
+    #[arg(short = 'b', long = "backend", default_value = "auto")]
+    backend: BackendKind,
 }
 
 #[derive(Args)]
@@ -156,6 +163,9 @@ struct BenchArgs {
     prompt_tokens: usize,
     #[arg(long = "gen-tokens", default_value_t = 64)]
     gen_tokens: usize,
+    /// GPU backend: also print per-kernel GPU times from timestamp queries.
+    #[arg(long = "kernel-timings", default_value_t = true, action = clap::ArgAction::Set)]
+    kernel_timings: bool,
     /// Repetitions; the median is reported.
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -182,9 +192,13 @@ fn load(args: &ModelArgs) -> Result<Arc<Model>> {
         &path,
         &ModelParams {
             n_threads: args.threads,
+            backend: args.backend,
         },
     )
     .with_context(|| format!("loading {}", path.display()))?;
+    if let Some(note) = model.backend_note() {
+        eprintln!("[suanpan] {note}");
+    }
     Ok(Arc::new(model))
 }
 
@@ -325,7 +339,13 @@ fn perplexity(a: PplArgs) -> Result<()> {
 
 fn info(a: InfoArgs) -> Result<()> {
     let path = model_path(&a.model)?;
-    let model = Model::load(&path, &ModelParams { n_threads: 1 })?;
+    let model = Model::load(
+        &path,
+        &ModelParams {
+            n_threads: 1,
+            backend: a.backend,
+        },
+    )?;
     let c = model.config();
     let f = model.file();
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -379,7 +399,31 @@ fn info(a: InfoArgs) -> Result<()> {
         }
     );
     println!("backend:       {}", model.backend_name());
+    if let Some(note) = model.backend_note() {
+        println!("               {note}");
+    }
+    print_gpu_adapters();
     Ok(())
+}
+
+/// The GPU adapters wgpu sees and what each can do (for `info`).
+fn print_gpu_adapters() {
+    use suanpan::backend::gpu::{GpuDevice, GpuOptions};
+    match GpuDevice::new(&GpuOptions::default()) {
+        Ok(d) => {
+            let c = d.caps();
+            println!("gpu adapter:   {}", d.adapter_name());
+            println!(
+                "gpu features:  shader-f16 {}, subgroups {}, timestamps {}; max binding {} MiB, workgroup memory {} KiB",
+                c.shader_f16,
+                c.subgroups,
+                c.timestamps,
+                c.max_binding >> 20,
+                c.max_workgroup_storage >> 10
+            );
+        }
+        Err(e) => println!("gpu adapter:   none ({e})"),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -403,6 +447,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     let prompt: Vec<u32> = (0..a.prompt_tokens as u64)
         .map(|i| ((i * 7919 + 1000) % (n_vocab - 1000)) as u32 + 500)
         .collect();
+    let profiling = model.on_gpu() && a.kernel_timings && s.set_gpu_profiling(true)?;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for rep in 0..=a.reps {
         s.reset();
@@ -460,6 +505,26 @@ fn bench(a: BenchArgs) -> Result<()> {
                 100.0 * gbs / b
             );
         }
+    }
+    if profiling {
+        let t = s.gpu_timings();
+        let total: f64 = t.iter().map(|x| x.2).sum();
+        eprintln!(
+            "GPU kernel time over all {} runs (timestamp queries; one pass per dispatch):",
+            a.reps + 1
+        );
+        eprintln!(
+            "{:<18} {:>10} {:>12} {:>7}",
+            "kernel", "dispatches", "total ms", "share"
+        );
+        for (name, n, ms) in t {
+            eprintln!(
+                "{name:<18} {n:>10} {ms:>12.2} {:>6.1}%",
+                100.0 * ms / total.max(1e-9)
+            );
+        }
+    } else if model.on_gpu() {
+        eprintln!("(no GPU kernel timings: the adapter has no timestamp queries or they are off)");
     }
     Ok(())
 }

@@ -1,4 +1,6 @@
-//! Backends run the graph's ops. Only the CPU backend exists so far; the GPU backend
-//! (wgpu + WGSL) will implement the same ops and be tested against this one.
+//! Backends run the graph's ops: the CPU backend, and (feature `gpu`) the wgpu/WGSL GPU
+//! backend, whose every kernel is tested against the CPU one.
 
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;

@@ -225,6 +225,13 @@ impl Df11Decoder {
         self.nsym
     }
 
+    /// The per-symbol tables (module docs): 256-entry blocks, block 0 first; an entry is a
+    /// leaf `len << 8 | exponent`, `1 << 31 | block` for a longer code, or 0 for no code.
+    /// The GPU decoder uploads exactly these.
+    pub fn symbol_tables(&self) -> &[u32] {
+        &self.tables
+    }
+
     /// Memory held by the tables, in bytes.
     pub fn table_bytes(&self) -> usize {
         256 * 8 + 4 * self.tables.len()

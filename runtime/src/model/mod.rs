@@ -19,11 +19,41 @@ use crate::error::Result;
 use crate::format::{GgmlType, GgufFile};
 use crate::tokenizer::Tokenizer;
 
+/// Which backend runs the forward passes of a model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The CPU backend (the default).
+    #[default]
+    Cpu,
+    /// The GPU backend (feature `gpu`); loading fails with [`crate::Error::Backend`] when
+    /// no adapter can run the model.
+    Gpu,
+    /// The GPU when a hardware adapter can run the model, else the CPU; the reason for a
+    /// fallback is kept in [`Model::backend_note`].
+    Auto,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(BackendKind::Cpu),
+            "gpu" => Ok(BackendKind::Gpu),
+            "auto" => Ok(BackendKind::Auto),
+            other => Err(crate::Error::invalid(format!(
+                "backend {other:?} (cpu, gpu or auto)"
+            ))),
+        }
+    }
+}
+
 /// How to load a model.
 #[derive(Clone, Debug, Default)]
 pub struct ModelParams {
     /// Worker threads for compute (0 = one per core).
     pub n_threads: usize,
+    /// Backend for the forward pass.
+    pub backend: BackendKind,
 }
 
 /// A model ready to run.
@@ -48,6 +78,11 @@ pub struct Model {
     pub(crate) chat_template: Option<ChatTemplate>,
     pub(crate) pool: Pool,
     pub(crate) load_ms: f64,
+    /// The weights on the GPU when the GPU backend runs this model.
+    #[cfg(feature = "gpu")]
+    pub(crate) gpu: Option<std::sync::Arc<crate::backend::gpu::GpuModel>>,
+    /// Why `Auto` fell back to the CPU.
+    pub(crate) backend_note: Option<String>,
 }
 
 impl std::fmt::Debug for Model {
@@ -86,6 +121,9 @@ impl Model {
         }
         let chat_template = ChatTemplate::from_gguf(&file)?;
         let pool = Pool::new(params.n_threads)?;
+        let (gpu, backend_note) = gpu_for(params.backend, &config, &weights, &file)?;
+        #[cfg(not(feature = "gpu"))]
+        let _ = gpu;
         Ok(Model {
             path: path.to_path_buf(),
             file,
@@ -95,6 +133,9 @@ impl Model {
             chat_template,
             pool,
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
+            #[cfg(feature = "gpu")]
+            gpu,
+            backend_note,
         })
     }
 
@@ -166,12 +207,81 @@ impl Model {
         crate::backend::cpu::bandwidth::read_bandwidth(&self.pool, bytes, 3)
     }
 
-    /// Which SIMD kernels the CPU backend chose.
+    /// The backend that runs this model: the GPU adapter, or the CPU's SIMD kernels.
     pub fn backend_name(&self) -> String {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &self.gpu {
+            return format!("gpu ({})", g.device().adapter_name());
+        }
         format!(
             "cpu ({}, {} threads)",
             crate::backend::cpu::dot::simd_level(),
             self.n_threads()
         )
+    }
+
+    /// Why `BackendKind::Auto` chose the CPU, if it did.
+    pub fn backend_note(&self) -> Option<&str> {
+        self.backend_note.as_deref()
+    }
+
+    /// True when forward passes run on the GPU.
+    pub fn on_gpu(&self) -> bool {
+        #[cfg(feature = "gpu")]
+        return self.gpu.is_some();
+        #[cfg(not(feature = "gpu"))]
+        false
+    }
+
+    /// The model's weights on the GPU, when the GPU backend runs it.
+    #[cfg(feature = "gpu")]
+    pub fn gpu(&self) -> Option<&std::sync::Arc<crate::backend::gpu::GpuModel>> {
+        self.gpu.as_ref()
+    }
+}
+
+#[cfg(feature = "gpu")]
+type GpuSlot = Option<std::sync::Arc<crate::backend::gpu::GpuModel>>;
+#[cfg(not(feature = "gpu"))]
+type GpuSlot = Option<()>;
+
+/// Open the GPU backend for `kind`: `Gpu` fails loudly, `Auto` falls back with a reason.
+fn gpu_for(
+    kind: BackendKind,
+    config: &ModelConfig,
+    weights: &Weights,
+    file: &GgufFile,
+) -> Result<(GpuSlot, Option<String>)> {
+    if kind == BackendKind::Cpu {
+        return Ok((None, None));
+    }
+    #[cfg(feature = "gpu")]
+    {
+        use crate::backend::gpu::{GpuDevice, GpuModel, GpuOptions};
+        let opts = GpuOptions {
+            adapter: None,
+            // A software rasterizer is slower than the CPU backend: auto never picks one.
+            hardware_only: kind == BackendKind::Auto,
+        };
+        let r = GpuDevice::new(&opts)
+            .and_then(|d| GpuModel::upload(d, config, weights, file))
+            .map(std::sync::Arc::new);
+        match (r, kind) {
+            (Ok(g), _) => Ok((Some(g), None)),
+            (Err(e), BackendKind::Gpu) => Err(e),
+            (Err(e), _) => Ok((None, Some(format!("auto: running on the CPU because {e}")))),
+        }
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = (config, weights, file);
+        let why = "this build has no GPU backend (cargo feature `gpu`)";
+        match kind {
+            BackendKind::Gpu => Err(crate::Error::Backend(why.into())),
+            _ => Ok((
+                None,
+                Some(format!("auto: running on the CPU because {why}")),
+            )),
+        }
     }
 }

@@ -1,0 +1,184 @@
+//! GPU buffers: weights uploaded once, scratch buffers reused through a pool, and
+//! read-back of results.
+//!
+//! Every storage buffer is bound as an array of 32-bit words, so sizes are rounded up to a
+//! multiple of 4 bytes (padding is zero).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::device::GpuDevice;
+use crate::error::{Error, Result};
+
+/// A storage buffer with an id (for bind-group caching) and its size in bytes.
+#[derive(Debug)]
+pub struct GpuBuffer {
+    pub(crate) buf: wgpu::Buffer,
+    pub(crate) id: u64,
+    bytes: u64,
+}
+
+impl GpuBuffer {
+    /// Size in bytes (a multiple of 4).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+fn round4(n: u64) -> u64 {
+    n.div_ceil(4).max(1) * 4
+}
+
+impl GpuDevice {
+    /// A zeroed storage buffer of at least `bytes` bytes; `what` names it in errors.
+    pub fn buffer(&self, what: &str, bytes: u64) -> Result<GpuBuffer> {
+        let bytes = round4(bytes);
+        self.check_binding(what, bytes)?;
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: bytes,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBuffer {
+            buf,
+            id: self.next_id(),
+            bytes,
+        })
+    }
+
+    /// A storage buffer holding `data` (padded with zeros to a multiple of 4 bytes).
+    pub fn upload(&self, what: &str, data: &[u8]) -> Result<GpuBuffer> {
+        let b = self.buffer(what, data.len() as u64)?;
+        self.write(&b, 0, data)?;
+        Ok(b)
+    }
+
+    /// Write `data` at byte `offset` of `b` (before any work submitted later).
+    pub fn write(&self, b: &GpuBuffer, offset: u64, data: &[u8]) -> Result<()> {
+        if offset + round4(data.len() as u64) > b.bytes || offset % 4 != 0 {
+            return Err(Error::Internal(format!(
+                "GPU write of {} bytes at {offset} into a {}-byte buffer",
+                data.len(),
+                b.bytes
+            )));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        if data.len() % 4 == 0 {
+            self.queue.write_buffer(&b.buf, offset, data);
+        } else {
+            let mut padded = data.to_vec();
+            padded.resize(round4(data.len() as u64) as usize, 0);
+            self.queue.write_buffer(&b.buf, offset, &padded);
+        }
+        Ok(())
+    }
+
+    /// Read `bytes` bytes at byte `offset` of `b` back to the host (waits for the GPU).
+    pub fn read(&self, b: &GpuBuffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        let n = round4(bytes);
+        if offset % 4 != 0 || offset + n > b.bytes {
+            return Err(Error::Internal(format!(
+                "GPU read of {bytes} bytes at {offset} from a {}-byte buffer",
+                b.bytes
+            )));
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: n,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(&b.buf, offset, &staging, 0, n);
+        self.queue.submit([enc.finish()]);
+        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
+            Arc::new(Mutex::new(None));
+        {
+            let done = done.clone();
+            staging.map_async(wgpu::MapMode::Read, .., move |r| {
+                if let Ok(mut d) = done.lock() {
+                    *d = Some(r);
+                }
+            });
+        }
+        self.wait()?;
+        match done.lock().ok().and_then(|mut d| d.take()) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Backend(format!("mapping a result buffer: {e}"))),
+            None => return Err(Error::Backend("a result buffer was never mapped".into())),
+        }
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Backend(format!("reading a result buffer: {e}")))?;
+            view[..bytes as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Read `n` f32 values starting at element `at`.
+    pub fn read_f32(&self, b: &GpuBuffer, at: usize, n: usize) -> Result<Vec<f32>> {
+        let bytes = self.read(b, 4 * at as u64, 4 * n as u64)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Read `n` u32 values starting at element `at`.
+    pub fn read_u32(&self, b: &GpuBuffer, at: usize, n: usize) -> Result<Vec<u32>> {
+        let bytes = self.read(b, 4 * at as u64, 4 * n as u64)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+/// Reusable scratch buffers by size class (powers of two), so repeated operations (tests,
+/// per-call scratch) do not allocate device memory each time.
+#[derive(Default)]
+pub struct BufferPool {
+    free: Mutex<HashMap<u64, Vec<GpuBuffer>>>,
+}
+
+impl BufferPool {
+    /// A buffer of at least `bytes` bytes (contents undefined), from the pool if one is free.
+    pub fn take(&self, dev: &GpuDevice, what: &str, bytes: u64) -> Result<GpuBuffer> {
+        let class = round4(bytes).next_power_of_two();
+        if let Some(b) = self
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut f| f.get_mut(&class).and_then(|v| v.pop()))
+        {
+            return Ok(b);
+        }
+        dev.buffer(what, class)
+    }
+
+    /// Return a buffer for reuse.
+    pub fn give(&self, b: GpuBuffer) {
+        if let Ok(mut f) = self.free.lock() {
+            f.entry(b.bytes).or_default().push(b);
+        }
+    }
+
+    /// Buffers waiting for reuse.
+    pub fn n_free(&self) -> usize {
+        self.free
+            .lock()
+            .map(|f| f.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,545 @@
+//! The decoder forward pass on the GPU, op for op the one of `model/graph.rs`:
+//! embed → N × (RMSNorm → Q/K/V (+bias) → [Q/K norm] → RoPE → KV store → attention →
+//! output projection → residual → RMSNorm → gate/up → SwiGLU → down → residual) → norm →
+//! LM head. One forward is one submission; only the logits come back to the host.
+//!
+//! [`GpuModel`] holds the uploaded weights (shared by sessions); [`GpuState`] is one
+//! session's KV cache, scratch buffers and recorded-dispatch cache.
+
+use std::sync::Arc;
+
+use super::buffer::GpuBuffer;
+use super::device::GpuDevice;
+use super::lut::{lut_gemv, lut_tables, GpuLut, LutScratch};
+use super::matrix::{self, GpuMatrix};
+use super::ops::{self, AttnCall};
+use super::record::{Frame, Recorder};
+use crate::backend::cpu::ops::rope_cos_sin;
+use crate::error::{Error, Result};
+use crate::format::GgufFile;
+use crate::lut::LutMatrix;
+use crate::model::config::ModelConfig;
+use crate::model::graph::Logits;
+use crate::model::weights::{Linear, Weights};
+
+/// Weights of one projection on the GPU.
+#[derive(Debug)]
+pub enum GpuWeights {
+    /// A ggml-typed matrix (F32/F16/BF16/Q4_0/Q4_1/Q8_0).
+    Ggml(GpuMatrix),
+    /// A T-MAC LUT matrix.
+    Lut(GpuLut),
+}
+
+/// A projection: weights and an optional bias.
+#[derive(Debug)]
+pub struct GpuLinear {
+    pub w: GpuWeights,
+    pub bias: Option<GpuBuffer>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl GpuLinear {
+    fn bytes(&self) -> u64 {
+        match &self.w {
+            GpuWeights::Ggml(m) => m.bytes(),
+            GpuWeights::Lut(m) => m.bytes(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GpuLayer {
+    attn_norm: GpuBuffer,
+    wq: GpuLinear,
+    wk: GpuLinear,
+    wv: GpuLinear,
+    wo: GpuLinear,
+    q_norm: Option<GpuBuffer>,
+    k_norm: Option<GpuBuffer>,
+    ffn_norm: GpuBuffer,
+    w_gate: GpuLinear,
+    w_up: GpuLinear,
+    w_down: GpuLinear,
+}
+
+/// A model's weights on one GPU device.
+#[derive(Debug)]
+pub struct GpuModel {
+    dev: Arc<GpuDevice>,
+    cfg: ModelConfig,
+    embd: GpuMatrix,
+    layers: Vec<GpuLayer>,
+    output_norm: GpuBuffer,
+    output: GpuLinear,
+    rope_freqs: Option<Vec<f32>>,
+    bytes: u64,
+}
+
+/// Chooses LUT weights for a projection: `Some(matrix)` uploads it as LUT instead of its
+/// ggml tensor (tests quantize real matrices this way until LUT tensors come from files).
+pub type LutChooser<'a> = dyn FnMut(&Linear) -> Result<Option<LutMatrix>> + 'a;
+
+fn floats(dev: &GpuDevice, what: &str, v: &[f32]) -> Result<GpuBuffer> {
+    dev.upload(what, bytemuck::cast_slice(v))
+}
+
+impl GpuModel {
+    /// Upload every tensor of `w` (read from `file`) to `dev`.
+    pub fn upload(
+        dev: Arc<GpuDevice>,
+        cfg: &ModelConfig,
+        w: &Weights,
+        file: &GgufFile,
+    ) -> Result<GpuModel> {
+        Self::upload_with(dev, cfg, w, file, &mut |_| Ok(None))
+    }
+
+    /// [`Self::upload`], with projections for which `lut` returns a matrix uploaded as LUT.
+    pub fn upload_with(
+        dev: Arc<GpuDevice>,
+        cfg: &ModelConfig,
+        w: &Weights,
+        file: &GgufFile,
+        lut: &mut LutChooser<'_>,
+    ) -> Result<GpuModel> {
+        let d = &*dev;
+        let mut linear = |l: &Linear| -> Result<GpuLinear> {
+            let weights = match lut(l)? {
+                Some(m) => {
+                    if m.rows() != l.rows || m.cols() != l.cols {
+                        return Err(Error::invalid(format!(
+                            "LUT matrix for {} is {}×{}, expected {}×{}",
+                            l.name,
+                            m.rows(),
+                            m.cols(),
+                            l.rows,
+                            l.cols
+                        )));
+                    }
+                    GpuWeights::Lut(GpuLut::upload(d, &l.name, &m)?)
+                }
+                None => {
+                    if !matrix::supported(l.ty) {
+                        return Err(Error::Backend(format!(
+                            "tensor {} has type {}, which the GPU backend does not support",
+                            l.name, l.ty
+                        )));
+                    }
+                    if ops::takes_q8(l.ty) && l.cols % 32 != 0 {
+                        return Err(Error::bad_model(format!("{}: partial blocks", l.name)));
+                    }
+                    let v = l.view(file);
+                    GpuWeights::Ggml(GpuMatrix::upload(d, &l.name, l.ty, l.rows, l.cols, v.data)?)
+                }
+            };
+            Ok(GpuLinear {
+                w: weights,
+                bias: match &l.bias {
+                    Some(b) => Some(floats(d, "bias", b)?),
+                    None => None,
+                },
+                rows: l.rows,
+                cols: l.cols,
+            })
+        };
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
+            layers.push(GpuLayer {
+                attn_norm: floats(d, "attn_norm", &l.attn_norm)?,
+                wq: linear(&l.wq)?,
+                wk: linear(&l.wk)?,
+                wv: linear(&l.wv)?,
+                wo: linear(&l.wo)?,
+                q_norm: l
+                    .q_norm
+                    .as_ref()
+                    .map(|v| floats(d, "q_norm", v))
+                    .transpose()?,
+                k_norm: l
+                    .k_norm
+                    .as_ref()
+                    .map(|v| floats(d, "k_norm", v))
+                    .transpose()?,
+                ffn_norm: floats(d, "ffn_norm", &l.ffn_norm)?,
+                w_gate: linear(&l.w_gate)?,
+                w_up: linear(&l.w_up)?,
+                w_down: linear(&l.w_down)?,
+            });
+        }
+        let e = &w.token_embd;
+        if !matrix::supported(e.ty) {
+            return Err(Error::Backend(format!(
+                "token embedding type {} is not supported by the GPU backend",
+                e.ty
+            )));
+        }
+        let embd = GpuMatrix::upload(d, &e.name, e.ty, e.rows, e.cols, e.view(file).data)?;
+        let output = linear(&w.output)?;
+        let output_norm = floats(d, "output_norm", &w.output_norm)?;
+        let mut bytes = embd.bytes() + output.bytes();
+        for l in &layers {
+            bytes += [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                .iter()
+                .map(|m| m.bytes())
+                .sum::<u64>();
+        }
+        dev.wait()?;
+        Ok(GpuModel {
+            dev: dev.clone(),
+            cfg: cfg.clone(),
+            embd,
+            layers,
+            output_norm,
+            output,
+            rope_freqs: w.rope_freqs.clone(),
+            bytes,
+        })
+    }
+
+    pub fn device(&self) -> &Arc<GpuDevice> {
+        &self.dev
+    }
+
+    /// Device bytes of the matrices.
+    pub fn weight_bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// One session's GPU state: KV cache, scratch, recorded dispatches, logits.
+pub struct GpuState {
+    n_ctx: usize,
+    cap: usize,
+    len: usize,
+    kc: GpuBuffer,
+    vc: GpuBuffer,
+    ids: GpuBuffer,
+    cs: GpuBuffer,
+    x: GpuBuffer,
+    xn: GpuBuffer,
+    q: GpuBuffer,
+    k: GpuBuffer,
+    v: GpuBuffer,
+    attn: GpuBuffer,
+    tmp: GpuBuffer,
+    gate: GpuBuffer,
+    up: GpuBuffer,
+    xq: GpuBuffer,
+    xd: GpuBuffer,
+    lut: Option<LutScratch>,
+    logits_gpu: GpuBuffer,
+    logits: Vec<f32>,
+    frame: Frame,
+}
+
+impl GpuState {
+    /// Buffers for batches of up to `cap` tokens in a context of `n_ctx`; `all_logits`
+    /// keeps every token's logits; `profile` collects kernel timestamps.
+    pub fn new(
+        m: &GpuModel,
+        cap: usize,
+        n_ctx: usize,
+        all_logits: bool,
+        profile: bool,
+    ) -> Result<GpuState> {
+        let d = &*m.dev;
+        let c = &m.cfg;
+        let f = |what: &str, n: usize| d.buffer(what, 4 * n as u64);
+        let widest = c.n_embd.max(c.n_ff).max(c.q_dim());
+        let kv_vals = c.n_layer * n_ctx * c.kv_dim();
+        let has_lut = m.layers.iter().any(|l| {
+            [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                .iter()
+                .any(|x| matches!(x.w, GpuWeights::Lut(_)))
+        }) || matches!(m.output.w, GpuWeights::Lut(_));
+        let n_logits = if all_logits { cap } else { 1 } * c.n_vocab;
+        Ok(GpuState {
+            n_ctx,
+            cap,
+            len: 0,
+            kc: d.buffer("k cache", 2 * kv_vals as u64)?,
+            vc: d.buffer("v cache", 2 * kv_vals as u64)?,
+            ids: f("token ids", cap)?,
+            cs: f("rope cos/sin", cap * c.n_rot)?,
+            x: f("x", cap * c.n_embd)?,
+            xn: f("xn", cap * c.n_embd)?,
+            q: f("q", cap * c.q_dim())?,
+            k: f("k", cap * c.kv_dim())?,
+            v: f("v", cap * c.kv_dim())?,
+            attn: f("attn", cap * c.q_dim())?,
+            tmp: f("tmp", cap * c.n_embd)?,
+            gate: f("gate", cap * c.n_ff)?,
+            up: f("up", cap * c.n_ff)?,
+            xq: d.buffer("act codes", (cap * widest) as u64)?,
+            xd: f("act scales", cap * widest / 16)?,
+            lut: if has_lut {
+                Some(LutScratch::new(d, widest, cap)?)
+            } else {
+                None
+            },
+            logits_gpu: f("logits", n_logits)?,
+            logits: vec![0.0; n_logits],
+            frame: Frame::new(d, 24 * c.n_layer + 16, profile)?,
+        })
+    }
+
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Mark positions `0..len` valid (reset or roll back).
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.n_ctx);
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Bytes of the KV cache.
+    pub fn kv_bytes(&self) -> u64 {
+        self.kc.bytes() + self.vc.bytes()
+    }
+
+    /// The logits of the last forward.
+    pub fn last_logits(&self, n: usize) -> &[f32] {
+        &self.logits[..n.min(self.logits.len())]
+    }
+
+    /// Kernel timings collected so far (when created with `profile`).
+    pub fn timings(&self) -> Vec<(&'static str, u64, f64)> {
+        self.frame.timings()
+    }
+
+    /// Whether kernel timestamps are collected (profile asked and the adapter has them).
+    pub fn profiling(&self) -> bool {
+        self.frame.profiling()
+    }
+}
+
+/// Which prepared forms of the current projection input exist (reset when it changes).
+#[derive(Default)]
+struct Prepared {
+    q8: bool,
+    lut_group: Option<usize>,
+}
+
+/// `out = W · x` for `n` tokens (plus bias), preparing the input form W needs.
+#[allow(clippy::too_many_arguments)]
+fn project(
+    r: &mut Recorder,
+    s: &GpuBuffers<'_>,
+    prep: &mut Prepared,
+    w: &GpuLinear,
+    x: &GpuBuffer,
+    n: usize,
+    out: &GpuBuffer,
+    y_stride: usize,
+) -> Result<()> {
+    match &w.w {
+        GpuWeights::Ggml(m) if ops::takes_q8(m.ty) => {
+            if !prep.q8 {
+                ops::quant_act(r, x, s.xq, s.xd, w.cols, n)?;
+                prep.q8 = true;
+            }
+            ops::matmul(r, m, s.xq, Some(s.xd), out, n, y_stride)?;
+        }
+        GpuWeights::Ggml(m) => ops::matmul(r, m, x, None, out, n, y_stride)?,
+        GpuWeights::Lut(m) => {
+            let Some(ls) = s.lut else {
+                return Err(Error::Internal("LUT scratch missing".into()));
+            };
+            if prep.lut_group != Some(m.group) {
+                lut_tables(r, x, ls, m.cols, m.group, n)?;
+                prep.lut_group = Some(m.group);
+            }
+            lut_gemv(r, m, ls, out, n, y_stride)?;
+        }
+    }
+    if let Some(b) = &w.bias {
+        ops::add_bias(r, out, b, n * w.rows, w.rows)?;
+    }
+    Ok(())
+}
+
+struct GpuBuffers<'a> {
+    xq: &'a GpuBuffer,
+    xd: &'a GpuBuffer,
+    lut: Option<&'a LutScratch>,
+}
+
+/// Run `tokens` at positions `st.len()..` through the model on the GPU, store their keys
+/// and values, and return the requested logits (`n_vocab` per token).
+pub fn forward<'s>(
+    m: &GpuModel,
+    st: &'s mut GpuState,
+    tokens: &[u32],
+    logits: Logits,
+) -> Result<&'s [f32]> {
+    let c = &m.cfg;
+    let d = &*m.dev;
+    let n = tokens.len();
+    let pos0 = st.len;
+    if n == 0 {
+        return Err(Error::invalid("forward pass on zero tokens"));
+    }
+    if n > st.cap {
+        return Err(Error::invalid(format!(
+            "batch of {n} tokens exceeds the batch size {}",
+            st.cap
+        )));
+    }
+    if logits == Logits::All && st.logits.len() < n * c.n_vocab {
+        return Err(Error::invalid(
+            "this session was not created for all-token logits",
+        ));
+    }
+    if pos0 + n > st.n_ctx {
+        return Err(Error::ContextFull(format!(
+            "{pos0} tokens in context + {n} new exceed the context size {}",
+            st.n_ctx
+        )));
+    }
+    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+        return Err(Error::invalid(format!(
+            "token id {t} is outside the vocabulary of {}",
+            c.n_vocab
+        )));
+    }
+    // RoPE angles on the host, exactly as the CPU graph computes them.
+    let half = c.n_rot / 2;
+    let mut cs = vec![(0f32, 0f32); n * half];
+    for i in 0..n {
+        let pos = (pos0 + i) as f32 * c.rope_freq_scale;
+        rope_cos_sin(
+            pos,
+            c.n_rot,
+            c.rope_base,
+            m.rope_freqs.as_deref(),
+            &mut cs[i * half..(i + 1) * half],
+        );
+    }
+    let flat: Vec<f32> = cs.iter().flat_map(|&(a, b)| [a, b]).collect();
+    d.write(&st.cs, 0, bytemuck::cast_slice(&flat))?;
+    d.write(&st.ids, 0, bytemuck::cast_slice(tokens))?;
+
+    let (de, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
+    let scale = 1.0 / (c.head_dim as f32).sqrt();
+    let GpuState {
+        kc,
+        vc,
+        ids,
+        cs: csb,
+        x,
+        xn,
+        q,
+        k,
+        v,
+        attn,
+        tmp,
+        gate,
+        up,
+        xq,
+        xd,
+        lut,
+        logits_gpu,
+        logits: host_logits,
+        frame,
+        n_ctx,
+        ..
+    } = st;
+    let bufs = GpuBuffers {
+        xq,
+        xd,
+        lut: lut.as_ref(),
+    };
+    let mut r = Recorder::new(d, frame);
+    ops::get_rows(&mut r, &m.embd, ids, x, n)?;
+    for (li, l) in m.layers.iter().enumerate() {
+        ops::rms_norm(&mut r, x, &l.attn_norm, xn, de, n, de, c.norm_eps)?;
+        let mut prep = Prepared::default();
+        project(&mut r, &bufs, &mut prep, &l.wq, xn, n, q, qd)?;
+        project(&mut r, &bufs, &mut prep, &l.wk, xn, n, k, kvd)?;
+        project(&mut r, &bufs, &mut prep, &l.wv, xn, n, v, kvd)?;
+        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+            ops::rms_norm_inplace(&mut r, q, qn, c.head_dim, n * c.n_head, c.norm_eps)?;
+            ops::rms_norm_inplace(&mut r, k, kn, c.head_dim, n * c.n_kv_head, c.norm_eps)?;
+        }
+        ops::rope(
+            &mut r,
+            q,
+            csb,
+            n * c.n_head,
+            c.head_dim,
+            c.n_rot,
+            c.rope_style,
+            c.n_head,
+        )?;
+        ops::rope(
+            &mut r,
+            k,
+            csb,
+            n * c.n_kv_head,
+            c.head_dim,
+            c.n_rot,
+            c.rope_style,
+            c.n_kv_head,
+        )?;
+        let layer_base = li * *n_ctx * kvd;
+        ops::kv_store(&mut r, k, v, kc, vc, n * kvd, layer_base + pos0 * kvd)?;
+        ops::attention(
+            &mut r,
+            AttnCall {
+                n_head: c.n_head,
+                n_kv_head: c.n_kv_head,
+                head_dim: c.head_dim,
+                pos0,
+                n_tokens: n,
+                layer_base,
+                scale,
+            },
+            q,
+            kc,
+            vc,
+            attn,
+        )?;
+        let mut prep = Prepared::default();
+        project(&mut r, &bufs, &mut prep, &l.wo, attn, n, tmp, de)?;
+        ops::add(&mut r, x, tmp, n * de)?;
+        ops::rms_norm(&mut r, x, &l.ffn_norm, xn, de, n, de, c.norm_eps)?;
+        let mut prep = Prepared::default();
+        project(&mut r, &bufs, &mut prep, &l.w_gate, xn, n, gate, c.n_ff)?;
+        project(&mut r, &bufs, &mut prep, &l.w_up, xn, n, up, c.n_ff)?;
+        ops::silu_mul(&mut r, gate, up, n * c.n_ff)?;
+        let mut prep = Prepared::default();
+        project(&mut r, &bufs, &mut prep, &l.w_down, gate, n, tmp, de)?;
+        ops::add(&mut r, x, tmp, n * de)?;
+    }
+    let first = match logits {
+        Logits::None => {
+            r.submit()?;
+            st.len = pos0 + n;
+            return Ok(&st.logits[..0]);
+        }
+        Logits::Last => n - 1,
+        Logits::All => 0,
+    };
+    let rows = n - first;
+    ops::rms_norm_rows(&mut r, x, &m.output_norm, xn, de, first, rows, c.norm_eps)?;
+    let mut prep = Prepared::default();
+    project(
+        &mut r, &bufs, &mut prep, &m.output, xn, rows, logits_gpu, c.n_vocab,
+    )?;
+    r.submit()?;
+    let got = d.read_f32(logits_gpu, 0, rows * c.n_vocab)?;
+    host_logits[..got.len()].copy_from_slice(&got);
+    st.len = pos0 + n;
+    Ok(&st.logits[..rows * c.n_vocab])
+}

@@ -1,0 +1,359 @@
+//! The graph's ops as GPU dispatches: each function records one kernel into a
+//! [`Recorder`] with its parameters and workgroup grid. Shapes are checked here against
+//! the buffer sizes so a wrong call is an error, not an out-of-bounds shader access.
+
+use super::buffer::GpuBuffer;
+use super::matrix::GpuMatrix;
+use super::pipeline::{PipeKey, Shader};
+use super::record::{Params, Recorder};
+use crate::backend::cpu::ops::RopeStyle;
+use crate::error::{Error, Result};
+use crate::format::GgmlType;
+
+/// Invocations per workgroup in every kernel.
+pub const WG: usize = 64;
+/// Workgroups per dimension we use before spilling into z (WebGPU's minimum limit).
+const MAX_X: usize = 65535;
+
+/// A grid of `n` workgroups: x up to 65535, the rest in z (kernels use `flat_group`; y
+/// is left for token tiles).
+pub fn grid(n: usize) -> [u32; 3] {
+    let n = n.max(1);
+    if n <= MAX_X {
+        [n as u32, 1, 1]
+    } else {
+        [MAX_X as u32, 1, n.div_ceil(MAX_X) as u32]
+    }
+}
+
+fn need(what: &str, b: &GpuBuffer, floats: usize) -> Result<()> {
+    if (b.bytes() as usize) < 4 * floats {
+        return Err(Error::invalid(format!(
+            "GPU {what}: buffer of {} bytes, {} needed",
+            b.bytes(),
+            4 * floats
+        )));
+    }
+    Ok(())
+}
+
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+/// `out[r] = rms_norm(x[r]) * w[k % w_len]` for `rows` rows of `n`.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm(
+    r: &mut Recorder,
+    x: &GpuBuffer,
+    w: &GpuBuffer,
+    out: &GpuBuffer,
+    n: usize,
+    rows: usize,
+    w_len: usize,
+    eps: f32,
+) -> Result<()> {
+    norm(r, x, w, out, n, 0, rows, w_len, eps)
+}
+
+/// `out[i] = rms_norm(x[first + i]) * w` for `rows` rows of `n` (the last token's row).
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_rows(
+    r: &mut Recorder,
+    x: &GpuBuffer,
+    w: &GpuBuffer,
+    out: &GpuBuffer,
+    n: usize,
+    first: usize,
+    rows: usize,
+    eps: f32,
+) -> Result<()> {
+    norm(r, x, w, out, n, first, rows, n, eps)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn norm(
+    r: &mut Recorder,
+    x: &GpuBuffer,
+    w: &GpuBuffer,
+    out: &GpuBuffer,
+    n: usize,
+    first: usize,
+    rows: usize,
+    w_len: usize,
+    eps: f32,
+) -> Result<()> {
+    need("rms_norm x", x, n * (first + rows))?;
+    need("rms_norm out", out, n * rows)?;
+    need("rms_norm w", w, w_len)?;
+    if w_len == 0 || n % w_len != 0 {
+        return Err(Error::invalid(
+            "GPU rms_norm: weight length must divide the row",
+        ));
+    }
+    r.dispatch(
+        PipeKey::new(Shader::Elementwise, "rms_norm"),
+        Params::u(&[u(n), u(rows), u(w_len), u(first)]).with_f(&[eps]),
+        &[(1, x), (2, w), (3, out)],
+        grid(rows),
+    )
+}
+
+/// [`rms_norm`] in place (rows of `w.len()`, e.g. per-head norms).
+pub fn rms_norm_inplace(
+    r: &mut Recorder,
+    x: &GpuBuffer,
+    w: &GpuBuffer,
+    n: usize,
+    rows: usize,
+    eps: f32,
+) -> Result<()> {
+    need("rms_norm x", x, n * rows)?;
+    need("rms_norm w", w, n)?;
+    r.dispatch(
+        PipeKey::new(Shader::Elementwise, "rms_norm_inplace"),
+        Params::u(&[u(n), u(rows), u(n)]).with_f(&[eps]),
+        &[(1, x), (2, w)],
+        grid(rows),
+    )
+}
+
+/// Rotate `rows` heads of `head_dim` in `x` (the first `n_rot` dims); `cs` holds
+/// `(cos, sin)` pairs per token and frequency, `heads_per_token` heads per token.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    r: &mut Recorder,
+    x: &GpuBuffer,
+    cs: &GpuBuffer,
+    rows: usize,
+    head_dim: usize,
+    n_rot: usize,
+    style: RopeStyle,
+    heads_per_token: usize,
+) -> Result<()> {
+    need("rope x", x, rows * head_dim)?;
+    need(
+        "rope cos/sin",
+        cs,
+        rows.div_ceil(heads_per_token.max(1)) * n_rot,
+    )?;
+    let style = match style {
+        RopeStyle::Interleaved => 0,
+        RopeStyle::Neox => 1,
+    };
+    r.dispatch(
+        PipeKey::new(Shader::Elementwise, "rope"),
+        Params::u(&[u(rows), u(head_dim), u(n_rot), style, u(heads_per_token)]),
+        &[(1, x), (2, cs)],
+        grid((rows * n_rot / 2).div_ceil(WG)),
+    )
+}
+
+/// `gate = silu(gate) * up` over `n` elements.
+pub fn silu_mul(r: &mut Recorder, gate: &GpuBuffer, up: &GpuBuffer, n: usize) -> Result<()> {
+    need("silu_mul gate", gate, n)?;
+    need("silu_mul up", up, n)?;
+    r.dispatch(
+        PipeKey::new(Shader::Elementwise, "silu_mul"),
+        Params::u(&[u(n)]),
+        &[(1, gate), (2, up)],
+        grid(n.div_ceil(WG)),
+    )
+}
+
+/// `x += y` over `n` elements.
+pub fn add(r: &mut Recorder, x: &GpuBuffer, y: &GpuBuffer, n: usize) -> Result<()> {
+    need("add x", x, n)?;
+    need("add y", y, n)?;
+    r.dispatch(
+        PipeKey::new(Shader::Elementwise, "add"),
+        Params::u(&[u(n)]),
+        &[(1, x), (2, y)],
+        grid(n.div_ceil(WG)),
+    )
+}
+
+/// `x[i] += b[i % b_len]` over `n` elements.
+pub fn add_bias(
+    r: &mut Recorder,
+    x: &GpuBuffer,
+    b: &GpuBuffer,
+    n: usize,
+    b_len: usize,
+) -> Result<()> {
+    need("add_bias x", x, n)?;
+    need("add_bias b", b, b_len)?;
+    r.dispatch(
+        PipeKey::new(Shader::Elementwise, "add_bias"),
+        Params::u(&[u(n), u(b_len)]),
+        &[(1, x), (2, b)],
+        grid(n.div_ceil(WG)),
+    )
+}
+
+/// Store `n` key and value floats (f16-rounded) at value index `dst` of the caches.
+pub fn kv_store(
+    r: &mut Recorder,
+    k: &GpuBuffer,
+    v: &GpuBuffer,
+    kc: &GpuBuffer,
+    vc: &GpuBuffer,
+    n: usize,
+    dst: usize,
+) -> Result<()> {
+    if n % 2 != 0 || dst % 2 != 0 {
+        return Err(Error::invalid("GPU kv_store: odd length or offset"));
+    }
+    need("kv_store k", k, n)?;
+    need("kv_store v", v, n)?;
+    need("kv_store cache", kc, (dst + n) / 2)?;
+    need("kv_store cache", vc, (dst + n) / 2)?;
+    r.dispatch(
+        PipeKey::new(Shader::Attention, "kv_store"),
+        Params::u(&[u(n), u(dst)]),
+        &[(2, kc), (3, vc), (5, k), (6, v)],
+        grid((n / 2).div_ceil(WG)),
+    )
+}
+
+/// Shape of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnCall {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    /// Positions already in the cache before this batch.
+    pub pos0: usize,
+    pub n_tokens: usize,
+    /// Value index of this layer's position 0 in the caches.
+    pub layer_base: usize,
+    pub scale: f32,
+}
+
+/// Causal GQA attention of `q` over the caches into `out`.
+pub fn attention(
+    r: &mut Recorder,
+    a: AttnCall,
+    q: &GpuBuffer,
+    kc: &GpuBuffer,
+    vc: &GpuBuffer,
+    out: &GpuBuffer,
+) -> Result<()> {
+    if a.head_dim % 2 != 0 || a.head_dim > 512 || a.n_kv_head == 0 || a.n_head % a.n_kv_head != 0 {
+        return Err(Error::invalid(format!(
+            "GPU attention: head_dim {} (even, ≤ 512), {} heads over {} KV heads",
+            a.head_dim, a.n_head, a.n_kv_head
+        )));
+    }
+    let kv_dim = a.n_kv_head * a.head_dim;
+    let qn = a.n_tokens * a.n_head * a.head_dim;
+    need("attention q", q, qn)?;
+    need("attention out", out, qn)?;
+    let end = a.layer_base + (a.pos0 + a.n_tokens) * kv_dim;
+    need("attention k cache", kc, end / 2)?;
+    need("attention v cache", vc, end / 2)?;
+    r.dispatch(
+        PipeKey::new(Shader::Attention, "attention"),
+        Params::u(&[
+            u(a.n_head),
+            u(a.n_kv_head),
+            u(a.head_dim),
+            u(a.pos0),
+            u(a.n_tokens),
+            u(a.layer_base),
+            u(kv_dim),
+        ])
+        .with_f(&[a.scale]),
+        &[(1, q), (2, kc), (3, vc), (4, out)],
+        grid(a.n_tokens * a.n_head),
+    )
+}
+
+/// Quantize `rows` activation rows of `cols` (a multiple of 32) into Q8 blocks: codes in
+/// `xq`, (d, s) pairs in `xd`.
+pub fn quant_act(
+    r: &mut Recorder,
+    x: &GpuBuffer,
+    xq: &GpuBuffer,
+    xd: &GpuBuffer,
+    cols: usize,
+    rows: usize,
+) -> Result<()> {
+    if cols % 32 != 0 {
+        return Err(Error::invalid(
+            "GPU quant_act: columns not a multiple of 32",
+        ));
+    }
+    need("quant_act x", x, cols * rows)?;
+    need("quant_act codes", xq, cols * rows / 4)?;
+    need("quant_act scales", xd, cols * rows / 16)?;
+    r.dispatch(
+        PipeKey::new(Shader::QuantAct, "quant_q8"),
+        Params::u(&[u(cols), u(rows)]),
+        &[(1, x), (2, xq), (3, xd)],
+        grid((cols / 32 * rows).div_ceil(WG)),
+    )
+}
+
+/// Which activation input a matrix takes.
+pub fn takes_q8(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+}
+
+/// `y[t][r] = W[r] · x[t]` for `n` tokens. Quantized weights read Q8 activations from
+/// (`xq`, `Some(xd)`) made by [`quant_act`]; dense weights read f32 activations from `xq`.
+/// `y_stride` is the distance between tokens' output rows (≥ `w.rows`).
+pub fn matmul(
+    r: &mut Recorder,
+    w: &GpuMatrix,
+    xq: &GpuBuffer,
+    xd: Option<&GpuBuffer>,
+    y: &GpuBuffer,
+    n: usize,
+    y_stride: usize,
+) -> Result<()> {
+    if y_stride < w.rows || n == 0 {
+        return Err(Error::invalid("GPU matmul: output stride or token count"));
+    }
+    need("matmul out", y, (n - 1) * y_stride + w.rows)?;
+    let p = Params::u(&[u(w.rows), u(w.cols), u(n), w.scale_off, 0, u(y_stride)]);
+    let g = grid(w.rows.div_ceil(4));
+    let groups = [g[0], u(n.div_ceil(4)), g[2]];
+    let key = if takes_q8(w.ty) {
+        let Some(xd) = xd else {
+            return Err(Error::invalid(
+                "GPU matmul: quantized weights need Q8 activations",
+            ));
+        };
+        need("matmul codes", xq, w.cols * n / 4)?;
+        need("matmul scales", xd, w.cols * n / 16)?;
+        return r.dispatch(
+            PipeKey::new(Shader::Matmul, "matmul_q").dtype(w.ty.id()),
+            p,
+            &[(1, &w.buf), (2, xq), (3, xd), (4, y)],
+            groups,
+        );
+    } else {
+        PipeKey::new(Shader::Matmul, "matmul_dense").dtype(w.ty.id())
+    };
+    need("matmul x", xq, w.cols * n)?;
+    r.dispatch(key, p, &[(1, &w.buf), (2, xq), (4, y)], groups)
+}
+
+/// `out[t] = W[ids[t]]` dequantized (embedding lookup) for `n` tokens.
+pub fn get_rows(
+    r: &mut Recorder,
+    w: &GpuMatrix,
+    ids: &GpuBuffer,
+    out: &GpuBuffer,
+    n: usize,
+) -> Result<()> {
+    need("get_rows ids", ids, n)?;
+    need("get_rows out", out, n * w.cols)?;
+    r.dispatch(
+        PipeKey::new(Shader::Matmul, "get_rows").dtype(w.ty.id()),
+        Params::u(&[u(w.cols), u(n), 0, w.scale_off]),
+        &[(1, &w.buf), (2, ids), (4, out)],
+        grid((n * w.cols).div_ceil(WG)),
+    )
+}
