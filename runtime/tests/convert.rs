@@ -62,7 +62,16 @@ fn df11_path() -> PathBuf {
 }
 
 fn load(p: &PathBuf) -> Arc<Model> {
-    Arc::new(Model::load(p, &ModelParams { n_threads: 2 }).expect("load converted model"))
+    Arc::new(
+        Model::load(
+            p,
+            &ModelParams {
+                n_threads: 2,
+                ..Default::default()
+            },
+        )
+        .expect("load converted model"),
+    )
 }
 
 /// All-token logits of `text` (one batch).
@@ -337,8 +346,15 @@ fn malformed_lut_tensors_are_refused() {
             edit(&t.name, &mut dims, &mut ty, &mut data);
             w.add_tensor(&t.name, &dims, ty, data);
         }
-        let r = GgufFile::from_bytes(w.to_bytes())
-            .and_then(|f| Model::from_file(f, &ModelParams { n_threads: 1 }));
+        let r = GgufFile::from_bytes(w.to_bytes()).and_then(|f| {
+            Model::from_file(
+                f,
+                &ModelParams {
+                    n_threads: 1,
+                    ..Default::default()
+                },
+            )
+        });
         match r {
             Ok(_) => panic!("malformed model loaded"),
             Err(e) => e,
