@@ -277,7 +277,7 @@ fn convert_one(src: &Source, t: &SourceTensor, a: Action, p: &ConvertParams) -> 
             converted: false,
         },
         Action::Lut { bits, method } => {
-            if cols % p.group != 0 {
+            if !cols.is_multiple_of(p.group) {
                 return Err(Error::invalid(format!(
                     "{}: {cols} columns is not a multiple of the group {} (use --group 32 or \
                      --keep {})",

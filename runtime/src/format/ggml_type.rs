@@ -160,7 +160,7 @@ impl GgmlType {
     /// Bytes for `n` elements, `None` if `n` is not a whole number of blocks or overflows.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (bl, bb) = self.block_geometry();
-        if n % bl as u64 != 0 {
+        if !n.is_multiple_of(bl as u64) {
             return None;
         }
         (n / bl as u64).checked_mul(bb as u64)

@@ -65,7 +65,7 @@ pub fn serialized_len(bits: usize, group: usize, rows: u64, cols: u64) -> Option
     if !(1..=4).contains(&bits) || !GROUPS.contains(&group) || cols == 0 || rows == 0 {
         return None;
     }
-    if cols % group as u64 != 0 {
+    if !cols.is_multiple_of(group as u64) {
         return None;
     }
     let padded = rows
@@ -88,7 +88,7 @@ pub(crate) fn check_shape(bits: usize, group: usize, rows: usize, cols: usize) -
             "LUT matrix: group {group} not one of {GROUPS:?}"
         )));
     }
-    if cols == 0 || cols % group != 0 {
+    if cols == 0 || !cols.is_multiple_of(group) {
         return Err(Error::invalid(format!(
             "LUT matrix: {cols} columns is not a positive multiple of the group {group}"
         )));

@@ -63,7 +63,7 @@ pub(crate) mod testutil {
         /// Heavy-tailed: mostly normal, 1 in 16 values an outlier up to ±12.
         pub fn heavy(&mut self) -> f32 {
             let v = self.normal();
-            if self.next() % 16 == 0 {
+            if self.next().is_multiple_of(16) {
                 v * 6.0
             } else {
                 v

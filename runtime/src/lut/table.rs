@@ -105,7 +105,8 @@ impl LutTables {
     /// [`LutTables::build`] into these buffers, reusing their allocations (the decode loop
     /// allocates nothing once they have grown to the widest activation vector).
     pub fn rebuild(&mut self, x: &[f32], group: usize) -> Result<()> {
-        if !super::layout::GROUPS.contains(&group) || x.is_empty() || x.len() % group != 0 {
+        if !super::layout::GROUPS.contains(&group) || x.is_empty() || !x.len().is_multiple_of(group)
+        {
             return Err(Error::invalid(format!(
                 "LUT tables: {} activations is not a positive multiple of the group {group}",
                 x.len()

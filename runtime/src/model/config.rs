@@ -99,7 +99,7 @@ impl ModelConfig {
             Some(v) => v as usize,
             None => n_head,
         };
-        if n_kv_head == 0 || n_head % n_kv_head != 0 {
+        if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
             return Err(Error::bad_model(format!(
                 "head_count {n_head} is not a multiple of head_count_kv {n_kv_head}"
             )));
@@ -107,7 +107,7 @@ impl ModelConfig {
         let head_dim = match f.get_u64(&format!("{a}.attention.key_length"))? {
             Some(v) => v as usize,
             None => {
-                if n_embd % n_head != 0 {
+                if !n_embd.is_multiple_of(n_head) {
                     return Err(Error::bad_model(format!(
                         "embedding_length {n_embd} is not a multiple of head_count {n_head}"
                     )));

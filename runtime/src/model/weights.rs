@@ -224,7 +224,7 @@ fn linear(f: &GgufFile, name: &str, rows: usize, cols: usize, with_bias: bool) -
             t.name, t.dims
         )));
     }
-    if cols % 32 != 0
+    if !cols.is_multiple_of(32)
         && !matches!(
             t.ty,
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Df11

@@ -60,7 +60,7 @@ impl GpuDevice {
 
     /// Write `data` at byte `offset` of `b` (before any work submitted later).
     pub fn write(&self, b: &GpuBuffer, offset: u64, data: &[u8]) -> Result<()> {
-        if offset + round4(data.len() as u64) > b.bytes || offset % 4 != 0 {
+        if offset + round4(data.len() as u64) > b.bytes || !offset.is_multiple_of(4) {
             return Err(Error::Internal(format!(
                 "GPU write of {} bytes at {offset} into a {}-byte buffer",
                 data.len(),
@@ -70,7 +70,7 @@ impl GpuDevice {
         if data.is_empty() {
             return Ok(());
         }
-        if data.len() % 4 == 0 {
+        if data.len().is_multiple_of(4) {
             self.queue.write_buffer(&b.buf, offset, data);
         } else {
             let mut padded = data.to_vec();
@@ -83,7 +83,7 @@ impl GpuDevice {
     /// Read `bytes` bytes at byte `offset` of `b` back to the host (waits for the GPU).
     pub fn read(&self, b: &GpuBuffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
         let n = round4(bytes);
-        if offset % 4 != 0 || offset + n > b.bytes {
+        if !offset.is_multiple_of(4) || offset + n > b.bytes {
             return Err(Error::Internal(format!(
                 "GPU read of {bytes} bytes at {offset} from a {}-byte buffer",
                 b.bytes

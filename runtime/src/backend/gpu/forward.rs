@@ -127,7 +127,7 @@ impl GpuModel {
                             l.name, l.ty
                         )));
                     }
-                    if ops::takes_q8(l.ty) && l.cols % 32 != 0 {
+                    if ops::takes_q8(l.ty) && !l.cols.is_multiple_of(32) {
                         return Err(Error::bad_model(format!("{}: partial blocks", l.name)));
                     }
                     let v = l.view(file);

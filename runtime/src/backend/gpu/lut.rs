@@ -108,7 +108,10 @@ pub fn lut_tables(
     group: usize,
     n: usize,
 ) -> Result<()> {
-    if !crate::lut::layout::GROUPS.contains(&group) || cols % group != 0 || cols * n > s.cap {
+    if !crate::lut::layout::GROUPS.contains(&group)
+        || !cols.is_multiple_of(group)
+        || cols * n > s.cap
+    {
         return Err(Error::invalid(format!(
             "GPU LUT tables: {n}×{cols} in groups of {group}"
         )));

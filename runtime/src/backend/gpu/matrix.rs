@@ -43,7 +43,7 @@ pub fn supported(ty: GgmlType) -> bool {
 pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Result<(Vec<u8>, u32)> {
     let bad = |m: String| Error::bad_model(m);
     let (bl, bb) = ty.block_geometry();
-    if cols % bl != 0 {
+    if !cols.is_multiple_of(bl) {
         return Err(bad(format!("{cols} columns are not whole {ty} blocks")));
     }
     let need = rows * cols / bl * bb;

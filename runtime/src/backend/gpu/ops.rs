@@ -86,7 +86,7 @@ fn norm(
     need("rms_norm x", x, n * (first + rows))?;
     need("rms_norm out", out, n * rows)?;
     need("rms_norm w", w, w_len)?;
-    if w_len == 0 || n % w_len != 0 {
+    if w_len == 0 || !n.is_multiple_of(w_len) {
         return Err(Error::invalid(
             "GPU rms_norm: weight length must divide the row",
         ));
@@ -201,7 +201,7 @@ pub fn kv_store(
     n: usize,
     dst: usize,
 ) -> Result<()> {
-    if n % 2 != 0 || dst % 2 != 0 {
+    if !n.is_multiple_of(2) || !dst.is_multiple_of(2) {
         return Err(Error::invalid("GPU kv_store: odd length or offset"));
     }
     need("kv_store k", k, n)?;
@@ -239,7 +239,11 @@ pub fn attention(
     vc: &GpuBuffer,
     out: &GpuBuffer,
 ) -> Result<()> {
-    if a.head_dim % 2 != 0 || a.head_dim > 512 || a.n_kv_head == 0 || a.n_head % a.n_kv_head != 0 {
+    if !a.head_dim.is_multiple_of(2)
+        || a.head_dim > 512
+        || a.n_kv_head == 0
+        || !a.n_head.is_multiple_of(a.n_kv_head)
+    {
         return Err(Error::invalid(format!(
             "GPU attention: head_dim {} (even, ≤ 512), {} heads over {} KV heads",
             a.head_dim, a.n_head, a.n_kv_head
@@ -279,7 +283,7 @@ pub fn quant_act(
     cols: usize,
     rows: usize,
 ) -> Result<()> {
-    if cols % 32 != 0 {
+    if !cols.is_multiple_of(32) {
         return Err(Error::invalid(
             "GPU quant_act: columns not a multiple of 32",
         ));
