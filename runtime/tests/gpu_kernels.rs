@@ -717,3 +717,18 @@ fn df11_corrupt_stream_is_refused() {
     t.bitstream.truncate(len / 2);
     assert!(GpuDf11::upload(&d, &t.view(), 64).is_err());
 }
+
+/// A lost device becomes an error at the next submission or read, never a panic or hang.
+#[test]
+fn lost_device_is_an_error() {
+    let d = GpuDevice::new(&GpuOptions::default()).unwrap();
+    let x = up(&d, &[1.0, 2.0]);
+    d.destroy_for_test();
+    let read = d.read_f32(&x, 0, 2);
+    assert!(matches!(read, Err(suanpan::Error::Backend(_))), "{read:?}");
+    let mut frame = Frame::new(&d, 4, false).unwrap();
+    let mut r = Recorder::new(&d, &mut frame);
+    ops::add(&mut r, &x, &x, 2).unwrap();
+    let sub = r.submit();
+    assert!(matches!(sub, Err(suanpan::Error::Backend(_))), "{sub:?}");
+}
