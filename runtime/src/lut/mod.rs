@@ -95,8 +95,8 @@ mod tests {
         )
     }
 
-    /// AVX2 == scalar reference bit for bit; both within the table-quantization bound of
-    /// the ideal f32 product.
+    /// The dispatched SIMD kernel (AVX2 or NEON) == scalar reference bit for bit; both within
+    /// the table-quantization bound of the ideal f32 product.
     #[test]
     fn simd_equals_reference_and_reference_is_close_to_ideal() {
         let mut rng = Rng(0xC0FFEE);
