@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::kv::F16Cache;
+use crate::kv::{KvCache, KvGeom, KvParams, Overflow, RopeShift};
 use crate::model::graph::{forward, Logits, Scratch};
 use crate::model::Model;
 use crate::sample::{Sampler, SamplingParams};
@@ -37,12 +37,15 @@ impl CancelToken {
 /// Shape of a session.
 #[derive(Clone, Debug)]
 pub struct SessionParams {
-    /// Context length in tokens (0 = the model's trained length, capped at 4096).
+    /// Context length in tokens (0 = the model's trained length, capped at 4096; with a KV
+    /// budget, as many tokens as the budget buys up to the trained length).
     pub n_ctx: usize,
     /// Most tokens per forward pass while ingesting a prompt.
     pub n_batch: usize,
     /// Keep logits for every token of a batch (perplexity, scoring). Costs n_batch × vocab floats.
     pub all_logits: bool,
+    /// KV cache mode (f16 or quantized), memory budget and overflow policy.
+    pub kv: KvParams,
 }
 
 impl Default for SessionParams {
@@ -51,6 +54,7 @@ impl Default for SessionParams {
             n_ctx: 0,
             n_batch: 512,
             all_logits: false,
+            kv: KvParams::default(),
         }
     }
 }
@@ -114,7 +118,7 @@ impl GenerateStats {
 /// A model plus the state of one conversation.
 pub struct Session {
     model: Arc<Model>,
-    kv: F16Cache,
+    kv: KvCache,
     scratch: Scratch,
     tokens: Vec<u32>,
     n_batch: usize,
@@ -131,15 +135,10 @@ impl Model {
 impl Session {
     pub fn new(model: Arc<Model>, params: &SessionParams) -> Result<Session> {
         let c = model.config();
-        let n_ctx = if params.n_ctx == 0 {
-            c.n_ctx_train.min(4096)
-        } else {
-            params.n_ctx
-        };
-        if n_ctx > c.n_ctx_train {
+        if params.n_ctx > c.n_ctx_train {
             return Err(Error::invalid(format!(
-                "context of {n_ctx} tokens exceeds the {} the model was trained for",
-                c.n_ctx_train
+                "context of {} tokens exceeds the {} the model was trained for",
+                params.n_ctx, c.n_ctx_train
             )));
         }
         if params.n_batch == 0 || params.n_batch > 8192 {
@@ -148,8 +147,43 @@ impl Session {
                 params.n_batch
             )));
         }
-        let n_batch = params.n_batch.min(n_ctx);
-        let kv = F16Cache::new(c.n_layer, n_ctx, c.kv_dim())?;
+        let geom = KvGeom {
+            n_layer: c.n_layer,
+            n_kv_head: c.n_kv_head,
+            head_dim: c.head_dim,
+        };
+        params.kv.validate(&geom)?;
+        let n_ctx = match (params.kv.budget, params.n_ctx) {
+            (None, 0) => c.n_ctx_train.min(4096),
+            (None, n) => n,
+            (Some(budget), n) => {
+                let max = if n == 0 { c.n_ctx_train } else { n };
+                params
+                    .kv
+                    .capacity_for_budget(&geom, budget, params.n_batch, max)?
+            }
+        };
+        let mut n_batch = params.n_batch.min(n_ctx);
+        if params.kv.overflow == Overflow::Slide {
+            // A batch must fit beside the attention sinks once the window slides.
+            let room = n_ctx.saturating_sub(params.kv.sinks);
+            if room == 0 {
+                return Err(Error::invalid(format!(
+                    "a sliding context of {n_ctx} tokens leaves no room beside {} attention sinks",
+                    params.kv.sinks
+                )));
+            }
+            n_batch = n_batch.min(room);
+        }
+        let kv = KvCache::new(
+            geom,
+            &params.kv,
+            n_ctx,
+            n_batch,
+            c.n_head,
+            model.n_threads(),
+            RopeShift::new(c, model.weights.rope_freqs.as_deref()),
+        )?;
         let scratch = Scratch::new(c, n_batch, n_ctx, model.n_threads(), params.all_logits);
         Ok(Session {
             model,
@@ -165,14 +199,20 @@ impl Session {
         &self.model
     }
 
-    /// Tokens in the context so far.
+    /// Tokens fed since the last reset (generated ones included). When the KV window slid,
+    /// only the sinks and the last `kv().len() - sinks` of them are still in the cache.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
     }
 
     /// Context capacity in tokens.
     pub fn n_ctx(&self) -> usize {
-        self.kv.n_ctx()
+        self.kv.capacity()
+    }
+
+    /// The KV cache (mode, fill, positions, bytes).
+    pub fn kv(&self) -> &KvCache {
+        &self.kv
     }
 
     /// Bytes held by the KV cache.
@@ -188,7 +228,7 @@ impl Session {
     /// Forget the conversation.
     pub fn reset(&mut self) {
         self.tokens.clear();
-        self.kv.set_len(0);
+        self.kv.reset();
     }
 
     /// Append `tokens` to the context and return logits: the last token's for
@@ -203,13 +243,9 @@ impl Session {
                 self.n_batch
             )));
         }
-        if self.kv.len() + tokens.len() > self.kv.n_ctx() {
-            return Err(Error::ContextFull(format!(
-                "{} tokens in context + {} new exceed the context size {}",
-                self.kv.len(),
-                tokens.len(),
-                self.kv.n_ctx()
-            )));
+        // Refusing happens before anything is ingested; sliding happens per batch.
+        if self.kv.params().overflow == Overflow::Error {
+            self.kv.make_room(tokens.len())?;
         }
         let m = &*self.model;
         let last = tokens.len().div_ceil(self.n_batch) - 1;
@@ -219,6 +255,7 @@ impl Session {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
+            self.kv.make_room(chunk.len())?;
             forward(
                 &m.config,
                 &m.weights,

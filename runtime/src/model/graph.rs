@@ -6,7 +6,7 @@
 
 use super::config::ModelConfig;
 use super::weights::{Linear, Weights};
-use crate::backend::cpu::attention::{attention, AttnShape};
+use crate::backend::cpu::attention::AttnShape;
 use crate::backend::cpu::matmul::matmul_many;
 use crate::backend::cpu::ops::{
     add_bias_rows, add_inplace, rms_norm, rms_norm_heads, rope, rope_cos_sin, silu_mul,
@@ -14,7 +14,7 @@ use crate::backend::cpu::ops::{
 use crate::backend::cpu::Pool;
 use crate::error::{Error, Result};
 use crate::format::GgufFile;
-use crate::kv::F16Cache;
+use crate::kv::KvCache;
 use crate::quant::ggml::{dequantize_row, quantize_row, ActFormat};
 
 /// Which logits a forward pass produces.
@@ -134,8 +134,9 @@ fn project_many(
     }
 }
 
-/// Run `tokens` (at positions `kv.len()..`) through the model, store their keys/values in
-/// `kv`, and return the requested logits (`n_vocab` per token).
+/// Run `tokens` (at RoPE positions `kv.next_pos()..`) through the model, store their
+/// keys/values in `kv`, and return the requested logits (`n_vocab` per token). The caller
+/// applies the overflow policy first ([`KvCache::make_room`]).
 #[allow(clippy::too_many_arguments)]
 pub fn forward<'s>(
     c: &ModelConfig,
@@ -143,12 +144,12 @@ pub fn forward<'s>(
     file: &GgufFile,
     pool: &Pool,
     tokens: &[u32],
-    kv: &mut F16Cache,
+    kv: &mut KvCache,
     s: &'s mut Scratch,
     logits: Logits,
 ) -> Result<&'s [f32]> {
     let n = tokens.len();
-    let pos0 = kv.len();
+    let pos0 = kv.next_pos();
     if n == 0 {
         return Err(Error::invalid("forward pass on zero tokens"));
     }
@@ -163,14 +164,14 @@ pub fn forward<'s>(
             "this session was not created for all-token logits",
         ));
     }
-    if pos0 + n > kv.n_ctx() {
+    if kv.len() + n > kv.capacity() {
         return Err(Error::ContextFull(format!(
             "{} tokens in context + {n} new exceed the context size {}",
-            pos0,
-            kv.n_ctx()
+            kv.len(),
+            kv.capacity()
         )));
     }
-    if s.scores.len() < pool.n_threads() * (pos0 + n) {
+    if s.scores.len() < pool.n_threads() * (kv.len() + n) {
         return Err(Error::Internal(
             "attention scratch smaller than the context".into(),
         ));
@@ -189,6 +190,7 @@ pub fn forward<'s>(
         let row = &embd[t as usize * erb..(t as usize + 1) * erb];
         dequantize_row(w.token_embd.ty, row, &mut s.x[i * d..(i + 1) * d]);
     }
+    kv.begin(n)?;
     // RoPE angles for the batch, shared by all layers.
     let half = c.n_rot / 2;
     for i in 0..n {
@@ -246,20 +248,8 @@ pub fn forward<'s>(
                 c.rope_style,
             );
         }
-        kv.store(li, pos0, &s.k[..n * kvd], &s.v[..n * kvd])?;
-        let (kc, vc) = kv.layer(li);
-        attention(
-            pool,
-            shape,
-            &s.q,
-            kc,
-            vc,
-            pos0,
-            n,
-            scale,
-            &mut s.scores,
-            &mut s.attn,
-        );
+        kv.store(li, &s.k[..n * kvd], &s.v[..n * kvd])?;
+        kv.attend(pool, li, shape, &s.q, n, scale, &mut s.scores, &mut s.attn)?;
         project(pool, file, &l.wo, &s.attn, n, &mut s.acts, &mut s.tmp);
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
 
@@ -283,7 +273,7 @@ pub fn forward<'s>(
         project(pool, file, &l.w_down, &s.gate, n, &mut s.acts, &mut s.tmp);
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
     }
-    kv.set_len(pos0 + n);
+    kv.commit();
     let first = match logits {
         Logits::None => return Ok(&s.logits[..0]),
         Logits::Last => n - 1,
