@@ -121,14 +121,27 @@ pub fn perplexity_with(
             chunk[0] = b;
         }
         session.reset();
-        let logits = session.eval(&chunk, Logits::All)?;
-        for j in first..n_ctx - 1 {
-            // The original token (not the BOS substitute) is the target.
-            let target = tokens[i * n_ctx + j + 1];
-            let row = &logits[j * n_vocab..(j + 1) * n_vocab];
-            total += nll(row, target);
-            top1.push(crate::sample::argmax(row));
-            count += 1;
+        // One batch per chunk when the session takes it (f16); quantized caches ingest at
+        // most their staging batch at a time, which attends exactly the same way.
+        let nb = session.n_batch();
+        let mut pos = 0;
+        while pos < n_ctx {
+            let end = (pos + nb).min(n_ctx);
+            let want = if end > first {
+                Logits::All
+            } else {
+                Logits::None
+            };
+            let logits = session.eval(&chunk[pos..end], want)?;
+            for j in first.max(pos)..end.min(n_ctx - 1) {
+                // The original token (not the BOS substitute) is the target.
+                let target = tokens[i * n_ctx + j + 1];
+                let row = &logits[(j - pos) * n_vocab..(j - pos + 1) * n_vocab];
+                total += nll(row, target);
+                top1.push(crate::sample::argmax(row));
+                count += 1;
+            }
+            pos = end;
         }
         let ppl = (total / count as f64).exp();
         chunk_ppl.push(ppl);

@@ -163,7 +163,7 @@ impl Session {
                     .capacity_for_budget(&geom, budget, params.n_batch, max)?
             }
         };
-        let mut n_batch = params.n_batch.min(n_ctx);
+        let mut n_batch = params.kv.batch(params.n_batch).min(n_ctx);
         if params.kv.overflow == Overflow::Slide {
             // A batch must fit beside the attention sinks once the window slides.
             let room = n_ctx.saturating_sub(params.kv.sinks);
@@ -203,6 +203,11 @@ impl Session {
     /// only the sinks and the last `kv().len() - sinks` of them are still in the cache.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+
+    /// Most tokens one forward pass takes (prompts are split into batches of this size).
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
     }
 
     /// Context capacity in tokens.

@@ -99,6 +99,7 @@ impl KvArgs {
                 .map(suanpan::kv::parse_bytes)
                 .transpose()?,
             overflow: self.overflow,
+            ..Default::default()
         })
     }
 }

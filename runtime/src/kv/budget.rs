@@ -6,7 +6,7 @@
 //! f16:        capacity · kv_dim · 4                          (K and V, 2 bytes each)
 //!           + sinks · kv_dim · 2                             (pristine sink keys, slide only)
 //! q8/q4/q2:   sinks · kv_dim · 4 (+ sinks · kv_dim · 2 pristine keys, slide only)
-//!           + min(window + page − 1 + n_batch, capacity) · kv_dim · 4
+//!           + min(window + page − 1 + min(n_batch, stage), capacity) · kv_dim · 4
 //!                                                           (the f16 window, plus staging for
 //!                                                            one batch being ingested)
 //!           + n_pages · KV heads · page bytes                (quantized pages)
@@ -116,6 +116,10 @@ pub struct KvParams {
     /// (capped by an explicit `n_ctx`, else by the model's trained length).
     pub budget: Option<usize>,
     pub overflow: Overflow,
+    /// Quantized modes: most tokens one forward pass ingests. A batch stays in f16 until it
+    /// is committed (so it attends exactly as token-by-token ingestion would), so this many
+    /// f16 rows are part of the cache's fixed memory; sessions split longer prompts.
+    pub stage: usize,
 }
 
 impl Default for KvParams {
@@ -128,6 +132,7 @@ impl Default for KvParams {
             sinks: 4,
             budget: None,
             overflow: Overflow::Error,
+            stage: 64,
         }
     }
 }
@@ -174,6 +179,14 @@ impl KvParams {
         }))
     }
 
+    /// The batch a session with `n_batch` really uses with this cache.
+    pub fn batch(&self, n_batch: usize) -> usize {
+        match self.mode {
+            KvMode::F16 => n_batch,
+            _ => n_batch.min(self.stage).max(1),
+        }
+    }
+
     /// Check the parameters against a model shape.
     pub fn validate(&self, g: &KvGeom) -> Result<()> {
         if self.sinks > 1024 {
@@ -186,6 +199,12 @@ impl KvParams {
             return Err(Error::invalid(format!(
                 "KV window of {} tokens",
                 self.window
+            )));
+        }
+        if self.stage == 0 || self.stage > 8192 {
+            return Err(Error::invalid(format!(
+                "KV staging batch of {} tokens (1..=8192)",
+                self.stage
             )));
         }
         if self.budget == Some(0) {
@@ -237,7 +256,7 @@ impl KvParams {
                 (total + pristine, pristine, row as f64)
             }
             Some(pg) => {
-                let window = tail_rows(self.window, self.group, n_batch, capacity);
+                let window = tail_rows(self.window, self.group, self.batch(n_batch), capacity);
                 let fixed = sinks * row + pristine + window * row;
                 let pages = capacity.saturating_sub(sinks + self.window) / self.group;
                 let page_bytes = g.n_kv_head * pg.bytes();
@@ -351,8 +370,8 @@ mod tests {
         assert_eq!(q2.bytes_per_token, 48.0 * 90.0);
         let q8 = params(KvMode::Q8).footprint(&SMOL, 4096, 512).unwrap();
         assert_eq!(q8.bytes_per_token, 144.0 * 90.0);
-        // Fixed part: sinks 4 + window 128 + 31 + batch 512 tokens of f16.
-        assert_eq!(q4.fixed_bytes, (4 + 128 + 31 + 512) * 768 * 30);
+        // Fixed part: sinks 4 + window 128 + 31 + staging 64 tokens of f16.
+        assert_eq!(q4.fixed_bytes, (4 + 128 + 31 + 64) * 768 * 30);
         let pages = (4096 - 4 - 128) / 32;
         assert_eq!(q4.bytes, q4.fixed_bytes + pages * 3 * 2560 * 30);
     }

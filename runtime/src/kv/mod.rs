@@ -408,3 +408,143 @@ impl KvCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GEOM: KvGeom = KvGeom {
+        n_layer: 2,
+        n_kv_head: 1,
+        head_dim: 64,
+    };
+
+    fn rope() -> RopeShift {
+        RopeShift {
+            head_dim: 64,
+            n_rot: 64,
+            base: 10000.0,
+            freq_scale: 1.0,
+            style: RopeStyle::Interleaved,
+            factors: None,
+        }
+    }
+
+    /// The un-rotated key of token `i` (the same in every layer), and its value.
+    fn raw_key(i: usize) -> Vec<f32> {
+        (0..64)
+            .map(|c| (((i * 13 + c * 5) % 23) as f32 - 11.0) / 8.0)
+            .collect()
+    }
+
+    /// Feed tokens `i0..i0+n` through the policy, as the graph does: keys rotated to their
+    /// RoPE position `next_pos + t`.
+    fn feed(kv: &mut KvCache, i0: usize, n: usize) -> Result<()> {
+        kv.make_room(n)?;
+        let pos0 = kv.next_pos();
+        kv.begin(n)?;
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        for t in 0..n {
+            let mut row = raw_key(i0 + t);
+            rope().shift(pos0 + t, &mut row);
+            k.extend_from_slice(&row);
+            v.extend(raw_key(i0 + t + 1000));
+        }
+        for l in 0..GEOM.n_layer {
+            kv.store(l, &k, &v)?;
+        }
+        kv.commit();
+        Ok(())
+    }
+
+    fn cache(mode: KvMode, overflow: Overflow, rotate: bool, cap: usize) -> KvCache {
+        let p = KvParams {
+            mode,
+            window: 40,
+            sinks: 4,
+            rotate,
+            overflow,
+            ..Default::default()
+        };
+        KvCache::new(GEOM, &p, cap, 100, 2, 1, rope()).unwrap()
+    }
+
+    #[test]
+    fn error_policy_refuses_and_keeps_the_cache() {
+        for mode in KvMode::ALL {
+            let mut kv = cache(mode, Overflow::Error, false, 100);
+            feed(&mut kv, 0, 90).unwrap_or_else(|e| panic!("{mode}: {e}"));
+            let r = feed(&mut kv, 90, 11);
+            assert!(matches!(r, Err(Error::ContextFull(_))), "{mode}: {r:?}");
+            assert_eq!(kv.len(), 90);
+            feed(&mut kv, 90, 10).unwrap();
+            assert_eq!((kv.len(), kv.next_pos()), (100, 100));
+            assert!(matches!(kv.make_room(1), Err(Error::ContextFull(_))));
+        }
+    }
+
+    /// Sliding keeps the context bounded, positions keep counting, and the sink keys end up
+    /// rotated exactly as if they sat right before the oldest kept token.
+    #[test]
+    fn slide_keeps_sinks_before_the_window() {
+        for (mode, rotate) in [
+            (KvMode::F16, false),
+            (KvMode::Q4, false),
+            (KvMode::Q2, true),
+        ] {
+            let cap = 120;
+            let mut kv = cache(mode, Overflow::Slide, rotate, cap);
+            let mut fed = 0;
+            for n in [100usize, 16, 16, 1, 1, 16, 16, 3] {
+                feed(&mut kv, fed, n).unwrap_or_else(|e| panic!("{mode}: {e}"));
+                fed += n;
+                assert!(kv.len() <= cap);
+                assert_eq!(kv.next_pos(), fed, "{mode}");
+                assert_eq!(kv.len() + kv.evicted(), fed);
+            }
+            assert!(kv.evicted() > 0);
+            // Every eviction is a multiple of the page size (32) in quantized modes; in f16 at
+            // least one page worth.
+            if mode != KvMode::F16 {
+                assert_eq!(kv.evicted() % 32, 0);
+            }
+            let delta = kv.evicted();
+            for l in 0..GEOM.n_layer {
+                for j in 0..4 {
+                    let mut want = raw_key(j);
+                    rope().shift(j + delta, &mut want);
+                    if rotate {
+                        hadamard::rotate(&mut want, &hadamard::signs(64));
+                    }
+                    let got: Vec<f32> = match &kv.store {
+                        Store::F16 { cache, .. } => cache.layer(l).0[j * 64..(j + 1) * 64]
+                            .iter()
+                            .map(|x| x.to_f32())
+                            .collect(),
+                        Store::Quant(q) => q.view(l).sink_k[j * 64..(j + 1) * 64]
+                            .iter()
+                            .map(|x| x.to_f32())
+                            .collect(),
+                    };
+                    for (a, b) in got.iter().zip(&want) {
+                        // f16 storage of both the pristine copy and the result.
+                        assert!(
+                            (a - b).abs() < 4e-3,
+                            "{mode} layer {l} sink {j}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_room_beside_the_sinks_is_refused() {
+        let mut kv = cache(KvMode::Q4, Overflow::Slide, false, 64);
+        feed(&mut kv, 0, 16).unwrap();
+        assert!(matches!(kv.make_room(61), Err(Error::ContextFull(_))));
+        kv.make_room(60).unwrap();
+        assert!(kv.len() + 60 <= 64);
+    }
+}

@@ -127,7 +127,16 @@ impl QuantCache {
             free: (0..n_slots as u32).rev().collect(),
             tail_len: 0,
             batch: None,
-            work: alloc(work_len(shape, pg.page, n_threads), 0f32, "scratch")?,
+            work: alloc(
+                work_len(
+                    shape,
+                    pg.page,
+                    n_threads,
+                    sink_cap.div_ceil(pg.page) + n_slots + tail_cap.div_ceil(pg.page),
+                ),
+                0f32,
+                "scratch",
+            )?,
         })
     }
 
@@ -446,6 +455,242 @@ impl QuantCache {
                 for (d, &s) in self.sink_k[at..at + kvd].iter_mut().zip(row.iter()) {
                     *d = f16::from_f32(s);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::quant::{pages_to_quantize, QBits};
+
+    const GEOM: KvGeom = KvGeom {
+        n_layer: 2,
+        n_kv_head: 2,
+        head_dim: 64,
+    };
+
+    fn pg(bits: QBits) -> PageGeom {
+        PageGeom {
+            bits,
+            page: 32,
+            head_dim: 64,
+            vgroup: 32,
+        }
+    }
+
+    /// Deterministic K/V rows of token `i` in layer `l`.
+    fn rows(l: usize, i0: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let kvd = GEOM.kv_dim();
+        let f = |i: usize, c: usize, salt: usize| {
+            (((i * 31 + c * 17 + l * 7 + salt) % 97) as f32 - 48.0) / 16.0
+        };
+        let k = (0..n * kvd).map(|x| f(i0 + x / kvd, x % kvd, 0)).collect();
+        let v = (0..n * kvd).map(|x| f(i0 + x / kvd, x % kvd, 5)).collect();
+        (k, v)
+    }
+
+    fn feed(c: &mut QuantCache, i0: usize, n: usize) {
+        c.begin(n).unwrap();
+        for l in 0..GEOM.n_layer {
+            let (k, v) = rows(l, i0, n);
+            c.store(l, &k, &v).unwrap();
+        }
+        c.commit();
+    }
+
+    /// Token by token, a page leaves the window exactly when the window reaches R + P tokens,
+    /// the window then holds R; sinks fill first.
+    #[test]
+    fn pages_appear_at_the_window_edge() {
+        let (sinks, window, page) = (3usize, 40usize, 32usize);
+        let mut c = QuantCache::new(
+            GEOM,
+            pg(QBits::B4),
+            window,
+            sinks,
+            false,
+            false,
+            300,
+            8,
+            4,
+            1,
+        )
+        .unwrap();
+        for i in 0..300 {
+            feed(&mut c, i, 1);
+            let len = i + 1;
+            assert_eq!(c.len(), len);
+            let after_sinks = len.saturating_sub(sinks);
+            assert_eq!(c.n_sink(), len.min(sinks));
+            let expect_pages = pages_to_quantize(after_sinks, window, page);
+            assert_eq!(c.n_pages(), expect_pages, "at {len}");
+            assert_eq!(c.window_len(), after_sinks - expect_pages * page);
+            if after_sinks >= window {
+                assert!(
+                    (window..window + page).contains(&c.window_len()),
+                    "at {len}"
+                );
+            }
+        }
+    }
+
+    /// One big batch, several small ones and token-by-token ingestion leave byte-identical
+    /// caches (same pages, same codes, same window), also across page boundaries.
+    #[test]
+    fn batching_does_not_change_the_cache() {
+        for bits in [QBits::B8, QBits::B2] {
+            let make =
+                || QuantCache::new(GEOM, pg(bits), 40, 3, true, true, 260, 200, 4, 2).unwrap();
+            let mut one = make();
+            feed(&mut one, 0, 200);
+            feed(&mut one, 200, 50);
+            let mut many = make();
+            let mut i = 0;
+            for n in [1usize, 2, 70, 33, 1, 64, 29] {
+                feed(&mut many, i, n);
+                i += n;
+            }
+            assert_eq!(i, 200);
+            feed(&mut many, 200, 50);
+            let mut single = make();
+            for i in 0..250 {
+                feed(&mut single, i, 1);
+            }
+            for other in [&many, &single] {
+                assert_eq!(one.len(), other.len());
+                assert_eq!(one.n_pages(), other.n_pages());
+                let slot_bytes = |c: &QuantCache, p: usize| -> (Vec<u8>, Vec<f16>) {
+                    let (cb, ml) = (c.pg.code_bytes(), c.pg.meta_len());
+                    let mut codes = Vec::new();
+                    let mut meta = Vec::new();
+                    for l in 0..GEOM.n_layer {
+                        for h in 0..GEOM.n_kv_head {
+                            let at = (l * c.n_slots + c.pages[p] as usize) * 2 + h;
+                            codes.extend_from_slice(&c.codes[at * cb..(at + 1) * cb]);
+                            meta.extend_from_slice(&c.meta[at * ml..(at + 1) * ml]);
+                        }
+                    }
+                    (codes, meta)
+                };
+                for p in 0..one.n_pages() {
+                    assert!(
+                        slot_bytes(&one, p) == slot_bytes(other, p),
+                        "{bits:?} page {p}"
+                    );
+                }
+                let kvd = GEOM.kv_dim();
+                for l in 0..GEOM.n_layer {
+                    let w = |c: &QuantCache| {
+                        let at = l * c.tail_cap * kvd;
+                        c.tail_k[at..at + c.tail_len * kvd].to_vec()
+                    };
+                    assert_eq!(w(&one), w(other));
+                    let s = |c: &QuantCache| c.sink_k[l * 3 * kvd..(l + 1) * 3 * kvd].to_vec();
+                    assert_eq!(s(&one), s(other));
+                }
+            }
+        }
+    }
+
+    /// Eviction frees whole pages first, then window rows; freed slots are reused; a batch
+    /// that cannot get pages is refused without changing the cache.
+    #[test]
+    fn eviction_and_slot_reuse() {
+        let mut c =
+            QuantCache::new(GEOM, pg(QBits::B4), 40, 3, false, false, 220, 150, 4, 1).unwrap();
+        feed(&mut c, 0, 150);
+        let pages = c.n_pages();
+        assert_eq!(pages, (150 - 3 - 40) / 32);
+        assert_eq!(c.evict(5), 32);
+        assert_eq!(c.n_pages(), pages - 1);
+        assert_eq!(c.len(), 150 - 32);
+        feed(&mut c, 150, 64);
+        assert_eq!(c.len(), 150 - 32 + 64);
+        // Everything after the sinks can go, pages and window rows alike.
+        let n = c.len() - 3;
+        assert_eq!(c.evict(n), n);
+        assert_eq!((c.len(), c.n_pages(), c.window_len()), (3, 0, 0));
+        assert_eq!(c.free.len(), c.n_slots);
+        c.reset();
+        assert!(c.is_empty());
+        // More than the window buffer can stage: refused, state unchanged.
+        let mut small =
+            QuantCache::new(GEOM, pg(QBits::B4), 40, 3, false, false, 200, 8, 4, 1).unwrap();
+        feed(&mut small, 0, 8);
+        assert!(matches!(small.begin(150), Err(Error::ContextFull(_))));
+        assert_eq!(small.len(), 8);
+        feed(&mut small, 8, 8);
+        assert_eq!(small.len(), 16);
+    }
+}
+
+#[cfg(test)]
+mod batch_equivalence {
+    use super::*;
+    use crate::kv::quant::QBits;
+
+    /// A batch attends exactly (bit for bit) as its tokens one at a time, whatever the
+    /// thread count, across page transitions.
+    #[test]
+    fn batched_attention_equals_token_by_token() {
+        let geom = KvGeom {
+            n_layer: 1,
+            n_kv_head: 3,
+            head_dim: 64,
+        };
+        let shape = AttnShape {
+            n_head: 9,
+            n_kv_head: 3,
+            head_dim: 64,
+        };
+        let pg = PageGeom {
+            bits: QBits::B4,
+            page: 32,
+            head_dim: 64,
+            vgroup: 32,
+        };
+        let n = 290; // past the first segment (8 blocks)
+        let f = |i: usize, salt: usize| (((i * 7919 + salt * 31) % 201) as f32 - 100.0) / 50.0;
+        let (kvd, qd) = (192, 576);
+        let k: Vec<f32> = (0..n * kvd).map(|i| f(i, 1)).collect();
+        let v: Vec<f32> = (0..n * kvd).map(|i| f(i, 2)).collect();
+        let q: Vec<f32> = (0..n * qd).map(|i| f(i, 3)).collect();
+        let pool = Pool::new(3).unwrap();
+        let pool1 = Pool::new(1).unwrap();
+        let mut a = QuantCache::new(geom, pg, 32, 4, false, false, 300, 256, 9, 3).unwrap();
+        a.begin(n).unwrap();
+        a.store(0, &k, &v).unwrap();
+        let mut out_a = vec![0f32; n * qd];
+        // The batch on one thread: segments merged in order as they come.
+        a.attend(&pool1, 0, shape, &q, n, 0.125, &mut out_a)
+            .unwrap();
+        a.commit();
+        let mut b = QuantCache::new(geom, pg, 32, 4, false, false, 300, 1, 9, 3).unwrap();
+        let mut out_b = vec![0f32; n * qd];
+        for t in 0..n {
+            b.begin(1).unwrap();
+            b.store(0, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd])
+                .unwrap();
+            // One token on three threads: segments run in parallel, merged afterwards.
+            b.attend(
+                &pool,
+                0,
+                shape,
+                &q[t * qd..(t + 1) * qd],
+                1,
+                0.125,
+                &mut out_b[t * qd..(t + 1) * qd],
+            )
+            .unwrap();
+            b.commit();
+        }
+        // Bit for bit: the same segments, merged in the same order.
+        for t in 0..n {
+            for i in 0..qd {
+                let (x, y) = (out_a[t * qd + i], out_b[t * qd + i]);
+                assert_eq!(x.to_bits(), y.to_bits(), "token {t} elem {i}: {x} vs {y}");
             }
         }
     }
