@@ -192,6 +192,10 @@ struct PplArgs {
     /// One JSON line on stdout after the `PPL = x` line.
     #[arg(long)]
     json: bool,
+    /// Write the most likely token at every scored position to this file, one id per line
+    /// (for top-1 agreement between runs).
+    #[arg(long = "save-top1")]
+    save_top1: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -419,6 +423,10 @@ fn perplexity(a: PplArgs) -> Result<()> {
     };
     let (r, secs) = run(&kv)?;
     println!("PPL = {:.4}", r.ppl);
+    if let Some(path) = &a.save_top1 {
+        let text: String = r.top1.iter().map(|t| format!("{t}\n")).collect();
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     let base = if a.compare_f16 && kv.mode != KvMode::F16 {
         let (b, _) = run(&KvParams {
             mode: KvMode::F16,
