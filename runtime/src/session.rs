@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, KvGeom, KvParams, Overflow, RopeShift};
+use crate::kv::{KvCache, KvParams, Overflow};
 use crate::model::graph::{forward, Logits, Scratch};
 use crate::model::Model;
 use crate::sample::{Sampler, SamplingParams};
@@ -147,43 +147,15 @@ impl Session {
                 params.n_batch
             )));
         }
-        let geom = KvGeom {
-            n_layer: c.n_layer,
-            n_kv_head: c.n_kv_head,
-            head_dim: c.head_dim,
-        };
-        params.kv.validate(&geom)?;
-        let n_ctx = match (params.kv.budget, params.n_ctx) {
-            (None, 0) => c.n_ctx_train.min(4096),
-            (None, n) => n,
-            (Some(budget), n) => {
-                let max = if n == 0 { c.n_ctx_train } else { n };
-                params
-                    .kv
-                    .capacity_for_budget(&geom, budget, params.n_batch, max)?
-            }
-        };
-        let mut n_batch = params.kv.batch(params.n_batch).min(n_ctx);
-        if params.kv.overflow == Overflow::Slide {
-            // A batch must fit beside the attention sinks once the window slides.
-            let room = n_ctx.saturating_sub(params.kv.sinks);
-            if room == 0 {
-                return Err(Error::invalid(format!(
-                    "a sliding context of {n_ctx} tokens leaves no room beside {} attention sinks",
-                    params.kv.sinks
-                )));
-            }
-            n_batch = n_batch.min(room);
-        }
-        let kv = KvCache::new(
-            geom,
+        let kv = KvCache::for_model(
+            c,
+            model.weights.rope_freqs.as_deref(),
             &params.kv,
-            n_ctx,
-            n_batch,
-            c.n_head,
+            params.n_ctx,
+            params.n_batch,
             model.n_threads(),
-            RopeShift::new(c, model.weights.rope_freqs.as_deref()),
         )?;
+        let (n_ctx, n_batch) = (kv.capacity(), kv.n_batch());
         let scratch = Scratch::new(c, n_batch, n_ctx, model.n_threads(), params.all_logits);
         Ok(Session {
             model,

@@ -100,6 +100,7 @@ pub struct KvCache {
     geom: KvGeom,
     params: KvParams,
     capacity: usize,
+    n_batch: usize,
     sink_cap: usize,
     evicted: usize,
     rope: RopeShift,
@@ -119,6 +120,56 @@ impl std::fmt::Debug for KvCache {
 }
 
 impl KvCache {
+    /// The cache of a session on a model (`rope_freqs`: the model's RoPE factors): the
+    /// context is `n_ctx` tokens (0 = the trained length capped at 4096), or with a budget
+    /// what the budget buys (capped by `n_ctx`, else by the trained length); the batch is
+    /// `n_batch` capped by the mode's staging and, when sliding, by the room beside the sinks.
+    /// The caller has checked `n_ctx` against the trained length.
+    pub fn for_model(
+        c: &ModelConfig,
+        rope_freqs: Option<&[f32]>,
+        params: &KvParams,
+        n_ctx: usize,
+        n_batch: usize,
+        n_threads: usize,
+    ) -> Result<Self> {
+        let geom = KvGeom {
+            n_layer: c.n_layer,
+            n_kv_head: c.n_kv_head,
+            head_dim: c.head_dim,
+        };
+        params.validate(&geom)?;
+        let capacity = match (params.budget, n_ctx) {
+            (None, 0) => c.n_ctx_train.min(4096),
+            (None, n) => n,
+            (Some(budget), n) => {
+                let max = if n == 0 { c.n_ctx_train } else { n };
+                params.capacity_for_budget(&geom, budget, n_batch, max)?
+            }
+        };
+        let mut batch = params.batch(n_batch).min(capacity);
+        if params.overflow == Overflow::Slide {
+            // A batch must fit beside the attention sinks once the window slides.
+            let room = capacity.saturating_sub(params.sinks);
+            if room == 0 {
+                return Err(Error::invalid(format!(
+                    "a sliding context of {capacity} tokens leaves no room beside {} attention sinks",
+                    params.sinks
+                )));
+            }
+            batch = batch.min(room);
+        }
+        Self::new(
+            geom,
+            params,
+            capacity,
+            batch,
+            c.n_head,
+            n_threads,
+            RopeShift::new(c, rope_freqs),
+        )
+    }
+
     /// A cache of `capacity` tokens for batches of up to `n_batch`, attended by `n_threads`
     /// threads for a model with `n_head` query heads.
     #[allow(clippy::too_many_arguments)]
@@ -165,6 +216,7 @@ impl KvCache {
             geom,
             params: params.clone(),
             capacity,
+            n_batch,
             sink_cap,
             evicted: 0,
             rope,
@@ -187,6 +239,11 @@ impl KvCache {
     /// Most tokens the cache holds.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Most tokens per batch the cache was built for.
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
     }
 
     /// RoPE position of the next token: tokens seen since the last reset, evicted included.
