@@ -172,7 +172,8 @@ impl KvParams {
     pub fn page_geom(&self, g: &KvGeom) -> Result<Option<PageGeom>> {
         self.validate(g)?;
         Ok(self.mode.qbits().map(|bits| PageGeom {
-            bits,
+            kbits: bits,
+            vbits: bits,
             page: self.group,
             head_dim: g.head_dim,
             vgroup: self.group.min(g.head_dim),

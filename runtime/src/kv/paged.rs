@@ -473,7 +473,8 @@ mod tests {
 
     fn pg(bits: QBits) -> PageGeom {
         PageGeom {
-            bits,
+            kbits: bits,
+            vbits: bits,
             page: 32,
             head_dim: 64,
             vgroup: 32,
@@ -646,7 +647,8 @@ mod batch_equivalence {
             head_dim: 64,
         };
         let pg = PageGeom {
-            bits: QBits::B4,
+            kbits: QBits::B4,
+            vbits: QBits::B4,
             page: 32,
             head_dim: 64,
             vgroup: 32,

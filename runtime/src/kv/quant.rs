@@ -278,7 +278,10 @@ fn lsq_fit(xs: &[f32], codes: &[u8]) -> Option<(f16, f16)> {
 /// Geometry of one page of one KV head (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageGeom {
-    pub bits: QBits,
+    /// Bits of the key codes.
+    pub kbits: QBits,
+    /// Bits of the value codes.
+    pub vbits: QBits,
     /// Tokens per page (a multiple of 32).
     pub page: usize,
     pub head_dim: usize,
@@ -289,11 +292,11 @@ pub struct PageGeom {
 impl PageGeom {
     /// Packed bytes of one key channel (P codes).
     pub fn k_chan_bytes(&self) -> usize {
-        self.page / BLOCK * self.bits.block_bytes()
+        self.page / BLOCK * self.kbits.block_bytes()
     }
     /// Packed bytes of one value row (head_dim codes).
     pub fn v_row_bytes(&self) -> usize {
-        self.head_dim / BLOCK * self.bits.block_bytes()
+        self.head_dim / BLOCK * self.vbits.block_bytes()
     }
     /// Value groups per token.
     pub fn v_groups(&self) -> usize {
@@ -328,7 +331,7 @@ pub fn quantize_page(
     codes: &mut [u8],
     meta: &mut [f16],
 ) {
-    let (p, hd, bits) = (g.page, g.head_dim, g.bits);
+    let (p, hd) = (g.page, g.head_dim);
     let (kc, vc) = codes.split_at_mut(g.v_codes_at());
     let (ks, rest) = meta.split_at_mut(hd);
     let (km, rest) = rest.split_at_mut(hd);
@@ -337,7 +340,7 @@ pub fn quantize_page(
     // Keys: one group per channel, over the page's tokens.
     let mut col_vals = [0f32; 128];
     let mut col_codes = [0u8; 128];
-    let bb = bits.block_bytes();
+    let (bits, bb) = (g.kbits, g.kbits.block_bytes());
     for c in 0..hd {
         for (j, x) in col_vals[..p].iter_mut().enumerate() {
             *x = k[j * row_stride + col + c].to_f32();
@@ -352,6 +355,7 @@ pub fn quantize_page(
     }
     // Values: groups of `vgroup` channels within each token.
     let (vg, ng, vb) = (g.vgroup, g.v_groups(), g.v_row_bytes());
+    let (bits, bb) = (g.vbits, g.vbits.block_bytes());
     let mut row = [0f32; 512];
     let mut ucodes = [0u8; 512];
     for j in 0..p {
@@ -378,17 +382,18 @@ pub fn quantize_page(
 /// Dequantize a page back to rows `[page][head_dim]` of keys and values (scalar reference;
 /// attention never does this, it reads the codes directly).
 pub fn dequantize_page(g: &PageGeom, codes: &[u8], meta: &[f16], k: &mut [f32], v: &mut [f32]) {
-    let (p, hd, bits) = (g.page, g.head_dim, g.bits);
+    let (p, hd) = (g.page, g.head_dim);
     let (kc, vc) = codes.split_at(g.v_codes_at());
     let (ks, rest) = meta.split_at(hd);
     let (km, rest) = rest.split_at(hd);
     let (vs, vm) = rest.split_at(p * g.v_groups());
-    let (kb, bb) = (g.k_chan_bytes(), bits.block_bytes());
+    let (kbits, vbits) = (g.kbits, g.vbits);
+    let (kb, kbb, vbb) = (g.k_chan_bytes(), kbits.block_bytes(), vbits.block_bytes());
     let mut u = [0u8; BLOCK];
     for c in 0..hd {
         let (s, m) = (ks[c].to_f32(), km[c].to_f32());
         for blk in 0..p / BLOCK {
-            unpack_block(bits, &kc[c * kb + blk * bb..], &mut u);
+            unpack_block(kbits, &kc[c * kb + blk * kbb..], &mut u);
             for (i, &code) in u.iter().enumerate() {
                 k[(blk * BLOCK + i) * hd + c] = m + s * code as f32;
             }
@@ -397,7 +402,7 @@ pub fn dequantize_page(g: &PageGeom, codes: &[u8], meta: &[f16], k: &mut [f32], 
     let (vg, ng, vb) = (g.vgroup, g.v_groups(), g.v_row_bytes());
     for j in 0..p {
         for blk in 0..hd / BLOCK {
-            unpack_block(bits, &vc[j * vb + blk * bb..], &mut u);
+            unpack_block(vbits, &vc[j * vb + blk * vbb..], &mut u);
             for (i, &code) in u.iter().enumerate() {
                 let c = blk * BLOCK + i;
                 let gi = c / vg;
@@ -674,7 +679,8 @@ mod tests {
         for bits in ALL {
             for (page, vgroup) in [(32usize, 32usize), (64, 64), (32, 64)] {
                 let g = PageGeom {
-                    bits,
+                    kbits: bits,
+                    vbits: bits,
                     page,
                     head_dim: 64,
                     vgroup,

@@ -470,7 +470,7 @@ fn page_scores<const SIMD: bool>(
         // SAFETY: as in `meta_to_f32`; the kernel checks every length it relies on.
         return unsafe { x86::page_scores(pg, codes, qs, bias, g, sc) };
     }
-    let (p, hd, bits) = (pg.page, pg.head_dim, pg.bits);
+    let (p, hd, bits) = (pg.page, pg.head_dim, pg.kbits);
     let (kb, bb) = (pg.k_chan_bytes(), bits.block_bytes());
     for h in 0..g {
         sc[h * p..][..p].fill(bias[h]);
@@ -513,7 +513,7 @@ fn page_values<const SIMD: bool>(
         // SAFETY: as in `meta_to_f32`; the kernel checks every length it relies on.
         return unsafe { x86::page_values(pg, codes, mf, probs, g, acc) };
     }
-    let (p, hd, bits) = (pg.page, pg.head_dim, pg.bits);
+    let (p, hd, bits) = (pg.page, pg.head_dim, pg.vbits);
     let vc = &codes[pg.v_codes_at()..];
     let ng = pg.v_groups();
     let vs = &mf[2 * hd..2 * hd + p * ng];
@@ -623,7 +623,7 @@ mod x86 {
         let mut h0 = 0;
         while h0 < g {
             let hc = (g - h0).min(3);
-            match (pg.bits, hc) {
+            match (pg.kbits, hc) {
                 (QBits::B8, 3) => scores::<8, 3>(pg, codes, qs, bias, h0, sc),
                 (QBits::B8, 2) => scores::<8, 2>(pg, codes, qs, bias, h0, sc),
                 (QBits::B8, _) => scores::<8, 1>(pg, codes, qs, bias, h0, sc),
@@ -692,7 +692,7 @@ mod x86 {
         let mut h0 = 0;
         while h0 < g {
             let hc = (g - h0).min(3);
-            match (pg.bits, hc) {
+            match (pg.vbits, hc) {
                 (QBits::B8, 3) => values::<8, 3>(pg, codes, mf, probs, h0, acc),
                 (QBits::B8, 2) => values::<8, 2>(pg, codes, mf, probs, h0, acc),
                 (QBits::B8, _) => values::<8, 1>(pg, codes, mf, probs, h0, acc),
@@ -905,7 +905,8 @@ mod tests {
             (QBits::B2, 32, true, 1),
         ] {
             let pg = PageGeom {
-                bits,
+                kbits: bits,
+                vbits: bits,
                 page,
                 head_dim: 64,
                 vgroup: 32,
