@@ -217,8 +217,8 @@ struct BenchArgs {
     reps: usize,
     /// Decode at this context: fill the cache to ctx − (reps+1)·gen tokens first, then time
     /// reps+1 decode runs of --gen-tokens (the first is warm-up).
-    #[arg(long = "ctx")]
-    ctx: Option<usize>,
+    #[arg(long = "ctx", id = "bench_ctx")]
+    bench_ctx: Option<usize>,
     /// One JSON line on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -589,7 +589,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         bail!("--prompt-tokens, --gen-tokens and --reps must be positive");
     }
     let model = load(&a.model)?;
-    if let Some(ctx) = a.ctx {
+    if let Some(ctx) = a.bench_ctx {
         return bench_ctx(&a, &model, ctx);
     }
     let n_ctx = a.prompt_tokens + a.gen_tokens + 1;

@@ -187,6 +187,37 @@ fn quantized_kv_run_and_estimate() {
         );
     }
 
+    // Decode speed at a given context (the fill, then timed runs ending at --ctx).
+    let out = suanpan()
+        .args([
+            "bench",
+            "-m",
+            &model(),
+            "--ctx",
+            "160",
+            "--kv",
+            "q4",
+            "--gen-tokens",
+            "4",
+            "--reps",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.contains("\"ctx\":160")
+            && line.contains("\"fill\":152")
+            && line.contains("\"kv\":\"q4\""),
+        "{line}"
+    );
+
     // A budget below one token, an unknown mode and a context beyond the trained length are
     // clear errors.
     let m = model();
