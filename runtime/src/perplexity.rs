@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::kv::KvParams;
 use crate::model::{Logits, Model};
 use crate::session::{Session, SessionParams};
 
@@ -26,6 +27,18 @@ pub struct PerplexityResult {
     pub ppl: f64,
     /// Number of scored tokens.
     pub n_scored: usize,
+    /// The most likely next token at every scored position, in order (for top-1 agreement
+    /// between two runs, e.g. a quantized KV cache against f16).
+    pub top1: Vec<u32>,
+}
+
+/// Fraction of positions where two runs' most likely tokens agree.
+pub fn top1_agreement(a: &[u32], b: &[u32]) -> f64 {
+    let n = a.len().min(b.len());
+    if n == 0 {
+        return 0.0;
+    }
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / n as f64
 }
 
 /// Read a text file the way llama.cpp's `-f` does: the bytes as UTF-8, with one trailing
@@ -53,6 +66,19 @@ pub fn perplexity(
     model: &Arc<Model>,
     text: &str,
     n_ctx: usize,
+    progress: impl FnMut(usize, usize, f64) -> bool,
+) -> Result<PerplexityResult> {
+    perplexity_with(model, text, n_ctx, &KvParams::default(), progress)
+}
+
+/// [`perplexity`] with a given KV cache (mode, window, rotation). Each chunk is one batch, and
+/// a quantized cache attends for every position exactly as if the chunk had been fed token
+/// by token (see [`crate::kv::quant::BatchPlan`]).
+pub fn perplexity_with(
+    model: &Arc<Model>,
+    text: &str,
+    n_ctx: usize,
+    kv: &KvParams,
     mut progress: impl FnMut(usize, usize, f64) -> bool,
 ) -> Result<PerplexityResult> {
     if n_ctx < 8 {
@@ -75,6 +101,10 @@ pub fn perplexity(
             n_ctx,
             n_batch: n_ctx,
             all_logits: true,
+            kv: KvParams {
+                budget: None,
+                ..kv.clone()
+            },
         },
     )?;
     let n_vocab = model.config().n_vocab;
@@ -83,6 +113,7 @@ pub fn perplexity(
     let mut total = 0f64;
     let mut count = 0usize;
     let mut chunk_ppl = Vec::with_capacity(n_chunks);
+    let mut top1 = Vec::with_capacity(n_chunks * (n_ctx - 1 - first));
     let mut chunk = vec![0u32; n_ctx];
     for i in 0..n_chunks {
         chunk.copy_from_slice(&tokens[i * n_ctx..(i + 1) * n_ctx]);
@@ -90,12 +121,27 @@ pub fn perplexity(
             chunk[0] = b;
         }
         session.reset();
-        let logits = session.eval(&chunk, Logits::All)?;
-        for j in first..n_ctx - 1 {
-            // The original token (not the BOS substitute) is the target.
-            let target = tokens[i * n_ctx + j + 1];
-            total += nll(&logits[j * n_vocab..(j + 1) * n_vocab], target);
-            count += 1;
+        // One batch per chunk when the session takes it (f16); quantized caches ingest at
+        // most their staging batch at a time, which attends exactly the same way.
+        let nb = session.n_batch();
+        let mut pos = 0;
+        while pos < n_ctx {
+            let end = (pos + nb).min(n_ctx);
+            let want = if end > first {
+                Logits::All
+            } else {
+                Logits::None
+            };
+            let logits = session.eval(&chunk[pos..end], want)?;
+            for j in first.max(pos)..end.min(n_ctx - 1) {
+                // The original token (not the BOS substitute) is the target.
+                let target = tokens[i * n_ctx + j + 1];
+                let row = &logits[(j - pos) * n_vocab..(j - pos + 1) * n_vocab];
+                total += nll(row, target);
+                top1.push(crate::sample::argmax(row));
+                count += 1;
+            }
+            pos = end;
         }
         let ppl = (total / count as f64).exp();
         chunk_ppl.push(ppl);
@@ -110,6 +156,7 @@ pub fn perplexity(
         ppl: (total / count as f64).exp(),
         chunk_ppl,
         n_scored: count,
+        top1,
     })
 }
 

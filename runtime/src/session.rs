@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::kv::F16Cache;
+use crate::kv::{KvCache, KvParams, Overflow};
 use crate::model::graph::{forward, Logits, Scratch};
 use crate::model::Model;
 use crate::sample::{Sampler, SamplingParams};
@@ -37,12 +37,15 @@ impl CancelToken {
 /// Shape of a session.
 #[derive(Clone, Debug)]
 pub struct SessionParams {
-    /// Context length in tokens (0 = the model's trained length, capped at 4096).
+    /// Context length in tokens (0 = the model's trained length, capped at 4096; with a KV
+    /// budget, as many tokens as the budget buys up to the trained length).
     pub n_ctx: usize,
     /// Most tokens per forward pass while ingesting a prompt.
     pub n_batch: usize,
     /// Keep logits for every token of a batch (perplexity, scoring). Costs n_batch × vocab floats.
     pub all_logits: bool,
+    /// KV cache mode (f16 or quantized), memory budget and overflow policy.
+    pub kv: KvParams,
 }
 
 impl Default for SessionParams {
@@ -51,6 +54,7 @@ impl Default for SessionParams {
             n_ctx: 0,
             n_batch: 512,
             all_logits: false,
+            kv: KvParams::default(),
         }
     }
 }
@@ -114,7 +118,7 @@ impl GenerateStats {
 /// A model plus the state of one conversation.
 pub struct Session {
     model: Arc<Model>,
-    kv: F16Cache,
+    kv: KvCache,
     scratch: Scratch,
     tokens: Vec<u32>,
     n_batch: usize,
@@ -135,15 +139,10 @@ impl Model {
 impl Session {
     pub fn new(model: Arc<Model>, params: &SessionParams) -> Result<Session> {
         let c = model.config();
-        let n_ctx = if params.n_ctx == 0 {
-            c.n_ctx_train.min(4096)
-        } else {
-            params.n_ctx
-        };
-        if n_ctx > c.n_ctx_train {
+        if params.n_ctx > c.n_ctx_train {
             return Err(Error::invalid(format!(
-                "context of {n_ctx} tokens exceeds the {} the model was trained for",
-                c.n_ctx_train
+                "context of {} tokens exceeds the {} the model was trained for",
+                params.n_ctx, c.n_ctx_train
             )));
         }
         if params.n_batch == 0 || params.n_batch > 8192 {
@@ -152,7 +151,36 @@ impl Session {
                 params.n_batch
             )));
         }
-        let n_batch = params.n_batch.min(n_ctx);
+        // The GPU backend keeps its own f16 cache; the CPU cache is then a 1-token placeholder.
+        let on_gpu = model.on_gpu();
+        if on_gpu
+            && (params.kv.mode != crate::kv::KvMode::F16
+                || params.kv.budget.is_some()
+                || params.kv.overflow != Overflow::Error)
+        {
+            return Err(Error::Backend(
+                "the GPU backend keeps an f16 KV cache: quantized modes, budgets and sliding \
+                 windows need the CPU backend (--backend cpu)"
+                    .into(),
+            ));
+        }
+        let kv = KvCache::for_model(
+            c,
+            model.weights.rope_freqs.as_deref(),
+            &params.kv,
+            if on_gpu { 1 } else { params.n_ctx },
+            if on_gpu { 1 } else { params.n_batch },
+            model.n_threads(),
+        )?;
+        let (n_ctx, n_batch) = if on_gpu {
+            let n_ctx = match params.n_ctx {
+                0 => c.n_ctx_train.min(4096),
+                n => n,
+            };
+            (n_ctx, params.n_batch.min(n_ctx))
+        } else {
+            (kv.capacity(), kv.n_batch())
+        };
         #[cfg(feature = "gpu")]
         let gpu = match model.gpu() {
             Some(g) => Some(crate::backend::gpu::GpuState::new(
@@ -164,10 +192,7 @@ impl Session {
             )?),
             None => None,
         };
-        // The CPU cache and scratch are only placeholders when the GPU runs the model.
-        let cpu_ctx = if model.on_gpu() { 0 } else { n_ctx };
-        let kv = F16Cache::new(c.n_layer, cpu_ctx, c.kv_dim())?;
-        let scratch = if model.on_gpu() {
+        let scratch = if on_gpu {
             Scratch::new(c, 0, 0, 0, false)
         } else {
             Scratch::new(c, n_batch, n_ctx, model.n_threads(), params.all_logits)
@@ -188,9 +213,15 @@ impl Session {
         &self.model
     }
 
-    /// Tokens in the context so far.
+    /// Tokens fed since the last reset (generated ones included). When the KV window slid,
+    /// only the sinks and the last `kv().len() - sinks` of them are still in the cache.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+
+    /// Most tokens one forward pass takes (prompts are split into batches of this size).
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
     }
 
     /// Context capacity in tokens.
@@ -199,7 +230,12 @@ impl Session {
         if let Some(g) = &self.gpu {
             return g.n_ctx();
         }
-        self.kv.n_ctx()
+        self.kv.capacity()
+    }
+
+    /// The KV cache (mode, fill, positions, bytes); a placeholder when the GPU runs the model.
+    pub fn kv(&self) -> &KvCache {
+        &self.kv
     }
 
     /// Positions in the KV cache.
@@ -258,7 +294,7 @@ impl Session {
     /// Forget the conversation.
     pub fn reset(&mut self) {
         self.tokens.clear();
-        self.kv.set_len(0);
+        self.kv.reset();
         #[cfg(feature = "gpu")]
         if let Some(g) = &mut self.gpu {
             g.set_len(0);
@@ -277,13 +313,18 @@ impl Session {
                 self.n_batch
             )));
         }
-        if self.kv_len() + tokens.len() > self.n_ctx() {
+        #[cfg(feature = "gpu")]
+        if self.gpu.is_some() && self.kv_len() + tokens.len() > self.n_ctx() {
             return Err(Error::ContextFull(format!(
                 "{} tokens in context + {} new exceed the context size {}",
                 self.kv_len(),
                 tokens.len(),
                 self.n_ctx()
             )));
+        }
+        // Refusing happens before anything is ingested; sliding happens per batch.
+        if !self.model.on_gpu() && self.kv.params().overflow == Overflow::Error {
+            self.kv.make_room(tokens.len())?;
         }
         let m = &*self.model;
         let last = tokens.len().div_ceil(self.n_batch) - 1;
@@ -300,6 +341,7 @@ impl Session {
                 last_len = chunk.len();
                 continue;
             }
+            self.kv.make_room(chunk.len())?;
             forward(
                 &m.config,
                 &m.weights,

@@ -81,6 +81,7 @@ fn logits_of(model: &Arc<Model>, tokens: &[u32]) -> Vec<f32> {
             n_ctx: 512,
             n_batch: 512,
             all_logits: true,
+            ..Default::default()
         })
         .unwrap();
     s.eval(tokens, Logits::All).unwrap().to_vec()

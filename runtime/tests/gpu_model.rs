@@ -42,6 +42,7 @@ fn cpu_greedy(m: &Arc<Model>, prompt: &[u32]) -> (Vec<u32>, Vec<f32>, Vec<f32>) 
             n_ctx: 128,
             n_batch: 64,
             all_logits: false,
+            ..Default::default()
         })
         .unwrap();
     let mut logits = s.eval(prompt, Logits::Last).unwrap().to_vec();
@@ -357,6 +358,7 @@ fn synthetic_architectures_match_cpu() {
                     n_ctx: 32,
                     n_batch: 8,
                     all_logits: false,
+                    ..Default::default()
                 })
                 .unwrap();
             let c = cs.eval(&toks, Logits::Last).unwrap().to_vec();

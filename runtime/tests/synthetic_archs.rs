@@ -47,6 +47,7 @@ fn every_arch_and_type_runs_consistently() {
                     n_ctx: 64,
                     n_batch: 64,
                     all_logits: false,
+                    ..Default::default()
                 })
                 .unwrap();
             let batched = a.eval(&ids, Logits::Last).unwrap().to_vec();
@@ -56,6 +57,7 @@ fn every_arch_and_type_runs_consistently() {
                     n_ctx: 64,
                     n_batch: 3,
                     all_logits: false,
+                    ..Default::default()
                 })
                 .unwrap();
             let mut stepped = Vec::new();

@@ -14,6 +14,7 @@ mod convert;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use suanpan::chat::ChatMessage;
+use suanpan::kv::{KvGeom, KvMode, KvParams, Overflow};
 use suanpan::model::Logits;
 use suanpan::sample::SamplingParams;
 use suanpan::{BackendKind, GenerateParams, Model, ModelParams, Session, SessionParams};
@@ -43,6 +44,8 @@ enum Cmd {
     Bench(BenchArgs),
     /// Convert a model: LUT low-bit (lut1..4, tern), DFloat11 (df11), bf16/f16/f32.
     Convert(convert::ConvertArgs),
+    /// KV cache bytes per token in each mode and the context a memory budget buys.
+    Estimate(EstimateArgs),
 }
 
 #[derive(Args, Clone)]
@@ -53,13 +56,60 @@ struct ModelArgs {
     /// Compute threads (default: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
-    /// Context length in tokens (default: the model's, capped at 4096).
+    /// Context length in tokens (default: the model's, capped at 4096; with --kv-budget, what
+    /// the budget buys).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     ctx: usize,
     /// Backend: cpu, gpu, or auto (the GPU when a hardware adapter can run the model,
     /// else the CPU, saying why).
     #[arg(short = 'b', long = "backend", default_value = "auto")]
     backend: BackendKind,
+    #[command(flatten)]
+    kv: KvArgs,
+}
+
+#[derive(Args, Clone)]
+struct KvArgs {
+    /// KV cache mode: f16 (llama.cpp's default), or KIVI-style q8, q4, q2.
+    #[arg(long = "kv", default_value = "f16")]
+    kv: KvMode,
+    /// Most recent tokens kept in f16 by a quantized cache.
+    #[arg(long = "kv-window", default_value_t = 128)]
+    window: usize,
+    /// Quantization group: tokens per key group (page), channels per value group (32, 64, 128).
+    #[arg(long = "kv-group", default_value_t = 32)]
+    group: usize,
+    /// Hadamard-rotate keys and queries before quantizing.
+    #[arg(long = "kv-rotate")]
+    rotate: bool,
+    /// First tokens never quantized nor evicted (attention sinks).
+    #[arg(long = "kv-sinks", default_value_t = 4)]
+    sinks: usize,
+    /// Memory budget of the KV cache (e.g. 64M, 1.5G); sets the context length.
+    #[arg(long = "kv-budget")]
+    budget: Option<String>,
+    /// When the context is full: error, or slide the window keeping the sinks.
+    #[arg(long = "kv-overflow", default_value = "error")]
+    overflow: Overflow,
+}
+
+impl KvArgs {
+    fn params(&self) -> Result<KvParams> {
+        Ok(KvParams {
+            mode: self.kv,
+            window: self.window,
+            group: self.group,
+            rotate: self.rotate,
+            sinks: self.sinks,
+            budget: self
+                .budget
+                .as_deref()
+                .map(suanpan::kv::parse_bytes)
+                .transpose()?,
+            overflow: self.overflow,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Args, Clone)]
@@ -144,6 +194,16 @@ struct PplArgs {
     /// Stop after this many chunks (default: all).
     #[arg(long)]
     chunks: Option<usize>,
+    /// Also run with the f16 cache and report the PPL change and top-1 agreement.
+    #[arg(long = "compare-f16")]
+    compare_f16: bool,
+    /// One JSON line on stdout after the `PPL = x` line.
+    #[arg(long)]
+    json: bool,
+    /// Write the most likely token at every scored position to this file, one id per line
+    /// (for top-1 agreement between runs).
+    #[arg(long = "save-top1")]
+    save_top1: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -169,12 +229,35 @@ struct BenchArgs {
     /// Repetitions; the median is reported.
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Decode at this context: fill the cache to ctx − (reps+1)·gen tokens first, then time
+    /// reps+1 decode runs of --gen-tokens (the first is warm-up).
+    #[arg(long = "ctx", id = "bench_ctx")]
+    bench_ctx: Option<usize>,
     /// One JSON line on stdout instead of a table.
     #[arg(long)]
     json: bool,
     /// Also measure memory read bandwidth and report decode as a fraction of the roofline.
     #[arg(long)]
     bandwidth: bool,
+}
+
+#[derive(Args)]
+struct EstimateArgs {
+    /// Model file (default: the default model).
+    #[arg(short = 'm', long = "model")]
+    model: Option<PathBuf>,
+    /// Memory budget for the KV cache (e.g. 64M, 1G).
+    #[arg(long = "kv-budget", default_value = "64M")]
+    budget: String,
+    /// Tokens kept in f16 by quantized modes.
+    #[arg(long = "kv-window", default_value_t = 128)]
+    window: usize,
+    /// Quantization group (32, 64, 128).
+    #[arg(long = "kv-group", default_value_t = 32)]
+    group: usize,
+    /// Prompt batch size (quantized modes stage one batch in f16).
+    #[arg(long = "batch", default_value_t = 512)]
+    batch: usize,
 }
 
 fn model_path(p: &Option<PathBuf>) -> Result<PathBuf> {
@@ -188,11 +271,19 @@ fn model_path(p: &Option<PathBuf>) -> Result<PathBuf> {
 
 fn load(args: &ModelArgs) -> Result<Arc<Model>> {
     let path = model_path(&args.model)?;
+    // The GPU backend keeps an f16 KV cache: `auto` stays on the CPU when the cache flags
+    // ask for more (an explicit `--backend gpu` gets the session's clear error instead).
+    let kv = &args.kv;
+    let cpu_kv = kv.kv != KvMode::F16 || kv.budget.is_some() || kv.overflow != Overflow::Error;
+    let backend = match args.backend {
+        BackendKind::Auto if cpu_kv => BackendKind::Cpu,
+        b => b,
+    };
     let model = Model::load(
         &path,
         &ModelParams {
             n_threads: args.threads,
-            backend: args.backend,
+            backend,
         },
     )
     .with_context(|| format!("loading {}", path.display()))?;
@@ -203,10 +294,24 @@ fn load(args: &ModelArgs) -> Result<Arc<Model>> {
 }
 
 fn session(model: &Arc<Model>, args: &ModelArgs) -> Result<Session> {
-    Ok(model.session(&SessionParams {
+    let s = model.session(&SessionParams {
         n_ctx: args.ctx,
+        kv: args.kv.params()?,
         ..Default::default()
-    })?)
+    })?;
+    let kv = s.kv();
+    eprintln!(
+        "[suanpan] KV cache {}: {} tokens, {:.1} MB{}",
+        kv.mode(),
+        kv.capacity(),
+        kv.bytes() as f64 / 1e6,
+        if kv.params().overflow == Overflow::Slide {
+            ", sliding window"
+        } else {
+            ""
+        }
+    );
+    Ok(s)
 }
 
 fn print_piece(piece: &str) -> ControlFlow<()> {
@@ -309,32 +414,144 @@ fn chat(a: ChatArgs) -> Result<()> {
     }
 }
 
+fn kv_geom(model: &Model) -> KvGeom {
+    let c = model.config();
+    KvGeom {
+        n_layer: c.n_layer,
+        n_kv_head: c.n_kv_head,
+        head_dim: c.head_dim,
+    }
+}
+
 fn perplexity(a: PplArgs) -> Result<()> {
     let model = load(&a.model)?;
     let text = suanpan::perplexity::read_text_file(&a.file)?;
     let n_ctx = if a.model.ctx == 0 { 512 } else { a.model.ctx };
+    let kv = a.model.kv.params()?;
     let limit = a.chunks.unwrap_or(usize::MAX);
-    let t0 = Instant::now();
-    eprintln!(
-        "perplexity: {} with -c {n_ctx}, {}",
-        a.file.display(),
-        model.backend_name()
-    );
-    let r = suanpan::perplexity::perplexity(&model, &text, n_ctx, |i, n, ppl| {
-        eprint!("[{i}/{n}]{ppl:.4} ");
-        let _ = std::io::stderr().flush();
-        i < limit
-    })?;
-    eprintln!(
-        "\n{} tokens, {} chunks of {}, {} scored, {:.1} s",
-        r.n_tokens,
-        r.n_chunks,
-        r.n_ctx,
-        r.n_scored,
-        t0.elapsed().as_secs_f64()
-    );
+    let run = |kv: &KvParams| -> Result<(suanpan::perplexity::PerplexityResult, f64)> {
+        let t0 = Instant::now();
+        eprintln!(
+            "perplexity: {} with -c {n_ctx}, KV {}{}, {}",
+            a.file.display(),
+            kv.mode,
+            if kv.rotate { " rotated" } else { "" },
+            model.backend_name()
+        );
+        let r = suanpan::perplexity::perplexity_with(&model, &text, n_ctx, kv, |i, n, ppl| {
+            eprint!("[{i}/{n}]{ppl:.4} ");
+            let _ = std::io::stderr().flush();
+            i < limit
+        })?;
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "\n{} tokens, {} chunks of {}, {} scored, {:.1} s",
+            r.n_tokens, r.n_chunks, r.n_ctx, r.n_scored, secs
+        );
+        Ok((r, secs))
+    };
+    let (r, secs) = run(&kv)?;
     println!("PPL = {:.4}", r.ppl);
+    if let Some(path) = &a.save_top1 {
+        let text: String = r.top1.iter().map(|t| format!("{t}\n")).collect();
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let base = if a.compare_f16 && kv.mode != KvMode::F16 {
+        let (b, _) = run(&KvParams {
+            mode: KvMode::F16,
+            rotate: false,
+            ..kv.clone()
+        })?;
+        let agree = suanpan::perplexity::top1_agreement(&r.top1, &b.top1);
+        println!(
+            "f16 PPL = {:.4}, change {:+.3}%, top-1 agreement with f16 {:.2}%",
+            b.ppl,
+            (r.ppl / b.ppl - 1.0) * 100.0,
+            agree * 100.0
+        );
+        Some((b.ppl, agree))
+    } else {
+        None
+    };
+    if a.json {
+        let g = kv_geom(&model);
+        let fp = kv.footprint(&g, n_ctx, 512)?;
+        let (f16_ppl, agree) = match base {
+            Some((p, ag)) => (format!("{p:.6}"), format!("{ag:.6}")),
+            None => ("null".into(), "null".into()),
+        };
+        println!(
+            "{{\"engine\":\"suanpan\",\"file\":{:?},\"n_ctx\":{n_ctx},\"kv\":\"{}\",\"window\":{},\"group\":{},\"rotate\":{},\"sinks\":{},\"n_tokens\":{},\"n_chunks\":{},\"n_scored\":{},\"ppl\":{:.6},\"f16_ppl\":{f16_ppl},\"top1_agreement_vs_f16\":{agree},\"kv_bytes_per_token\":{:.1},\"kv_bytes_at_ctx_batch512\":{},\"seconds\":{secs:.1},\"threads\":{}}}",
+            a.file.display().to_string(),
+            kv.mode,
+            kv.window,
+            kv.group,
+            kv.rotate,
+            kv.sinks,
+            r.n_tokens,
+            r.n_chunks,
+            r.n_scored,
+            r.ppl,
+            fp.bytes_per_token,
+            fp.bytes,
+            model.n_threads()
+        );
+    }
     Ok(())
+}
+
+/// Bytes per token and the context `budget` buys, per KV mode.
+fn kv_table(model: &Model, base: &KvParams, budget: usize, n_batch: usize) -> Result<()> {
+    let g = kv_geom(model);
+    let train = model.config().n_ctx_train;
+    println!(
+        "KV cache (window {}, group {}, sinks {}, batch {n_batch}); budget {:.1} MiB:",
+        base.window,
+        base.group,
+        base.sinks,
+        budget as f64 / (1 << 20) as f64
+    );
+    println!("  mode  bytes/token  fixed MB  MB at {train:>5}  context for budget");
+    for mode in KvMode::ALL {
+        let p = KvParams {
+            mode,
+            ..base.clone()
+        };
+        let fp = p.footprint(&g, train, n_batch)?;
+        let ctx = match p.capacity_for_budget(&g, budget, n_batch, train) {
+            Ok(c) if c == train => format!("{c} (trained length)"),
+            Ok(c) => c.to_string(),
+            Err(e) => format!("none: {e}"),
+        };
+        println!(
+            "  {:<4}  {:>11.0}  {:>8.1}  {:>11.1}  {}",
+            mode.name(),
+            fp.bytes_per_token,
+            fp.fixed_bytes as f64 / 1e6,
+            fp.bytes as f64 / 1e6,
+            ctx
+        );
+    }
+    Ok(())
+}
+
+fn estimate(a: EstimateArgs) -> Result<()> {
+    let path = model_path(&a.model)?;
+    let model = Model::load(
+        &path,
+        &ModelParams {
+            n_threads: 1,
+            ..Default::default()
+        },
+    )?;
+    let budget = suanpan::kv::parse_bytes(&a.budget)?;
+    let base = KvParams {
+        window: a.window,
+        group: a.group,
+        ..Default::default()
+    };
+    println!("model: {}", path.display());
+    kv_table(&model, &base, budget, a.batch)
 }
 
 fn info(a: InfoArgs) -> Result<()> {
@@ -386,6 +603,7 @@ fn info(a: InfoArgs) -> Result<()> {
         kv_per_tok as f64 / 1024.0,
         (kv_per_tok * ctx) as f64 / 1e6
     );
+    kv_table(&model, &KvParams::default(), 64 << 20, 512)?;
     println!(
         "weights read per token: {:.1} MB",
         model.weights().bytes_per_token() as f64 / 1e6
@@ -436,11 +654,15 @@ fn bench(a: BenchArgs) -> Result<()> {
         bail!("--prompt-tokens, --gen-tokens and --reps must be positive");
     }
     let model = load(&a.model)?;
+    if let Some(ctx) = a.bench_ctx {
+        return bench_ctx(&a, &model, ctx);
+    }
     let n_ctx = a.prompt_tokens + a.gen_tokens + 1;
     let mut s = model.session(&SessionParams {
         n_ctx: n_ctx.max(a.model.ctx),
         n_batch: a.prompt_tokens,
         all_logits: false,
+        kv: a.model.kv.params()?,
     })?;
     // A deterministic prompt of ordinary tokens (as llama-bench uses random ids).
     let n_vocab = model.config().n_vocab as u64;
@@ -529,6 +751,73 @@ fn bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Decode speed at a long context: one prefill to `ctx − (reps+1)·gen`, then reps+1 timed
+/// decode runs (the first is warm-up) that end exactly at `ctx`.
+fn bench_ctx(a: &BenchArgs, model: &Arc<Model>, ctx: usize) -> Result<()> {
+    let gen = a.gen_tokens;
+    let fill = match ctx.checked_sub((a.reps + 1) * gen) {
+        Some(f) if f > 0 => f,
+        _ => bail!("--ctx {ctx} leaves no room for a prompt before (reps+1)·gen-tokens"),
+    };
+    let kv = a.model.kv.params()?;
+    let mut s = model.session(&SessionParams {
+        n_ctx: ctx,
+        n_batch: 512,
+        all_logits: false,
+        kv,
+    })?;
+    let n_vocab = model.config().n_vocab as u64;
+    let prompt: Vec<u32> = (0..fill as u64)
+        .map(|i| ((i * 7919 + 1000) % (n_vocab - 1000)) as u32 + 500)
+        .collect();
+    let t0 = Instant::now();
+    s.eval(&prompt, Logits::Last)?;
+    let pp = fill as f64 / t0.elapsed().as_secs_f64();
+    let mut next = 1000u32;
+    let mut tg = Vec::new();
+    for rep in 0..=a.reps {
+        let t1 = Instant::now();
+        for _ in 0..gen {
+            let logits = s.eval(&[next], Logits::Last)?;
+            next = suanpan::sample::argmax(logits);
+        }
+        if rep > 0 {
+            tg.push(gen as f64 / t1.elapsed().as_secs_f64());
+        }
+    }
+    let tg_all = tg.clone();
+    let tg = median(tg);
+    let kvc = s.kv();
+    if a.json {
+        println!(
+            "{{\"engine\":\"suanpan\",\"kv\":\"{}\",\"rotate\":{},\"window\":{},\"group\":{},\"ctx\":{ctx},\"fill\":{fill},\"gen_tokens\":{gen},\"reps\":{},\"prefill_tps\":{pp:.2},\"decode_tps\":{tg:.2},\"decode_tps_runs\":{:?},\"kv_bytes\":{},\"threads\":{},\"backend\":{:?}}}",
+            kvc.mode(),
+            kvc.params().rotate,
+            kvc.params().window,
+            kvc.params().group,
+            a.reps,
+            tg_all.iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>(),
+            kvc.bytes(),
+            model.n_threads(),
+            model.backend_name()
+        );
+    } else {
+        println!("model    {}", model.path().display());
+        println!(
+            "KV       {} ({:.1} MB for {ctx} tokens)",
+            kvc.mode(),
+            kvc.bytes() as f64 / 1e6
+        );
+        println!("prefill  {pp:>8.1} tok/s  ({fill} tokens)");
+        println!(
+            "decode   {tg:>8.1} tok/s  (context {}..{ctx}, median of {} runs of {gen})",
+            ctx - a.reps * gen,
+            a.reps
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -538,6 +827,7 @@ fn main() {
         Cmd::Info(a) => info(a),
         Cmd::Bench(a) => bench(a),
         Cmd::Convert(a) => convert::run(a),
+        Cmd::Estimate(a) => estimate(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

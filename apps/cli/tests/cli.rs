@@ -145,3 +145,95 @@ fn bad_model_files_fail_cleanly() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn quantized_kv_run_and_estimate() {
+    let out = suanpan()
+        .args([
+            "run",
+            "-m",
+            &model(),
+            "-p",
+            "The capital of France is",
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "--kv",
+            "q4",
+            "--kv-window",
+            "0",
+            "--kv-sinks",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("KV cache q4"), "{err}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Paris"), "{text:?}");
+
+    let out = suanpan()
+        .args(["estimate", "-m", &model(), "--kv-budget", "32M"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for mode in ["f16", "q8", "q4", "q2"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(mode)),
+            "{mode} missing:\n{text}"
+        );
+    }
+
+    // Decode speed at a given context (the fill, then timed runs ending at --ctx).
+    let out = suanpan()
+        .args([
+            "bench",
+            "-m",
+            &model(),
+            "--ctx",
+            "160",
+            "--kv",
+            "q4",
+            "--gen-tokens",
+            "4",
+            "--reps",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.contains("\"ctx\":160")
+            && line.contains("\"fill\":152")
+            && line.contains("\"kv\":\"q4\""),
+        "{line}"
+    );
+
+    // A budget below one token, an unknown mode and a context beyond the trained length are
+    // clear errors.
+    let m = model();
+    for args in [
+        vec!["--kv", "q4", "--kv-budget", "1k"],
+        vec!["--kv", "q3"],
+        vec!["-c", "100000"],
+    ] {
+        let mut a = vec!["run", "-m", m.as_str(), "-p", "hi", "-n", "1"];
+        a.extend(args.iter().copied());
+        let out = suanpan().args(&a).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("error"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -113,6 +113,30 @@ impl F16Cache {
         self.len = len.min(self.n_ctx);
     }
 
+    /// Remove positions `start..start + count` of every layer, moving the later ones down
+    /// (the sliding window's eviction; costs one pass over the filled part).
+    pub fn remove(&mut self, start: usize, count: usize) {
+        let end = (start + count).min(self.len);
+        if start >= end {
+            return;
+        }
+        let d = self.kv_dim;
+        for l in 0..self.n_layer {
+            let base = l * self.n_ctx * d;
+            self.k
+                .copy_within(base + end * d..base + self.len * d, base + start * d);
+            self.v
+                .copy_within(base + end * d..base + self.len * d, base + start * d);
+        }
+        self.len -= end - start;
+    }
+
+    /// Keys of positions `rows` of layer `layer`, writable (sink re-rotation).
+    pub fn keys_mut(&mut self, layer: usize, rows: std::ops::Range<usize>) -> &mut [f16] {
+        let at = layer * self.n_ctx * self.kv_dim;
+        &mut self.k[at + rows.start * self.kv_dim..at + rows.end * self.kv_dim]
+    }
+
     /// A copy of the filled part (for session save/clone).
     pub fn snapshot(&self) -> (Vec<f16>, Vec<f16>) {
         let mut k = Vec::with_capacity(self.n_layer * self.len * self.kv_dim);
@@ -184,6 +208,29 @@ mod tests {
         let mut e = F16Cache::new(2, 8, 5).unwrap();
         assert!(e.restore(3, &k, &v).is_err());
         assert!(d.restore(9, &k, &v).is_err());
+    }
+
+    #[test]
+    fn remove_shifts_later_positions_down() {
+        let mut c = F16Cache::new(2, 8, 2).unwrap();
+        for pos in 0..6 {
+            for l in 0..2 {
+                let x = (10 * l + pos) as f32;
+                c.store(l, pos, &[x, -x], &[x + 0.5, 0.0]).unwrap();
+            }
+        }
+        c.set_len(6);
+        c.remove(1, 3); // keep 0, 4, 5
+        assert_eq!(c.len(), 3);
+        for l in 0..2 {
+            let (k, v) = c.layer(l);
+            let got: Vec<f32> = k[..6].iter().step_by(2).map(|x| x.to_f32()).collect();
+            let b = (10 * l) as f32;
+            assert_eq!(got, vec![b, b + 4.0, b + 5.0]);
+            assert_eq!(v[2].to_f32(), b + 4.5);
+        }
+        c.keys_mut(1, 0..1)[1] = f16::from_f32(7.0);
+        assert_eq!(c.layer(1).0[1].to_f32(), 7.0);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use super::config::ModelConfig;
 use super::weights::{Linear, RowScratch, Weights};
-use crate::backend::cpu::attention::{attention, AttnShape};
+use crate::backend::cpu::attention::AttnShape;
 use crate::backend::cpu::matmul::matmul_many;
 use crate::backend::cpu::matmul::WeightView;
 use crate::backend::cpu::ops::{
@@ -16,7 +16,7 @@ use crate::backend::cpu::Pool;
 use crate::dfloat::decode_pool;
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile};
-use crate::kv::F16Cache;
+use crate::kv::KvCache;
 use crate::lut::gemm::gemm_many;
 use crate::lut::LutTables;
 use crate::quant::ggml::{quantize_row, ActFormat};
@@ -234,8 +234,9 @@ fn project_many(
     Ok(())
 }
 
-/// Run `tokens` (at positions `kv.len()..`) through the model, store their keys/values in
-/// `kv`, and return the requested logits (`n_vocab` per token).
+/// Run `tokens` (at RoPE positions `kv.next_pos()..`) through the model, store their
+/// keys/values in `kv`, and return the requested logits (`n_vocab` per token). The caller
+/// applies the overflow policy first ([`KvCache::make_room`]).
 #[allow(clippy::too_many_arguments)]
 pub fn forward<'s>(
     c: &ModelConfig,
@@ -243,12 +244,12 @@ pub fn forward<'s>(
     file: &GgufFile,
     pool: &Pool,
     tokens: &[u32],
-    kv: &mut F16Cache,
+    kv: &mut KvCache,
     s: &'s mut Scratch,
     logits: Logits,
 ) -> Result<&'s [f32]> {
     let n = tokens.len();
-    let pos0 = kv.len();
+    let pos0 = kv.next_pos();
     if n == 0 {
         return Err(Error::invalid("forward pass on zero tokens"));
     }
@@ -263,14 +264,14 @@ pub fn forward<'s>(
             "this session was not created for all-token logits",
         ));
     }
-    if pos0 + n > kv.n_ctx() {
+    if kv.len() + n > kv.capacity() {
         return Err(Error::ContextFull(format!(
             "{} tokens in context + {n} new exceed the context size {}",
-            pos0,
-            kv.n_ctx()
+            kv.len(),
+            kv.capacity()
         )));
     }
-    if s.scores.len() < pool.n_threads() * (pos0 + n) {
+    if s.scores.len() < pool.n_threads() * (kv.len() + n) {
         return Err(Error::Internal(
             "attention scratch smaller than the context".into(),
         ));
@@ -287,6 +288,7 @@ pub fn forward<'s>(
         w.token_embd
             .row_into(file, t as usize, &mut s.x[i * d..(i + 1) * d], &mut s.rows)?;
     }
+    kv.begin(n)?;
     // RoPE angles for the batch, shared by all layers.
     let half = c.n_rot / 2;
     for i in 0..n {
@@ -344,20 +346,8 @@ pub fn forward<'s>(
                 c.rope_style,
             );
         }
-        kv.store(li, pos0, &s.k[..n * kvd], &s.v[..n * kvd])?;
-        let (kc, vc) = kv.layer(li);
-        attention(
-            pool,
-            shape,
-            &s.q,
-            kc,
-            vc,
-            pos0,
-            n,
-            scale,
-            &mut s.scores,
-            &mut s.attn,
-        );
+        kv.store(li, &s.k[..n * kvd], &s.v[..n * kvd])?;
+        kv.attend(pool, li, shape, &s.q, n, scale, &mut s.scores, &mut s.attn)?;
         project(pool, file, &l.wo, &s.attn, n, &mut s.proj, &mut s.tmp)?;
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
 
@@ -381,7 +371,7 @@ pub fn forward<'s>(
         project(pool, file, &l.w_down, &s.gate, n, &mut s.proj, &mut s.tmp)?;
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
     }
-    kv.set_len(pos0 + n);
+    kv.commit();
     let first = match logits {
         Logits::None => return Ok(&s.logits[..0]),
         Logits::Last => n - 1,

@@ -71,7 +71,7 @@ pub fn simd_level() -> &'static str {
     }
 }
 
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static A: OnceLock<bool> = OnceLock::new();

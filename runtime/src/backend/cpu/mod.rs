@@ -1,6 +1,7 @@
 //! The CPU backend: a thread pool and the kernels the model graph runs on it.
 
 pub mod attention;
+pub mod attention_q;
 pub mod bandwidth;
 pub mod dot;
 pub mod matmul;
