@@ -20,7 +20,9 @@ pub mod session;
 pub use error::{Error, Result};
 pub use model::{Model, ModelParams};
 pub use sample::SamplingParams;
-pub use session::{CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason};
+pub use session::{
+    CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason, Usage,
+};
 pub mod chat;
 pub mod dfloat;
 pub mod tokenizer;

@@ -75,6 +75,7 @@ pub fn perplexity(
             n_ctx,
             n_batch: n_ctx,
             all_logits: true,
+            ..Default::default()
         },
     )?;
     let n_vocab = model.config().n_vocab;

@@ -31,6 +31,7 @@ fn batched_prefill_equals_token_by_token() {
                 n_ctx: 128,
                 n_batch: batch,
                 all_logits: false,
+                ..Default::default()
             })
             .unwrap();
         s.eval(&ids, Logits::Last).unwrap().to_vec()
@@ -57,6 +58,7 @@ fn all_logits_match_prefix_last_logits() {
             n_ctx: 64,
             n_batch: 64,
             all_logits: true,
+            ..Default::default()
         })
         .unwrap();
     let all = s.eval(&ids, Logits::All).unwrap().to_vec();
@@ -82,6 +84,7 @@ fn context_full_is_an_error_and_the_session_survives() {
             n_ctx: 16,
             n_batch: 16,
             all_logits: false,
+            ..Default::default()
         })
         .unwrap();
     let ids = m

@@ -14,7 +14,16 @@ use suanpan::{Model, ModelParams, SessionParams};
 
 fn load(s: &Synth) -> Arc<Model> {
     let f = GgufFile::from_bytes(s.gguf()).unwrap();
-    Arc::new(Model::from_file(f, &ModelParams { n_threads: 2 }).unwrap())
+    Arc::new(
+        Model::from_file(
+            f,
+            &ModelParams {
+                n_threads: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    )
 }
 
 #[test]
@@ -38,6 +47,7 @@ fn every_arch_and_type_runs_consistently() {
                     n_ctx: 64,
                     n_batch: 64,
                     all_logits: false,
+                    ..Default::default()
                 })
                 .unwrap();
             let batched = a.eval(&ids, Logits::Last).unwrap().to_vec();
@@ -47,6 +57,7 @@ fn every_arch_and_type_runs_consistently() {
                     n_ctx: 64,
                     n_batch: 3,
                     all_logits: false,
+                    ..Default::default()
                 })
                 .unwrap();
             let mut stepped = Vec::new();

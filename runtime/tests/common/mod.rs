@@ -31,8 +31,14 @@ pub fn model() -> Arc<Model> {
     static M: OnceLock<Arc<Model>> = OnceLock::new();
     M.get_or_init(|| {
         Arc::new(
-            Model::load(model_path(), &ModelParams { n_threads: 2 })
-                .expect("load the default model"),
+            Model::load(
+                model_path(),
+                &ModelParams {
+                    n_threads: 2,
+                    ..Default::default()
+                },
+            )
+            .expect("load the default model"),
         )
     })
     .clone()
