@@ -20,7 +20,9 @@ pub mod session;
 pub use error::{Error, Result};
 pub use model::{BackendKind, Model, ModelParams};
 pub use sample::SamplingParams;
-pub use session::{CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason};
+pub use session::{
+    CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason, Usage,
+};
 pub mod chat;
 pub mod convert;
 pub mod dfloat;

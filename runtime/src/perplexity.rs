@@ -105,6 +105,7 @@ pub fn perplexity_with(
                 budget: None,
                 ..kv.clone()
             },
+            memory_budget: 0,
         },
     )?;
     let n_vocab = model.config().n_vocab;

@@ -1,5 +1,18 @@
 //! A conversation with a model: it owns a KV cache, scratch buffers and a sampler, ingests
 //! prompts in batches and streams generated text as whole UTF-8 code points.
+//!
+//! The context of a session is the token ids in its KV cache plus at most one *pending*
+//! token: the last token a generation produced and handed out, which is part of the
+//! conversation but has not been run through the model yet (it will be, first thing, by the
+//! next `generate`/`eval`). Every token whose text a callback saw is in the context, so a
+//! follow-up prompt continues exactly after it.
+//!
+//! Submodules: [`stop`] (stop strings), [`state`] (save/restore), [`chat`] (chat messages
+//! through the model's template).
+
+pub mod chat;
+pub mod state;
+pub mod stop;
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,10 +21,12 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::kv::{KvCache, KvParams, Overflow};
+use crate::model::estimate::session_shape;
 use crate::model::graph::{forward, Logits, Scratch};
 use crate::model::Model;
 use crate::sample::{Sampler, SamplingParams};
 use crate::tokenizer::StreamDecoder;
+use stop::StopMatcher;
 
 /// Stops a running generation from any thread; the session stays usable afterwards.
 #[derive(Clone, Debug, Default)]
@@ -44,8 +59,12 @@ pub struct SessionParams {
     pub n_batch: usize,
     /// Keep logits for every token of a batch (perplexity, scoring). Costs n_batch × vocab floats.
     pub all_logits: bool,
-    /// KV cache mode (f16 or quantized), memory budget and overflow policy.
+    /// KV cache mode (f16 or quantized), KV byte budget and overflow policy.
     pub kv: KvParams,
+    /// Most bytes the session may allocate for its KV cache and buffers (0 = no limit).
+    /// Creating a session that needs more fails with [`Error::OutOfMemory`];
+    /// [`Model::estimate_memory`] tells the need beforehand.
+    pub memory_budget: usize,
 }
 
 impl Default for SessionParams {
@@ -55,6 +74,7 @@ impl Default for SessionParams {
             n_batch: 512,
             all_logits: false,
             kv: KvParams::default(),
+            memory_budget: 0,
         }
     }
 }
@@ -69,6 +89,10 @@ pub struct GenerateParams {
     pub add_special: bool,
     /// Let special-token text in the prompt (e.g. `<|im_start|>`) become special tokens.
     pub parse_special: bool,
+    /// Stop when the output contains one of these strings. The stop string and anything
+    /// after it is not handed to the callback, even when it spans several tokens (text
+    /// that could be the start of a stop string is held back until it is known not to be).
+    pub stop: Vec<String>,
 }
 
 impl Default for GenerateParams {
@@ -78,6 +102,7 @@ impl Default for GenerateParams {
             sampling: SamplingParams::default(),
             add_special: true,
             parse_special: false,
+            stop: Vec::new(),
         }
     }
 }
@@ -91,6 +116,21 @@ pub enum StopReason {
     MaxTokens,
     /// The callback returned `ControlFlow::Break`.
     Callback,
+    /// The output reached one of [`GenerateParams::stop`].
+    StopString,
+}
+
+/// How full a session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Tokens in the context (KV cache plus the pending token).
+    pub tokens: usize,
+    /// Context capacity in tokens.
+    pub n_ctx: usize,
+    /// Bytes the KV cache holds (allocated up front for `n_ctx` positions).
+    pub kv_bytes: usize,
+    /// Bytes of the KV cache filled with the context's keys and values.
+    pub kv_bytes_used: usize,
 }
 
 /// Counts and timings of one generation.
@@ -116,12 +156,20 @@ impl GenerateStats {
 }
 
 /// A model plus the state of one conversation.
+///
+/// A session is `Send` (move it to a worker thread) but not shared: one thread drives it,
+/// others may only [`CancelToken::cancel`] it. Several sessions may run on one model at
+/// once; their forward passes take turns on the model's thread pool.
 pub struct Session {
     model: Arc<Model>,
     kv: KvCache,
     scratch: Scratch,
+    /// Tokens whose keys/values are in `kv`.
     tokens: Vec<u32>,
+    /// The last generated token, in the conversation but not yet in `kv` (see module docs).
+    pending: Option<u32>,
     n_batch: usize,
+    all_logits: bool,
     cancel: CancelToken,
     /// KV cache and scratch on the GPU when the model runs there (then `kv` and `scratch`
     /// are empty placeholders).
@@ -137,20 +185,10 @@ impl Model {
 }
 
 impl Session {
+    /// A new, empty session. Fails with [`Error::InvalidArg`] on a bad context or batch
+    /// size and with [`Error::OutOfMemory`] when the memory budget or the allocator says no.
     pub fn new(model: Arc<Model>, params: &SessionParams) -> Result<Session> {
         let c = model.config();
-        if params.n_ctx > c.n_ctx_train {
-            return Err(Error::invalid(format!(
-                "context of {} tokens exceeds the {} the model was trained for",
-                params.n_ctx, c.n_ctx_train
-            )));
-        }
-        if params.n_batch == 0 || params.n_batch > 8192 {
-            return Err(Error::invalid(format!(
-                "batch size {} (1..=8192)",
-                params.n_batch
-            )));
-        }
         // The GPU backend keeps its own f16 cache; the CPU cache is then a 1-token placeholder.
         let on_gpu = model.on_gpu();
         if on_gpu
@@ -164,6 +202,8 @@ impl Session {
                     .into(),
             ));
         }
+        let shape = session_shape(c, params, model.n_threads())?;
+        let (n_ctx, n_batch) = (shape.n_ctx, shape.n_batch);
         let kv = KvCache::for_model(
             c,
             model.weights.rope_freqs.as_deref(),
@@ -172,15 +212,7 @@ impl Session {
             if on_gpu { 1 } else { params.n_batch },
             model.n_threads(),
         )?;
-        let (n_ctx, n_batch) = if on_gpu {
-            let n_ctx = match params.n_ctx {
-                0 => c.n_ctx_train.min(4096),
-                n => n,
-            };
-            (n_ctx, params.n_batch.min(n_ctx))
-        } else {
-            (kv.capacity(), kv.n_batch())
-        };
+        debug_assert!(on_gpu || (kv.capacity(), kv.n_batch()) == (n_ctx, n_batch));
         #[cfg(feature = "gpu")]
         let gpu = match model.gpu() {
             Some(g) => Some(crate::backend::gpu::GpuState::new(
@@ -202,18 +234,57 @@ impl Session {
             kv,
             scratch,
             tokens: Vec::new(),
+            pending: None,
             n_batch,
+            all_logits: params.all_logits,
             cancel: CancelToken::new(),
             #[cfg(feature = "gpu")]
             gpu,
         })
     }
 
+    /// The parameters that make a session of the same shape as this one.
+    pub fn params(&self) -> SessionParams {
+        SessionParams {
+            n_ctx: self.n_ctx(),
+            n_batch: self.n_batch,
+            all_logits: self.all_logits,
+            kv: self.kv.params().clone(),
+            memory_budget: 0,
+        }
+    }
+
+    /// An independent copy of this session: same model, same context, its own cancel
+    /// token. An f16 CPU cache is copied; a quantized or GPU cache is rebuilt by running the
+    /// context again (quantized pages come out bit-identical, since a batch is ingested
+    /// exactly as token by token). A context whose window slid cannot be copied (the
+    /// evicted tokens are gone).
+    pub fn try_clone(&self) -> Result<Session> {
+        if self.kv.evicted() > 0 {
+            return Err(Error::invalid(
+                "cannot copy a session whose KV window slid (the evicted tokens are gone)",
+            ));
+        }
+        let mut s = Session::new(self.model.clone(), &self.params())?;
+        if self.model.on_gpu() || self.kv.as_f16().is_none() {
+            if !self.tokens.is_empty() {
+                s.eval_raw(&self.tokens, Logits::None)?;
+            }
+        } else {
+            let (k, v) = self.kv.snapshot()?;
+            s.kv.restore(self.kv.len(), &k, &v)?;
+            s.tokens = self.tokens.clone();
+        }
+        s.pending = self.pending;
+        Ok(s)
+    }
+
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }
 
-    /// Tokens fed since the last reset (generated ones included). When the KV window slid,
+    /// Tokens whose keys and values went into the KV cache since the last reset (the
+    /// context without the pending token; see the module docs). When the KV window slid,
     /// only the sinks and the last `kv().len() - sinks` of them are still in the cache.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -222,6 +293,33 @@ impl Session {
     /// Most tokens one forward pass takes (prompts are split into batches of this size).
     pub fn n_batch(&self) -> usize {
         self.n_batch
+    }
+
+    /// Every token of the context, the pending one included.
+    pub fn context_tokens(&self) -> Vec<u32> {
+        let mut v = self.tokens.clone();
+        v.extend(self.pending);
+        v
+    }
+
+    /// The last generated token if it is not in the KV cache yet.
+    pub fn pending_token(&self) -> Option<u32> {
+        self.pending
+    }
+
+    /// Tokens in context, capacity and KV memory.
+    pub fn usage(&self) -> Usage {
+        let bpt = if self.model.on_gpu() {
+            (4 * self.model.config().n_layer * self.model.config().kv_dim()) as f64
+        } else {
+            self.kv.bytes_per_token()
+        };
+        Usage {
+            tokens: self.kv_len() + usize::from(self.pending.is_some()),
+            n_ctx: self.n_ctx(),
+            kv_bytes: self.kv_bytes(),
+            kv_bytes_used: ((self.kv_len() as f64 * bpt) as usize).min(self.kv_bytes()),
+        }
     }
 
     /// Context capacity in tokens.
@@ -274,6 +372,7 @@ impl Session {
         let profiling = st.profiling();
         self.gpu = Some(st);
         self.tokens.clear();
+        self.pending = None;
         Ok(profiling)
     }
 
@@ -286,6 +385,13 @@ impl Session {
         self.scratch.last_logits(n)
     }
 
+    /// Bytes the session allocated: KV cache plus activation buffers (what
+    /// [`crate::model::MemoryEstimate::session_bytes`] predicts; lookup tables and DFloat11
+    /// decode buffers of converted models come on top at the first forward pass).
+    pub fn memory_bytes(&self) -> usize {
+        self.kv_bytes() + self.scratch.bytes()
+    }
+
     /// A handle that cancels this session's generation from any thread.
     pub fn cancel_token(&self) -> CancelToken {
         self.cancel.clone()
@@ -294,6 +400,7 @@ impl Session {
     /// Forget the conversation.
     pub fn reset(&mut self) {
         self.tokens.clear();
+        self.pending = None;
         self.kv.reset();
         #[cfg(feature = "gpu")]
         if let Some(g) = &mut self.gpu {
@@ -301,9 +408,47 @@ impl Session {
         }
     }
 
+    /// Keep only the first `n` tokens of the context (e.g. to re-use a shared prefix).
+    /// Quantized caches and windows that slid cannot be cut (an error; nothing changes).
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n > self.tokens.len() {
+            return Ok(()); // keeps everything (n covers the KV tokens and maybe the pending one)
+        }
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &mut self.gpu {
+            g.set_len(n);
+        } else {
+            self.kv.truncate(n)?;
+        }
+        #[cfg(not(feature = "gpu"))]
+        self.kv.truncate(n)?;
+        self.pending = None;
+        self.tokens.truncate(n);
+        Ok(())
+    }
+
+    /// Run the pending token (if any) through the model so the KV cache holds the whole
+    /// context.
+    pub fn flush_pending(&mut self) -> Result<()> {
+        if let Some(t) = self.pending {
+            self.eval_raw(&[t], Logits::None)?;
+            self.pending = None;
+        }
+        Ok(())
+    }
+
     /// Append `tokens` to the context and return logits: the last token's for
     /// [`Logits::Last`], every token's for [`Logits::All`] (at most one batch of tokens).
+    /// A pending token is evaluated first.
     pub fn eval(&mut self, tokens: &[u32], logits: Logits) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            return Err(Error::invalid("nothing to evaluate"));
+        }
+        self.flush_pending()?;
+        self.eval_raw(tokens, logits)
+    }
+
+    fn eval_raw(&mut self, tokens: &[u32], logits: Logits) -> Result<&[f32]> {
         if tokens.is_empty() {
             return Err(Error::invalid("nothing to evaluate"));
         }
@@ -379,7 +524,9 @@ impl Session {
         self.generate_tokens(&ids, params, on_piece)
     }
 
-    /// [`Session::generate`] from prompt token ids.
+    /// [`Session::generate`] from prompt token ids. A pending token from the previous
+    /// generation goes in first. `prompt` may be empty when there is a pending token
+    /// (continue the text where it stopped).
     pub fn generate_tokens(
         &mut self,
         prompt: &[u32],
@@ -387,7 +534,13 @@ impl Session {
         mut on_piece: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenerateStats> {
         params.sampling.validate()?;
-        if prompt.is_empty() {
+        if params.stop.iter().any(|s| s.is_empty()) {
+            return Err(Error::invalid("a stop string is empty"));
+        }
+        let mut input = Vec::with_capacity(prompt.len() + 1);
+        input.extend(self.pending);
+        input.extend_from_slice(prompt);
+        if input.is_empty() {
             return Err(Error::invalid("the prompt is empty"));
         }
         self.cancel.reset();
@@ -396,24 +549,51 @@ impl Session {
         let mut sampler = Sampler::new(params.sampling.clone(), model.config.n_vocab);
         let t0 = Instant::now();
         let mut next = {
-            let logits = self.eval(prompt, Logits::Last)?;
-            sampler.sample(logits, prompt)
+            let pending = self.pending.take();
+            let before = self.tokens.len();
+            match self.eval_raw(&input, Logits::Last) {
+                Ok(logits) => sampler.sample(logits, &input),
+                Err(e) => {
+                    if self.tokens.len() == before {
+                        self.pending = pending; // nothing went in: the context is unchanged
+                    }
+                    return Err(e);
+                }
+            }
         };
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
         let t1 = Instant::now();
         let mut out = Vec::with_capacity(params.max_tokens.min(4096));
         let mut dec = StreamDecoder::new();
+        let mut stopper = StopMatcher::new(&params.stop);
         let mut stop = StopReason::MaxTokens;
         while out.len() < params.max_tokens {
             if tok.is_eog(next) {
                 stop = StopReason::EndOfGeneration;
                 break;
             }
+            let full = self.model.on_gpu() || self.kv.params().overflow == Overflow::Error;
+            if full && self.kv_len() >= self.n_ctx() {
+                // No room for the token: it is neither streamed nor kept.
+                return Err(Error::ContextFull(format!(
+                    "the context of {} tokens is full after {} generated tokens",
+                    self.n_ctx(),
+                    out.len()
+                )));
+            }
             out.push(next);
+            self.pending = Some(next);
             let piece = dec.push(tok.token_bytes(next));
-            if !piece.is_empty() && on_piece(piece).is_break() {
-                stop = StopReason::Callback;
-                break;
+            if !piece.is_empty() {
+                let (text, hit) = stopper.push(piece);
+                if !text.is_empty() && on_piece(text).is_break() {
+                    stop = StopReason::Callback;
+                    break;
+                }
+                if hit {
+                    stop = StopReason::StopString;
+                    break;
+                }
             }
             if out.len() == params.max_tokens {
                 break;
@@ -421,16 +601,28 @@ impl Session {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            self.eval(&[next], Logits::Last)?;
+            self.eval_raw(&[next], Logits::Last)?;
+            self.pending = None;
             let logits = self.last_logits(model.config.n_vocab);
             next = sampler.sample(logits, &self.tokens);
         }
-        let tail = dec.finish();
-        if !tail.is_empty() && stop != StopReason::Callback {
-            let _ = on_piece(&tail);
+        if !matches!(stop, StopReason::Callback | StopReason::StopString) {
+            // Bytes of an unfinished code point, then text held back for a stop string.
+            let tail = dec.finish();
+            let (text, hit) = stopper.push(&tail);
+            if hit {
+                stop = StopReason::StopString;
+            }
+            let mut rest = text.to_string();
+            if !hit {
+                rest.push_str(stopper.finish());
+            }
+            if !rest.is_empty() {
+                let _ = on_piece(&rest);
+            }
         }
         Ok(GenerateStats {
-            prompt_tokens: prompt.len(),
+            prompt_tokens: input.len(),
             prompt_ms,
             generated_tokens: out.len(),
             generate_ms: t1.elapsed().as_secs_f64() * 1e3,

@@ -248,6 +248,7 @@ fn session_on_gpu_generates_like_cpu() {
             &ModelParams {
                 n_threads: 2,
                 backend: BackendKind::Gpu,
+                ..Default::default()
             },
         )
         .unwrap(),
@@ -310,6 +311,7 @@ fn auto_falls_back_to_cpu_with_a_reason() {
         &ModelParams {
             n_threads: 1,
             backend: BackendKind::Auto,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -92,6 +92,7 @@ fn quantized_distributions_track_f16() {
                 n_batch: 256,
                 all_logits: true,
                 kv: p,
+                ..Default::default()
             })
             .unwrap();
         s.eval(&ids, Logits::All).unwrap().to_vec()

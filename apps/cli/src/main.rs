@@ -132,6 +132,9 @@ struct SampleArgs {
     repeat_penalty: f32,
     #[arg(long = "repeat-last-n", default_value_t = 64)]
     repeat_last_n: usize,
+    /// Stop before this text (repeatable); it is not printed.
+    #[arg(long = "stop")]
+    stop: Vec<String>,
 }
 
 impl SampleArgs {
@@ -143,6 +146,7 @@ impl SampleArgs {
             sampling: self.params(),
             add_special: true,
             parse_special,
+            stop: self.stop.clone(),
         }
     }
 
@@ -284,6 +288,7 @@ fn load(args: &ModelArgs) -> Result<Arc<Model>> {
         &ModelParams {
             n_threads: args.threads,
             backend,
+            ..Default::default()
         },
     )
     .with_context(|| format!("loading {}", path.display()))?;
@@ -348,35 +353,22 @@ fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// One chat turn: render the whole conversation, reuse the cached prefix, generate.
+/// One chat turn: the session renders the whole conversation, reuses the cached prefix
+/// and generates the reply.
 fn chat_turn(
     model: &Arc<Model>,
     s: &mut Session,
     msgs: &mut Vec<ChatMessage>,
     params: &GenerateParams,
 ) -> Result<()> {
-    let fallback = suanpan::chat::ChatTemplate::chatml();
-    let tmpl = model.chat_template().unwrap_or(&fallback);
-    let text = tmpl.render(msgs, true)?;
-    let ids = model.tokenizer().encode(&text, true, true)?;
-    let cached = s.tokens();
-    let new: Vec<u32> = if ids.len() > cached.len() && ids[..cached.len()] == *cached {
-        ids[cached.len()..].to_vec()
-    } else {
-        s.reset();
-        ids
-    };
     let mut reply = String::new();
-    let stats = s.generate_tokens(&new, params, |piece| {
+    let stats = s.chat(msgs, params, |piece| {
         reply.push_str(piece);
         print_piece(piece)
     })?;
     println!();
     report(model, &stats);
-    msgs.push(ChatMessage {
-        role: "assistant".into(),
-        content: reply,
-    });
+    msgs.push(ChatMessage::assistant(reply));
     Ok(())
 }
 
@@ -561,6 +553,7 @@ fn info(a: InfoArgs) -> Result<()> {
         &ModelParams {
             n_threads: 1,
             backend: a.backend,
+            ..Default::default()
         },
     )?;
     let c = model.config();
@@ -663,6 +656,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         n_batch: a.prompt_tokens,
         all_logits: false,
         kv: a.model.kv.params()?,
+        ..Default::default()
     })?;
     // A deterministic prompt of ordinary tokens (as llama-bench uses random ids).
     let n_vocab = model.config().n_vocab as u64;
@@ -765,6 +759,7 @@ fn bench_ctx(a: &BenchArgs, model: &Arc<Model>, ctx: usize) -> Result<()> {
         n_batch: 512,
         all_logits: false,
         kv,
+        ..Default::default()
     })?;
     let n_vocab = model.config().n_vocab as u64;
     let prompt: Vec<u32> = (0..fill as u64)

@@ -226,7 +226,7 @@ impl KvParams {
             )));
         }
         let hd = g.head_dim;
-        if hd % 32 != 0 || hd % self.group.min(hd) != 0 {
+        if !hd.is_multiple_of(32) || !hd.is_multiple_of(self.group.min(hd)) {
             return Err(Error::invalid(format!(
                 "quantized KV caches need a head dimension that is a multiple of 32 and of the group size; this model has {hd}"
             )));

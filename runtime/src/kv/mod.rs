@@ -133,6 +133,27 @@ impl KvCache {
         n_batch: usize,
         n_threads: usize,
     ) -> Result<Self> {
+        let (geom, capacity, batch) = Self::plan(c, params, n_ctx, n_batch)?;
+        Self::new(
+            geom,
+            params,
+            capacity,
+            batch,
+            c.n_head,
+            n_threads,
+            RopeShift::new(c, rope_freqs),
+        )
+    }
+
+    /// The geometry, capacity and batch size [`KvCache::for_model`] gives a model of config
+    /// `c` for a requested context `n_ctx` (0 = the model's default) and batch `n_batch`:
+    /// a byte budget picks the context, a sliding window keeps room beside the sinks.
+    pub fn plan(
+        c: &ModelConfig,
+        params: &KvParams,
+        n_ctx: usize,
+        n_batch: usize,
+    ) -> Result<(KvGeom, usize, usize)> {
         let geom = KvGeom {
             n_layer: c.n_layer,
             n_kv_head: c.n_kv_head,
@@ -159,15 +180,7 @@ impl KvCache {
             }
             batch = batch.min(room);
         }
-        Self::new(
-            geom,
-            params,
-            capacity,
-            batch,
-            c.n_head,
-            n_threads,
-            RopeShift::new(c, rope_freqs),
-        )
+        Ok((geom, capacity, batch))
     }
 
     /// A cache of `capacity` tokens for batches of up to `n_batch`, attended by `n_threads`
@@ -288,6 +301,60 @@ impl KvCache {
             Store::Quant(q) => Some(q),
             Store::F16 { .. } => None,
         }
+    }
+
+    /// Marginal KV bytes per token of context (all layers).
+    pub fn bytes_per_token(&self) -> f64 {
+        self.params
+            .footprint(&self.geom, self.capacity, self.n_batch)
+            .map(|f| f.bytes_per_token)
+            .unwrap_or(0.0)
+    }
+
+    /// The f16 storage of a cache that can be copied token for token: an f16 cache whose
+    /// window never slid (a slid cache's sinks were re-rotated, a quantized one has no
+    /// per-token copy).
+    fn plain_f16(&self, what: &str) -> Result<&F16Cache> {
+        match &self.store {
+            Store::F16 { cache, .. } if self.evicted == 0 => Ok(cache),
+            Store::F16 { .. } => Err(Error::invalid(format!(
+                "{what} needs a KV cache whose window has not slid"
+            ))),
+            Store::Quant(_) => Err(Error::invalid(format!(
+                "{what} needs an f16 KV cache (this one is {})",
+                self.params.mode
+            ))),
+        }
+    }
+
+    /// Keys and values of every cached token, as [`F16Cache::snapshot`] (f16 caches that
+    /// never slid).
+    pub fn snapshot(&self) -> Result<(Vec<F16>, Vec<F16>)> {
+        Ok(self.plain_f16("copying the KV cache")?.snapshot())
+    }
+
+    /// Replace the contents with `len` tokens from [`KvCache::snapshot`].
+    pub fn restore(&mut self, len: usize, k: &[F16], v: &[F16]) -> Result<()> {
+        self.reset();
+        self.plain_f16("restoring the KV cache")?;
+        match &mut self.store {
+            Store::F16 { cache, .. } => cache.restore(len, k, v),
+            Store::Quant(_) => unreachable!("checked by plain_f16"),
+        }
+    }
+
+    /// Keep only the first `n` tokens (f16 caches that never slid; quantized pages cannot
+    /// be cut). `n >= len` keeps everything.
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n >= self.len() {
+            return Ok(());
+        }
+        self.plain_f16("truncating the context")?;
+        match &mut self.store {
+            Store::F16 { cache, .. } => cache.set_len(n),
+            Store::Quant(_) => unreachable!("checked by plain_f16"),
+        }
+        Ok(())
     }
 
     /// Forget everything (positions start again at 0).

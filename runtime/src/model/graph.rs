@@ -94,6 +94,26 @@ impl Scratch {
     pub fn capacity(&self) -> usize {
         self.cap
     }
+
+    /// Bytes the buffers hold (what [`crate::model::MemoryEstimate`] predicts).
+    pub fn bytes(&self) -> usize {
+        let f32s = [
+            &self.x,
+            &self.xn,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.attn,
+            &self.tmp,
+            &self.gate,
+            &self.up,
+            &self.scores,
+            &self.logits,
+        ];
+        f32s.iter().map(|b| b.len() * 4).sum::<usize>()
+            + self.proj.acts.len()
+            + self.rope_cs.len() * std::mem::size_of::<(f32, f32)>()
+    }
 }
 
 /// Buffers of the projections: converted activations (ggml formats), per-token lookup

@@ -3,14 +3,19 @@
 //! threads (`Arc<Model>`); sessions hold the mutable state.
 
 pub mod config;
+pub mod estimate;
 pub mod graph;
+pub mod load;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 pub use config::{Arch, ModelConfig};
+pub use estimate::MemoryEstimate;
 pub use graph::Logits;
+pub use load::LoadProgress;
 pub use weights::Weights;
 
 use crate::backend::cpu::Pool;
@@ -54,6 +59,9 @@ pub struct ModelParams {
     pub n_threads: usize,
     /// Backend for the forward pass.
     pub backend: BackendKind,
+    /// Called with the fraction loaded (0.0 ..= 1.0) after each step of the load; returning
+    /// `false` cancels the load ([`crate::Error::Cancelled`]). See [`LoadProgress`].
+    pub progress: Option<LoadProgress>,
 }
 
 /// A model ready to run.
@@ -83,6 +91,8 @@ pub struct Model {
     pub(crate) gpu: Option<std::sync::Arc<crate::backend::gpu::GpuModel>>,
     /// Why `Auto` fell back to the CPU.
     pub(crate) backend_note: Option<String>,
+    /// Identity of the file for saved session states, computed on first use.
+    pub(crate) fingerprint: OnceLock<u64>,
 }
 
 impl std::fmt::Debug for Model {
@@ -95,10 +105,13 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Map, validate and prepare a GGUF model.
+    /// Map, validate and prepare a GGUF model, reading every page of its tensor data
+    /// once (so the first token does not stall on page faults, and an unreadable file
+    /// fails here). `params.progress` hears how far the load got and can cancel it.
     pub fn load(path: impl AsRef<Path>, params: &ModelParams) -> Result<Model> {
         let t0 = Instant::now();
         let path = path.as_ref();
+        load::report(params.progress.as_ref(), 0.0)?;
         let file = GgufFile::open(path)?;
         Self::from_gguf(file, path, params, t0)
     }
@@ -109,8 +122,14 @@ impl Model {
     }
 
     fn from_gguf(file: GgufFile, path: &Path, params: &ModelParams, t0: Instant) -> Result<Model> {
+        // Steps and the share of the progress bar each ends at; touching the tensor data
+        // (reading every page of the mapping) is the long part and reports per tensor.
+        let progress = params.progress.as_ref();
+        let step = |at: f32| load::report(progress, at);
+        step(load::PARSED)?;
         let config = ModelConfig::from_gguf(&file)?;
         let weights = Weights::from_gguf(&file, &config)?;
+        step(load::WEIGHTS_CHECKED)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         if tokenizer.vocab_size() > config.n_vocab {
             return Err(crate::Error::bad_model(format!(
@@ -119,11 +138,14 @@ impl Model {
                 config.n_vocab
             )));
         }
+        step(load::TOKENIZER_BUILT)?;
         let chat_template = ChatTemplate::from_gguf(&file)?;
+        load::touch_tensors(&file, progress)?;
         let pool = Pool::new(params.n_threads)?;
         let (gpu, backend_note) = gpu_for(params.backend, &config, &weights, &file)?;
         #[cfg(not(feature = "gpu"))]
         let _ = gpu;
+        step(1.0)?;
         Ok(Model {
             path: path.to_path_buf(),
             file,
@@ -136,6 +158,7 @@ impl Model {
             #[cfg(feature = "gpu")]
             gpu,
             backend_note,
+            fingerprint: OnceLock::new(),
         })
     }
 
