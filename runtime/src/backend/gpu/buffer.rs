@@ -5,7 +5,7 @@
 //! multiple of 4 bytes (padding is zero).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use super::device::GpuDevice;
 use crate::error::{Error, Result};
@@ -100,18 +100,27 @@ impl GpuDevice {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         enc.copy_buffer_to_buffer(&b.buf, offset, &staging, 0, n);
         self.queue.submit([enc.finish()]);
-        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
-            Arc::new(Mutex::new(None));
-        {
-            let done = done.clone();
-            staging.map_async(wgpu::MapMode::Read, .., move |r| {
-                if let Ok(mut d) = done.lock() {
-                    *d = Some(r);
-                }
-            });
-        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
         self.wait()?;
-        match done.lock().ok().and_then(|mut d| d.take()) {
+        // With several threads on one device, another thread's poll may be the one running
+        // this callback: our poll can return first. Keep polling until it has run.
+        let t0 = std::time::Instant::now();
+        let mapped = loop {
+            match rx.try_recv() {
+                Ok(r) => break Some(r),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break None,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                break None;
+            }
+            self.wait()?;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        match mapped {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::Backend(format!("mapping a result buffer: {e}"))),
             None => return Err(Error::Backend("a result buffer was never mapped".into())),
