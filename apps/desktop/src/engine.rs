@@ -460,4 +460,101 @@ mod tests {
         worker.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    fn ready_engine(stop: StopFlag) -> (Sender<Command>, Receiver<EngineEvent>, CancelToken) {
+        let model = suanpan::install::default_model_path();
+        assert!(
+            model.is_file(),
+            "the default model is missing at {}; scripts/test installs it",
+            model.display()
+        );
+        let (ev_tx, ev_rx) = channel();
+        let (cmd_tx, cmd_rx) = channel();
+        let config = EngineConfig {
+            n_ctx: 512,
+            n_threads: 1,
+        };
+        spawn(ev_tx, cmd_rx, stop, config);
+        cmd_tx
+            .send(Command::Load(ModelSource::File(model)))
+            .unwrap();
+        loop {
+            match recv(&ev_rx) {
+                EngineEvent::LoadProgress { .. } => continue,
+                EngineEvent::Loaded { info, cancel } => {
+                    assert_eq!(info.n_ctx, 512);
+                    assert!(info.has_template);
+                    return (cmd_tx, ev_rx, cancel);
+                }
+                other => panic!("expected Loaded, got {other:?}"),
+            }
+        }
+    }
+
+    fn ask(id: u64, max_tokens: usize) -> Command {
+        let mut params = GenerateParams {
+            max_tokens,
+            parse_special: true,
+            ..Default::default()
+        };
+        params.sampling.temperature = 0.0;
+        Command::Generate(GenerateRequest {
+            id,
+            messages: vec![ChatMessage::user("Count from one to twenty in words.")],
+            params,
+        })
+    }
+
+    /// Pieces until Done: (text, stop reason).
+    fn collect(
+        rx: &Receiver<EngineEvent>,
+        id: u64,
+        stop_after: Option<(usize, &StopFlag)>,
+    ) -> (String, &'static str) {
+        let mut text = String::new();
+        let mut n = 0;
+        loop {
+            match recv(rx) {
+                EngineEvent::Started { id: i, .. } => assert_eq!(i, id),
+                EngineEvent::Token { id: i, piece } => {
+                    assert_eq!(i, id);
+                    text.push_str(&piece);
+                    n += 1;
+                    if let Some((k, flag)) = stop_after {
+                        if n == k {
+                            flag.raise();
+                        }
+                    }
+                }
+                EngineEvent::Done { id: i, stats } => {
+                    assert_eq!(i, id);
+                    return (text, stats.stop);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn stop_keeps_the_reply_so_far_and_the_session_goes_on() {
+        let stop = StopFlag::default();
+        let (tx, rx, _cancel) = ready_engine(stop.clone());
+        // The full greedy reply, then the same request stopped after 3 pieces.
+        tx.send(ask(1, 24)).unwrap();
+        let (full, why) = collect(&rx, 1, None);
+        assert!(!full.is_empty());
+        assert_ne!(why, "stopped");
+        stop.clear();
+        tx.send(ask(2, 24)).unwrap();
+        let (part, why) = collect(&rx, 2, Some((3, &stop)));
+        assert_eq!(why, "stopped");
+        // The worker stops within a piece of the flag: the text is a prefix of the full reply.
+        assert!(full.starts_with(&part), "{part:?} vs {full:?}");
+        assert!(part.len() < full.len());
+        // The same session answers again, identically (greedy, reset context).
+        stop.clear();
+        tx.send(ask(3, 24)).unwrap();
+        let (again, _) = collect(&rx, 3, None);
+        assert_eq!(again, full);
+    }
 }
