@@ -155,7 +155,7 @@ fn demo_prompt_streams_a_reply_and_renders_it() {
     let json_path = dir.join("desktop-demo.json");
     let _ = std::fs::remove_file(&png_path);
     let _ = std::fs::remove_file(&json_path);
-    let prompt = "What is the capital of France?";
+    let prompt = "Describe the sea in two sentences.";
     let out = run_app(&[
         "--demo-prompt",
         prompt,
