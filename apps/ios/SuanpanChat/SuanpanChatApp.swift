@@ -1,0 +1,8 @@
+import SwiftUI
+
+@main
+struct SuanpanChatApp: App {
+    var body: some Scene {
+        WindowGroup { ChatView() }
+    }
+}
