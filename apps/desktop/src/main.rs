@@ -42,6 +42,10 @@ struct Args {
     /// Compute threads (default: one per core but one, left to the UI).
     #[arg(short = 't', long)]
     threads: Option<usize>,
+    /// Where the model runs: cpu, gpu, or auto (a hardware GPU that can run the model,
+    /// else the CPU; software adapters such as lavapipe are never picked).
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: suanpan::BackendKind,
     /// System prompt.
     #[arg(long)]
     system: Option<String>,
@@ -68,6 +72,10 @@ struct Args {
     /// Demo: give up (exit 1) after this many seconds.
     #[arg(long = "demo-timeout", default_value_t = 600)]
     demo_timeout: u64,
+}
+
+fn parse_backend(s: &str) -> Result<suanpan::BackendKind, String> {
+    s.parse().map_err(|e: suanpan::Error| e.to_string())
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -104,6 +112,7 @@ fn run(a: Args) -> anyhow::Result<u8> {
         n_threads: a
             .threads
             .unwrap_or_else(engine::EngineConfig::default_threads),
+        backend: a.backend,
     };
     let worker = engine::spawn(app::ProxySink(proxy.clone()), cmd_rx, stop.clone(), config);
 

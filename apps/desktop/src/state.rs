@@ -81,6 +81,7 @@ impl Settings {
             // The chat template writes BOS and special tokens itself.
             add_special: true,
             parse_special: true,
+            stop: Vec::new(),
         }
     }
 }
@@ -105,7 +106,10 @@ pub struct Metrics {
     pub ctx_used: usize,
     pub last_stop: Option<&'static str>,
     pub generated_tokens: usize,
+    /// Tokens run through the model before the reply.
     pub prompt_tokens: usize,
+    /// Tokens of the conversation kept from the context instead of being run again.
+    pub reused_tokens: usize,
     /// Time to ingest the prompt, as the runtime measured it.
     pub prompt_ms: f64,
 }
@@ -308,11 +312,14 @@ impl AppState {
             EngineEvent::Started {
                 id,
                 prompt_tokens,
+                reused_tokens,
                 ctx_used,
             } => {
                 if let Some(r) = self.running.as_mut().filter(|r| r.id == id) {
                     r.prompt_tokens = Some(prompt_tokens);
                     self.metrics.ctx_used = ctx_used;
+                    self.metrics.prompt_tokens = prompt_tokens;
+                    self.metrics.reused_tokens = reused_tokens;
                 }
             }
             EngineEvent::Token { id, piece } => {
@@ -355,12 +362,13 @@ impl AppState {
         self.metrics.last_stop = Some(stats.stop);
         self.metrics.generated_tokens = stats.generated_tokens;
         self.metrics.prompt_tokens = stats.prompt_tokens;
+        self.metrics.reused_tokens = stats.reused_tokens;
         self.metrics.prompt_ms = stats.prompt_ms;
         if let Some(t) = self.turns.last_mut() {
-            if stats.stop == "stopped" {
-                t.note = Some("stopped".into());
-            } else if stats.stop == "max tokens" {
-                t.note = Some(format!("cut at {} tokens", stats.generated_tokens));
+            match stats.stop {
+                "stopped" => t.note = Some("stopped".into()),
+                "max tokens" => t.note = Some(format!("cut at {} tokens", stats.generated_tokens)),
+                _ => {}
             }
         }
     }
@@ -399,6 +407,8 @@ mod tests {
             arch: "llama".into(),
             n_params: 1,
             backend: "cpu".into(),
+            on_gpu: false,
+            backend_note: None,
             load_ms: 1.0,
             n_ctx: 512,
             kv_bytes: 0,
@@ -429,6 +439,7 @@ mod tests {
             id,
             stats: DoneStats {
                 prompt_tokens: 5,
+                reused_tokens: 0,
                 prompt_ms: 1.0,
                 generated_tokens: 2,
                 decode_tps: 10.0,
@@ -536,5 +547,21 @@ mod tests {
         assert!(!s.is_generating());
         assert!(s.errors[0].contains("context full"));
         assert!(s.turns[1].note.as_deref().unwrap().contains("context full"));
+    }
+
+    #[test]
+    fn reuse_counts_reach_the_metrics() {
+        let mut s = ready();
+        s.input = "Hello".into();
+        let (id, _) = gen_id(s.submit());
+        s.apply(EngineEvent::Started {
+            id,
+            prompt_tokens: 1,
+            reused_tokens: 30,
+            ctx_used: 31,
+        });
+        assert_eq!((s.metrics.prompt_tokens, s.metrics.reused_tokens), (1, 30));
+        s.apply(done(id, "end of generation"));
+        assert_eq!(s.metrics.reused_tokens, 0);
     }
 }
