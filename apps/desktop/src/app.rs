@@ -387,6 +387,7 @@ impl App {
             "prompt": demo.prompt,
             "reply": st.last_reply(),
             "system_prompt": st.settings.system_prompt,
+            "stop_strings": crate::state::parse_stops(&st.settings.stop),
             "turns": st.turns.iter().map(|t| json!({
                 "role": match t.role { Role::User => "user", Role::Assistant => "assistant" },
                 "text": t.text,

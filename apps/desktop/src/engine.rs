@@ -8,7 +8,8 @@
 //! - the compute backend is chosen by [`EngineConfig::backend`] (auto by default: a
 //!   hardware GPU when one can run the model, else the CPU, with the reason kept);
 //! - replies come from [`Session::chat`], which keeps the longest token prefix the context
-//!   already holds (a new turn, Regenerate, an edited system prompt) and runs the rest.
+//!   already holds (a new turn, Regenerate, an edited system prompt) and runs the rest;
+//! - stop strings travel in the request's `GenerateParams`.
 
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -689,5 +690,28 @@ mod tests {
         let sys = send(4, edited, greedy(4));
         assert!(sys.1.reused_tokens < 5, "{:?}", sys.1);
         assert!(sys.1.prompt_tokens > n_prompt / 2, "{:?}", sys.1);
+    }
+
+    #[test]
+    fn stop_strings_end_the_reply_before_them() {
+        let (tx, rx, _cancel) = ready_engine(StopFlag::default());
+        tx.send(ask(1, 24)).unwrap();
+        let (full, _) = collect(&rx, 1, None);
+        // A piece of the middle of the greedy reply as the stop string.
+        let chars: Vec<char> = full.chars().collect();
+        assert!(chars.len() >= 8, "{full:?}");
+        let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+        let want = &full[..full.find(&stop).unwrap()];
+        let mut params = greedy(24);
+        params.stop = vec![stop.clone()];
+        tx.send(Command::Generate(GenerateRequest {
+            id: 2,
+            messages: vec![ChatMessage::user(COUNT)],
+            params,
+        }))
+        .unwrap();
+        let (text, stats) = collect_stats(&rx, 2, None);
+        assert_eq!(stats.stop, "stop string", "{stop:?} in {full:?}");
+        assert_eq!(text, want, "stop {stop:?}");
     }
 }

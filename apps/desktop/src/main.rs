@@ -57,6 +57,10 @@ struct Args {
     temp: Option<f32>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Stop string (repeat for several); the reply ends before it. Fills the window's
+    /// stop strings field.
+    #[arg(long = "stop")]
+    stop: Vec<String>,
     /// Window size in pixels, WIDTHxHEIGHT.
     #[arg(long, default_value = "1000x700", value_parser = parse_size)]
     size: (u32, u32),
@@ -89,6 +93,13 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
             .ok_or_else(|| format!("bad size {s:?}: each side 64..=8192 pixels"))
     };
     Ok((p(w)?, p(h)?))
+}
+
+/// A stop string as one line of the settings field (the inverse of `state::parse_stops`).
+fn escape_stop(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\t', "\\t")
 }
 
 fn main() -> ExitCode {
@@ -128,6 +139,14 @@ fn run(a: Args) -> anyhow::Result<u8> {
     }
     if let Some(s) = a.seed {
         st.settings.seed = s;
+    }
+    if !a.stop.is_empty() {
+        st.settings.stop = a
+            .stop
+            .iter()
+            .map(|s| escape_stop(s))
+            .collect::<Vec<_>>()
+            .join("\n");
     }
     let demo =
         (a.demo_prompt.is_some() || a.screenshot.is_some() || a.state_json.is_some()).then(|| {

@@ -51,6 +51,8 @@ pub struct Settings {
     pub top_k: usize,
     pub seed: u64,
     pub max_tokens: usize,
+    /// Stop strings, one per line; `\n`, `\t` and `\\` are escapes (see [`parse_stops`]).
+    pub stop: String,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
             top_k: s.top_k,
             seed: s.seed,
             max_tokens: 256,
+            stop: String::new(),
         }
     }
 }
@@ -81,9 +84,39 @@ impl Settings {
             // The chat template writes BOS and special tokens itself.
             add_special: true,
             parse_special: true,
-            stop: Vec::new(),
+            stop: parse_stops(&self.stop),
         }
     }
+}
+
+/// The stop strings of the settings field: one per line, empty lines skipped, and `\n`,
+/// `\t`, `\\` written as escapes (so a stop string can hold a newline).
+pub fn parse_stops(field: &str) -> Vec<String> {
+    field
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut out = String::new();
+            let mut it = l.chars();
+            while let Some(c) = it.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                match it.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some('\\') => out.push('\\'),
+                    Some(o) => {
+                        out.push('\\');
+                        out.push(o);
+                    }
+                    None => out.push('\\'),
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 /// The generation in flight.
@@ -368,6 +401,7 @@ impl AppState {
             match stats.stop {
                 "stopped" => t.note = Some("stopped".into()),
                 "max tokens" => t.note = Some(format!("cut at {} tokens", stats.generated_tokens)),
+                "stop string" => t.note = Some("ended at a stop string".into()),
                 _ => {}
             }
         }
@@ -550,6 +584,22 @@ mod tests {
     }
 
     #[test]
+    fn stop_strings_are_lines_with_escapes() {
+        assert!(parse_stops("").is_empty());
+        assert_eq!(
+            parse_stops("User:\n\\nEND\\n\n\na\\tb\\\\c\\x\\"),
+            vec!["User:", "\nEND\n", "a\tb\\c\\x\\"]
+        );
+        let mut s = Settings {
+            stop: "###".into(),
+            ..Default::default()
+        };
+        assert_eq!(s.generate_params().stop, vec!["###"]);
+        s.stop.clear();
+        assert!(s.generate_params().stop.is_empty());
+    }
+
+    #[test]
     fn reuse_counts_reach_the_metrics() {
         let mut s = ready();
         s.input = "Hello".into();
@@ -561,7 +611,8 @@ mod tests {
             ctx_used: 31,
         });
         assert_eq!((s.metrics.prompt_tokens, s.metrics.reused_tokens), (1, 30));
-        s.apply(done(id, "end of generation"));
+        s.apply(done(id, "stop string"));
         assert_eq!(s.metrics.reused_tokens, 0);
+        assert_eq!(s.turns[1].note.as_deref(), Some("ended at a stop string"));
     }
 }

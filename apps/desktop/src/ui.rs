@@ -188,6 +188,14 @@ fn settings(ui: &mut egui::Ui, st: &mut AppState) {
         ui.add(egui::DragValue::new(&mut s.max_tokens).range(1..=8192));
         ui.end_row();
     });
+    ui.label("stop strings")
+        .on_hover_text("One per line; \\n is a newline, \\t a tab, \\\\ a backslash");
+    ui.add(
+        egui::TextEdit::multiline(&mut s.stop)
+            .desired_rows(2)
+            .desired_width(f32::INFINITY)
+            .hint_text("one per line, e.g. \\n\\n"),
+    );
     if ui.button("Reset to defaults").clicked() {
         let sys = std::mem::take(&mut s.system_prompt);
         *s = Default::default();
