@@ -407,7 +407,8 @@ fn common_prefix(context: &[u32], ids: &[u32]) -> usize {
 fn forward_progress<S: Sink>(sink: S, stage: String) -> LoadProgress {
     // The callback must be `Sync`; it only ever runs on the loading thread.
     let sink = Mutex::new(sink);
-    let last = AtomicU32::new(u32::MAX);
+    // Step 0 was announced by the caller.
+    let last = AtomicU32::new(0);
     LoadProgress::new(move |f| {
         let step = (f.clamp(0.0, 1.0) * 200.0) as u32;
         if last.swap(step, Ordering::Relaxed) == step {
