@@ -37,6 +37,7 @@ pub enum UserEvent {
 }
 
 /// The worker's sink: each event wakes the event loop.
+#[derive(Clone)]
 pub struct ProxySink(pub EventLoopProxy<UserEvent>);
 
 impl Sink for ProxySink {
@@ -386,6 +387,7 @@ impl App {
             "prompt": demo.prompt,
             "reply": st.last_reply(),
             "system_prompt": st.settings.system_prompt,
+            "stop_strings": crate::state::parse_stops(&st.settings.stop),
             "turns": st.turns.iter().map(|t| json!({
                 "role": match t.role { Role::User => "user", Role::Assistant => "assistant" },
                 "text": t.text,
@@ -397,6 +399,8 @@ impl App {
                 "arch": i.arch,
                 "n_params": i.n_params,
                 "backend": i.backend,
+                "on_gpu": i.on_gpu,
+                "backend_note": i.backend_note,
                 "load_ms": i.load_ms,
                 "n_ctx": i.n_ctx,
                 "kv_bytes": i.kv_bytes,
@@ -406,6 +410,7 @@ impl App {
                 "ttft_ms": st.metrics.ttft.map(|d| d.as_secs_f64() * 1e3),
                 "decode_tps": st.metrics.decode_tps,
                 "prompt_tokens": st.metrics.prompt_tokens,
+                "reused_tokens": st.metrics.reused_tokens,
                 "prompt_ms": st.metrics.prompt_ms,
                 "generated_tokens": st.metrics.generated_tokens,
                 "ctx_used": st.metrics.ctx_used,

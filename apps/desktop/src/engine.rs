@@ -2,25 +2,31 @@
 //! [`Command`]s from the UI and answers with [`EngineEvent`]s through a [`Sink`] (the
 //! winit event-loop proxy in the app, a channel in tests). The event loop never waits on it.
 //!
-//! This is the only module that calls the suanpan API, so the Session extensions being
-//! written elsewhere plug in here (look for `WIRE:` comments):
-//! - a load progress callback → [`EngineEvent::LoadProgress`] with a real fraction;
-//! - stop strings → a field of [`GenerateRequest`] passed to `GenerateParams`;
-//! - save/restore → a "truncate to common prefix" in [`Engine::generate`] instead of a reset.
+//! This is the only module that calls the suanpan API:
+//! - the load progress callback becomes [`EngineEvent::LoadProgress`] with a real fraction
+//!   (and a load stops when the window is gone);
+//! - the compute backend is chosen by [`EngineConfig::backend`] (auto by default: a
+//!   hardware GPU when one can run the model, else the CPU, with the reason kept);
+//! - replies come from [`Session::chat`], which keeps the longest token prefix the context
+//!   already holds (a new turn, Regenerate, an edited system prompt) and runs the rest;
+//! - stop strings travel in the request's `GenerateParams`.
 
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use suanpan::chat::{ChatMessage, ChatTemplate};
-use suanpan::{CancelToken, GenerateParams, Model, ModelParams, Session, SessionParams};
+use suanpan::chat::ChatMessage;
+use suanpan::model::LoadProgress;
+use suanpan::{
+    BackendKind, CancelToken, GenerateParams, Model, ModelParams, Session, SessionParams,
+};
 
 /// Where the worker sends its events. `send` returns false once nobody listens any more
-/// (the window closed), and the worker then stops.
-pub trait Sink: Send + 'static {
+/// (the window closed), and the worker then stops. Cloned into the load progress callback.
+pub trait Sink: Clone + Send + 'static {
     fn send(&self, ev: EngineEvent) -> bool;
 }
 
@@ -61,8 +67,13 @@ pub struct ModelInfo {
     pub path: PathBuf,
     pub arch: String,
     pub n_params: u64,
-    /// The compute backend the runtime chose (e.g. `cpu (avx2, 2 threads)`).
+    /// The compute backend the runtime runs the model on (e.g. `cpu (avx2, 2 threads)`,
+    /// `gpu (NVIDIA GeForce …)`).
     pub backend: String,
+    /// True when the forward passes run on the GPU.
+    pub on_gpu: bool,
+    /// Why `auto` chose the CPU, if it did.
+    pub backend_note: Option<String>,
     pub load_ms: f64,
     /// Context capacity of the session, tokens.
     pub n_ctx: usize,
@@ -76,13 +87,17 @@ pub struct ModelInfo {
 /// Counts of a finished generation.
 #[derive(Clone, Debug)]
 pub struct DoneStats {
+    /// Tokens run through the model before the reply (the part of the conversation the
+    /// context did not hold yet).
     pub prompt_tokens: usize,
+    /// Tokens of the conversation kept from the context instead of being run again.
+    pub reused_tokens: usize,
     pub prompt_ms: f64,
     pub generated_tokens: usize,
     pub decode_tps: f64,
     /// Tokens in the context after the reply.
     pub ctx_used: usize,
-    /// `EndOfGeneration`, `MaxTokens` or `Stopped`.
+    /// `end of generation`, `max tokens`, `stop string` or `stopped`.
     pub stop: &'static str,
 }
 
@@ -100,10 +115,12 @@ pub enum EngineEvent {
         cancel: CancelToken,
     },
     LoadFailed(String),
-    /// The prompt is ingested: `prompt_tokens` went in, the context holds `ctx_used`.
+    /// The prompt is ingested: `prompt_tokens` went in (`reused_tokens` were kept from the
+    /// context), the context holds `ctx_used`.
     Started {
         id: u64,
         prompt_tokens: usize,
+        reused_tokens: usize,
         ctx_used: usize,
     },
     /// A piece of the reply (whole UTF-8 code points).
@@ -145,6 +162,9 @@ pub struct EngineConfig {
     pub n_ctx: usize,
     /// Compute threads (0 = the runtime's default, one per core).
     pub n_threads: usize,
+    /// Where the forward passes run: `Auto` takes a hardware GPU that can run the model and
+    /// falls back to the CPU (a software adapter such as lavapipe is never picked).
+    pub backend: BackendKind,
 }
 
 impl EngineConfig {
@@ -251,14 +271,15 @@ impl<S: Sink> Engine<S> {
                 }
             }
         };
+        let stage = format!("loading {}", path.display());
         if !self.sink.send(EngineEvent::LoadProgress {
-            stage: format!("loading {}", path.display()),
-            fraction: None,
+            stage: stage.clone(),
+            fraction: Some(0.0),
         }) {
             return false;
         }
-        // WIRE: the load progress callback goes here; forward its fraction as LoadProgress.
-        match open(&path, &self.config) {
+        let progress = forward_progress(self.sink.clone(), stage);
+        match open(&path, &self.config, progress) {
             Ok((model, session)) => {
                 let info = model_info(&model, &session);
                 let cancel = session.cancel_token();
@@ -266,6 +287,8 @@ impl<S: Sink> Engine<S> {
                 self.session = Some(session);
                 self.sink.send(EngineEvent::Loaded { info, cancel })
             }
+            // The progress callback cancels the load only when nobody listens any more.
+            Err(suanpan::Error::Cancelled) => false,
             Err(e) => self
                 .sink
                 .send(EngineEvent::LoadFailed(format!("{}: {e}", path.display()))),
@@ -274,13 +297,18 @@ impl<S: Sink> Engine<S> {
 
     fn generate(&mut self, req: GenerateRequest) -> bool {
         let id = req.id;
-        let (Some(model), Some(session)) = (self.model.clone(), self.session.as_mut()) else {
+        let Some(session) = self.session.as_mut() else {
             return self.sink.send(EngineEvent::Failed {
                 id,
                 error: "no model is loaded".into(),
             });
         };
-        let ids = match prompt_tokens(&model, &req.messages) {
+        // `Session::chat` renders the conversation with the model's template, keeps the
+        // longest prefix the context already holds (truncating the rest: Regenerate, an
+        // edited system prompt or earlier turn) and runs only the remainder. The tokens
+        // are rendered here too, only to tell the UI how much was reused before the first
+        // piece arrives (tokenizing is cheap next to a forward pass).
+        let ids = match session.chat_tokens(&req.messages) {
             Ok(ids) => ids,
             Err(e) => {
                 return self.sink.send(EngineEvent::Failed {
@@ -289,28 +317,22 @@ impl<S: Sink> Engine<S> {
                 })
             }
         };
-        // Reuse the cached prefix when the conversation only grew; otherwise start over.
-        // WIRE: with save/restore (or truncate) keep the common prefix instead of resetting.
-        let cached = session.tokens();
-        let new: Vec<u32> = if ids.len() > cached.len() && ids[..cached.len()] == *cached {
-            ids[cached.len()..].to_vec()
-        } else {
-            session.reset();
-            ids
-        };
-        let prompt_len = new.len();
-        let ctx_before = session.tokens().len();
+        // A pending token (the last reply's final one) is kept but still has to run.
+        let reused = common_prefix(&session.context_tokens(), &ids).min(session.tokens().len());
+        let prompt_len = ids.len() - reused;
+        let ctx_total = ids.len();
         let sink = &self.sink;
         let stop = &self.stop;
         let mut started = false;
         let mut alive = true;
-        let res = session.generate_tokens(&new, &req.params, |piece| {
+        let res = session.chat(&req.messages, &req.params, |piece| {
             if !started {
                 started = true;
                 alive &= sink.send(EngineEvent::Started {
                     id,
                     prompt_tokens: prompt_len,
-                    ctx_used: ctx_before + prompt_len,
+                    reused_tokens: reused,
+                    ctx_used: ctx_total,
                 });
             }
             alive &= sink.send(EngineEvent::Token {
@@ -326,12 +348,15 @@ impl<S: Sink> Engine<S> {
         if !alive {
             return false;
         }
-        let ctx_used = session.tokens().len();
+        let ctx_used = session.usage().tokens;
         match res {
             Ok(st) => self.sink.send(EngineEvent::Done {
                 id,
                 stats: DoneStats {
                     prompt_tokens: st.prompt_tokens,
+                    // What went in is the part of the conversation the context lacked
+                    // (the pending token of the last reply included), so this is exact.
+                    reused_tokens: ids.len().saturating_sub(st.prompt_tokens),
                     prompt_ms: st.prompt_ms,
                     generated_tokens: st.generated_tokens,
                     decode_tps: st.decode_tps(),
@@ -339,6 +364,7 @@ impl<S: Sink> Engine<S> {
                     stop: match st.stop {
                         suanpan::StopReason::EndOfGeneration => "end of generation",
                         suanpan::StopReason::MaxTokens => "max tokens",
+                        suanpan::StopReason::StopString => "stop string",
                         suanpan::StopReason::Callback => "stopped",
                     },
                 },
@@ -348,6 +374,7 @@ impl<S: Sink> Engine<S> {
                 id,
                 stats: DoneStats {
                     prompt_tokens: prompt_len,
+                    reused_tokens: reused,
                     prompt_ms: 0.0,
                     generated_tokens: 0,
                     decode_tps: 0.0,
@@ -367,10 +394,45 @@ impl<S: Sink> Engine<S> {
     }
 }
 
+/// Tokens at the start of `ids` that the context already holds, leaving at least one token
+/// to run (its logits start the reply); what `Session::chat` keeps.
+fn common_prefix(context: &[u32], ids: &[u32]) -> usize {
+    let n = context.iter().zip(ids).take_while(|(a, b)| a == b).count();
+    n.min(ids.len().saturating_sub(1))
+}
+
+/// The load progress callback: forwards the fraction as [`EngineEvent::LoadProgress`], at
+/// most once per half percent (the runtime reports after every tensor), and cancels the
+/// load when the UI is gone.
+fn forward_progress<S: Sink>(sink: S, stage: String) -> LoadProgress {
+    // The callback must be `Sync`; it only ever runs on the loading thread.
+    let sink = Mutex::new(sink);
+    // Step 0 was announced by the caller.
+    let last = AtomicU32::new(0);
+    LoadProgress::new(move |f| {
+        let step = (f.clamp(0.0, 1.0) * 200.0) as u32;
+        if last.swap(step, Ordering::Relaxed) == step {
+            return true;
+        }
+        sink.lock().is_ok_and(|s| {
+            s.send(EngineEvent::LoadProgress {
+                stage: stage.clone(),
+                fraction: Some(f),
+            })
+        })
+    })
+}
+
 /// Load a model and open a session on it.
-fn open(path: &Path, config: &EngineConfig) -> suanpan::Result<(Arc<Model>, Session)> {
+fn open(
+    path: &Path,
+    config: &EngineConfig,
+    progress: LoadProgress,
+) -> suanpan::Result<(Arc<Model>, Session)> {
     let params = ModelParams {
         n_threads: config.n_threads,
+        backend: config.backend,
+        progress: Some(progress),
     };
     let model = Arc::new(Model::load(path, &params)?);
     let session = model.session(&SessionParams {
@@ -386,6 +448,8 @@ fn model_info(model: &Arc<Model>, session: &Session) -> ModelInfo {
         arch: model.config().arch_name.clone(),
         n_params: model.n_params(),
         backend: model.backend_name(),
+        on_gpu: model.on_gpu(),
+        backend_note: model.backend_note().map(str::to_string),
         load_ms: model.load_ms(),
         n_ctx: session.n_ctx(),
         kv_bytes: session.kv_bytes(),
@@ -394,21 +458,6 @@ fn model_info(model: &Arc<Model>, session: &Session) -> ModelInfo {
             .unwrap_or(0),
         has_template: model.chat_template().is_some(),
     }
-}
-
-/// The conversation as token ids, rendered with the model's chat template (ChatML if it
-/// has none), ending where the assistant's reply begins.
-pub fn prompt_tokens(model: &Model, messages: &[ChatMessage]) -> suanpan::Result<Vec<u32>> {
-    let fallback;
-    let tmpl = match model.chat_template() {
-        Some(t) => t,
-        None => {
-            fallback = ChatTemplate::chatml();
-            &fallback
-        }
-    };
-    let text = tmpl.render(messages, true)?;
-    model.tokenizer().encode(&text, true, true)
 }
 
 #[cfg(test)]
@@ -433,6 +482,7 @@ mod tests {
         let config = EngineConfig {
             n_ctx: 512,
             n_threads: 1,
+            backend: BackendKind::Cpu,
         };
         let worker = spawn(ev_tx, cmd_rx, StopFlag::default(), config);
         cmd_tx.send(Command::Load(ModelSource::File(bad))).unwrap();
@@ -462,6 +512,16 @@ mod tests {
     }
 
     fn ready_engine(stop: StopFlag) -> (Sender<Command>, Receiver<EngineEvent>, CancelToken) {
+        ready_engine_with_progress(stop).0
+    }
+
+    /// A loaded engine, and the load fractions it reported.
+    fn ready_engine_with_progress(
+        stop: StopFlag,
+    ) -> (
+        (Sender<Command>, Receiver<EngineEvent>, CancelToken),
+        Vec<f32>,
+    ) {
         let model = suanpan::install::default_model_path();
         assert!(
             model.is_file(),
@@ -473,35 +533,44 @@ mod tests {
         let config = EngineConfig {
             n_ctx: 512,
             n_threads: 1,
+            backend: BackendKind::Cpu,
         };
         spawn(ev_tx, cmd_rx, stop, config);
         cmd_tx
             .send(Command::Load(ModelSource::File(model)))
             .unwrap();
+        let mut fractions = Vec::new();
         loop {
             match recv(&ev_rx) {
-                EngineEvent::LoadProgress { .. } => continue,
+                EngineEvent::LoadProgress { fraction, .. } => fractions.extend(fraction),
                 EngineEvent::Loaded { info, cancel } => {
                     assert_eq!(info.n_ctx, 512);
                     assert!(info.has_template);
-                    return (cmd_tx, ev_rx, cancel);
+                    assert!(!info.on_gpu);
+                    return ((cmd_tx, ev_rx, cancel), fractions);
                 }
                 other => panic!("expected Loaded, got {other:?}"),
             }
         }
     }
 
-    fn ask(id: u64, max_tokens: usize) -> Command {
+    fn greedy(max_tokens: usize) -> GenerateParams {
         let mut params = GenerateParams {
             max_tokens,
             parse_special: true,
             ..Default::default()
         };
         params.sampling.temperature = 0.0;
+        params
+    }
+
+    const COUNT: &str = "Count from one to twenty in words.";
+
+    fn ask(id: u64, max_tokens: usize) -> Command {
         Command::Generate(GenerateRequest {
             id,
-            messages: vec![ChatMessage::user("Count from one to twenty in words.")],
-            params,
+            messages: vec![ChatMessage::user(COUNT)],
+            params: greedy(max_tokens),
         })
     }
 
@@ -511,6 +580,16 @@ mod tests {
         id: u64,
         stop_after: Option<(usize, &StopFlag)>,
     ) -> (String, &'static str) {
+        let (text, stats) = collect_stats(rx, id, stop_after);
+        (text, stats.stop)
+    }
+
+    /// Pieces until Done: (text, stats).
+    fn collect_stats(
+        rx: &Receiver<EngineEvent>,
+        id: u64,
+        stop_after: Option<(usize, &StopFlag)>,
+    ) -> (String, DoneStats) {
         let mut text = String::new();
         let mut n = 0;
         loop {
@@ -528,7 +607,7 @@ mod tests {
                 }
                 EngineEvent::Done { id: i, stats } => {
                     assert_eq!(i, id);
-                    return (text, stats.stop);
+                    return (text, stats);
                 }
                 other => panic!("unexpected {other:?}"),
             }
@@ -551,10 +630,89 @@ mod tests {
         // The worker stops within a piece of the flag: the text is a prefix of the full reply.
         assert!(full.starts_with(&part), "{part:?} vs {full:?}");
         assert!(part.len() < full.len());
-        // The same session answers again, identically (greedy, reset context).
+        // The same session answers again, identically (greedy; the conversation is the
+        // same, so all of the prompt but its last token is kept in the context).
         stop.clear();
         tx.send(ask(3, 24)).unwrap();
         let (again, _) = collect(&rx, 3, None);
         assert_eq!(again, full);
+    }
+
+    #[test]
+    fn load_progress_is_forwarded_in_order_up_to_one() {
+        let (_engine, fractions) = ready_engine_with_progress(StopFlag::default());
+        assert_eq!(fractions.first(), Some(&0.0), "{fractions:?}");
+        assert_eq!(fractions.last(), Some(&1.0), "{fractions:?}");
+        assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{fractions:?}");
+        // Per tensor, thinned to half percents: a real bar, not one event per tensor.
+        assert!(fractions.len() >= 10, "{fractions:?}");
+        assert!(fractions.len() <= 202, "{}", fractions.len());
+    }
+
+    #[test]
+    fn the_context_is_reused_when_the_conversation_changes() {
+        let stop = StopFlag::default();
+        let (tx, rx, _cancel) = ready_engine(stop);
+        let send = |id: u64, messages: Vec<ChatMessage>, params: GenerateParams| {
+            tx.send(Command::Generate(GenerateRequest {
+                id,
+                messages,
+                params,
+            }))
+            .unwrap();
+            collect_stats(&rx, id, None)
+        };
+        let user = ChatMessage::user(COUNT);
+        let first = send(1, vec![user.clone()], greedy(16));
+        assert_eq!(first.1.reused_tokens, 0);
+        let n_prompt = first.1.prompt_tokens;
+        assert!(n_prompt > 5);
+
+        // Regenerate: the same conversation; only its last token runs again, and greedy
+        // decoding gives the same reply.
+        let again = send(2, vec![user.clone()], greedy(16));
+        assert_eq!(again.1.prompt_tokens, 1, "{:?}", again.1);
+        assert_eq!(again.1.reused_tokens, n_prompt - 1);
+        assert_eq!(again.0, first.0);
+
+        // A new turn: the reply and the new question go in, the rest is kept.
+        let turn2 = vec![
+            user.clone(),
+            ChatMessage::assistant(again.0.clone()),
+            ChatMessage::user("Now backwards."),
+        ];
+        let next = send(3, turn2, greedy(4));
+        assert!(next.1.reused_tokens >= n_prompt, "{:?}", next.1);
+        // At most: the 16 reply tokens (if the text tokenizes differently) and the new turn.
+        assert!(next.1.prompt_tokens < 16 + 20, "{:?}", next.1);
+
+        // An edited system prompt in front: only the template's opening is shared.
+        let edited = vec![ChatMessage::system("Answer in French."), user.clone()];
+        let sys = send(4, edited, greedy(4));
+        assert!(sys.1.reused_tokens < 5, "{:?}", sys.1);
+        assert!(sys.1.prompt_tokens > n_prompt / 2, "{:?}", sys.1);
+    }
+
+    #[test]
+    fn stop_strings_end_the_reply_before_them() {
+        let (tx, rx, _cancel) = ready_engine(StopFlag::default());
+        tx.send(ask(1, 24)).unwrap();
+        let (full, _) = collect(&rx, 1, None);
+        // A piece of the middle of the greedy reply as the stop string.
+        let chars: Vec<char> = full.chars().collect();
+        assert!(chars.len() >= 8, "{full:?}");
+        let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+        let want = &full[..full.find(&stop).unwrap()];
+        let mut params = greedy(24);
+        params.stop = vec![stop.clone()];
+        tx.send(Command::Generate(GenerateRequest {
+            id: 2,
+            messages: vec![ChatMessage::user(COUNT)],
+            params,
+        }))
+        .unwrap();
+        let (text, stats) = collect_stats(&rx, 2, None);
+        assert_eq!(stats.stop, "stop string", "{stop:?} in {full:?}");
+        assert_eq!(text, want, "stop {stop:?}");
     }
 }

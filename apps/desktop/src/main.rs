@@ -42,6 +42,10 @@ struct Args {
     /// Compute threads (default: one per core but one, left to the UI).
     #[arg(short = 't', long)]
     threads: Option<usize>,
+    /// Where the model runs: cpu, gpu, or auto (a hardware GPU that can run the model,
+    /// else the CPU; software adapters such as lavapipe are never picked).
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: suanpan::BackendKind,
     /// System prompt.
     #[arg(long)]
     system: Option<String>,
@@ -53,6 +57,10 @@ struct Args {
     temp: Option<f32>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Stop string (repeat for several); the reply ends before it. Fills the window's
+    /// stop strings field.
+    #[arg(long = "stop")]
+    stop: Vec<String>,
     /// Window size in pixels, WIDTHxHEIGHT.
     #[arg(long, default_value = "1000x700", value_parser = parse_size)]
     size: (u32, u32),
@@ -70,6 +78,10 @@ struct Args {
     demo_timeout: u64,
 }
 
+fn parse_backend(s: &str) -> Result<suanpan::BackendKind, String> {
+    s.parse().map_err(|e: suanpan::Error| e.to_string())
+}
+
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s
         .split_once('x')
@@ -81,6 +93,13 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
             .ok_or_else(|| format!("bad size {s:?}: each side 64..=8192 pixels"))
     };
     Ok((p(w)?, p(h)?))
+}
+
+/// A stop string as one line of the settings field (the inverse of `state::parse_stops`).
+fn escape_stop(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\t', "\\t")
 }
 
 fn main() -> ExitCode {
@@ -104,6 +123,7 @@ fn run(a: Args) -> anyhow::Result<u8> {
         n_threads: a
             .threads
             .unwrap_or_else(engine::EngineConfig::default_threads),
+        backend: a.backend,
     };
     let worker = engine::spawn(app::ProxySink(proxy.clone()), cmd_rx, stop.clone(), config);
 
@@ -119,6 +139,14 @@ fn run(a: Args) -> anyhow::Result<u8> {
     }
     if let Some(s) = a.seed {
         st.settings.seed = s;
+    }
+    if !a.stop.is_empty() {
+        st.settings.stop = a
+            .stop
+            .iter()
+            .map(|s| escape_stop(s))
+            .collect::<Vec<_>>()
+            .join("\n");
     }
     let demo =
         (a.demo_prompt.is_some() || a.screenshot.is_some() || a.state_json.is_some()).then(|| {

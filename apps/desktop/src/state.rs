@@ -51,6 +51,8 @@ pub struct Settings {
     pub top_k: usize,
     pub seed: u64,
     pub max_tokens: usize,
+    /// Stop strings, one per line; `\n`, `\t` and `\\` are escapes (see [`parse_stops`]).
+    pub stop: String,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
             top_k: s.top_k,
             seed: s.seed,
             max_tokens: 256,
+            stop: String::new(),
         }
     }
 }
@@ -81,8 +84,39 @@ impl Settings {
             // The chat template writes BOS and special tokens itself.
             add_special: true,
             parse_special: true,
+            stop: parse_stops(&self.stop),
         }
     }
+}
+
+/// The stop strings of the settings field: one per line, empty lines skipped, and `\n`,
+/// `\t`, `\\` written as escapes (so a stop string can hold a newline).
+pub fn parse_stops(field: &str) -> Vec<String> {
+    field
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut out = String::new();
+            let mut it = l.chars();
+            while let Some(c) = it.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                match it.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some('\\') => out.push('\\'),
+                    Some(o) => {
+                        out.push('\\');
+                        out.push(o);
+                    }
+                    None => out.push('\\'),
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 /// The generation in flight.
@@ -105,7 +139,10 @@ pub struct Metrics {
     pub ctx_used: usize,
     pub last_stop: Option<&'static str>,
     pub generated_tokens: usize,
+    /// Tokens run through the model before the reply.
     pub prompt_tokens: usize,
+    /// Tokens of the conversation kept from the context instead of being run again.
+    pub reused_tokens: usize,
     /// Time to ingest the prompt, as the runtime measured it.
     pub prompt_ms: f64,
 }
@@ -308,11 +345,14 @@ impl AppState {
             EngineEvent::Started {
                 id,
                 prompt_tokens,
+                reused_tokens,
                 ctx_used,
             } => {
                 if let Some(r) = self.running.as_mut().filter(|r| r.id == id) {
                     r.prompt_tokens = Some(prompt_tokens);
                     self.metrics.ctx_used = ctx_used;
+                    self.metrics.prompt_tokens = prompt_tokens;
+                    self.metrics.reused_tokens = reused_tokens;
                 }
             }
             EngineEvent::Token { id, piece } => {
@@ -355,12 +395,14 @@ impl AppState {
         self.metrics.last_stop = Some(stats.stop);
         self.metrics.generated_tokens = stats.generated_tokens;
         self.metrics.prompt_tokens = stats.prompt_tokens;
+        self.metrics.reused_tokens = stats.reused_tokens;
         self.metrics.prompt_ms = stats.prompt_ms;
         if let Some(t) = self.turns.last_mut() {
-            if stats.stop == "stopped" {
-                t.note = Some("stopped".into());
-            } else if stats.stop == "max tokens" {
-                t.note = Some(format!("cut at {} tokens", stats.generated_tokens));
+            match stats.stop {
+                "stopped" => t.note = Some("stopped".into()),
+                "max tokens" => t.note = Some(format!("cut at {} tokens", stats.generated_tokens)),
+                "stop string" => t.note = Some("ended at a stop string".into()),
+                _ => {}
             }
         }
     }
@@ -399,6 +441,8 @@ mod tests {
             arch: "llama".into(),
             n_params: 1,
             backend: "cpu".into(),
+            on_gpu: false,
+            backend_note: None,
             load_ms: 1.0,
             n_ctx: 512,
             kv_bytes: 0,
@@ -429,6 +473,7 @@ mod tests {
             id,
             stats: DoneStats {
                 prompt_tokens: 5,
+                reused_tokens: 0,
                 prompt_ms: 1.0,
                 generated_tokens: 2,
                 decode_tps: 10.0,
@@ -536,5 +581,38 @@ mod tests {
         assert!(!s.is_generating());
         assert!(s.errors[0].contains("context full"));
         assert!(s.turns[1].note.as_deref().unwrap().contains("context full"));
+    }
+
+    #[test]
+    fn stop_strings_are_lines_with_escapes() {
+        assert!(parse_stops("").is_empty());
+        assert_eq!(
+            parse_stops("User:\n\\nEND\\n\n\na\\tb\\\\c\\x\\"),
+            vec!["User:", "\nEND\n", "a\tb\\c\\x\\"]
+        );
+        let mut s = Settings {
+            stop: "###".into(),
+            ..Default::default()
+        };
+        assert_eq!(s.generate_params().stop, vec!["###"]);
+        s.stop.clear();
+        assert!(s.generate_params().stop.is_empty());
+    }
+
+    #[test]
+    fn reuse_counts_reach_the_metrics() {
+        let mut s = ready();
+        s.input = "Hello".into();
+        let (id, _) = gen_id(s.submit());
+        s.apply(EngineEvent::Started {
+            id,
+            prompt_tokens: 1,
+            reused_tokens: 30,
+            ctx_used: 31,
+        });
+        assert_eq!((s.metrics.prompt_tokens, s.metrics.reused_tokens), (1, 30));
+        s.apply(done(id, "stop string"));
+        assert_eq!(s.metrics.reused_tokens, 0);
+        assert_eq!(s.turns[1].note.as_deref(), Some("ended at a stop string"));
     }
 }

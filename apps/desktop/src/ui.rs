@@ -79,13 +79,16 @@ fn model_bar(ui: &mut egui::Ui, st: &mut AppState, actions: &mut Vec<Action>) {
             fraction,
             since,
         } => {
-            // Until the runtime reports load progress the bar only shows that work goes on.
+            // The runtime reports how far the load got; steps before it (finding or
+            // installing the default model) have no fraction: the bar then only moves.
             let bar = match fraction {
-                Some(f) => egui::ProgressBar::new(*f).show_percentage(),
+                Some(f) => egui::ProgressBar::new(*f)
+                    .text(format!("{stage} · {:.0}%", f.clamp(0.0, 1.0) * 100.0)),
                 None => egui::ProgressBar::new((since.elapsed().as_secs_f32() * 0.5).fract())
-                    .animate(true),
+                    .animate(true)
+                    .text(stage.as_str()),
             };
-            ui.add(bar.text(stage.as_str()));
+            ui.add(bar);
         }
         LoadState::Ready(info) => {
             ui.label(
@@ -185,6 +188,14 @@ fn settings(ui: &mut egui::Ui, st: &mut AppState) {
         ui.add(egui::DragValue::new(&mut s.max_tokens).range(1..=8192));
         ui.end_row();
     });
+    ui.label("stop strings")
+        .on_hover_text("One per line; \\n is a newline, \\t a tab, \\\\ a backslash");
+    ui.add(
+        egui::TextEdit::multiline(&mut s.stop)
+            .desired_rows(2)
+            .desired_width(f32::INFINITY)
+            .hint_text("one per line, e.g. \\n\\n"),
+    );
     if ui.button("Reset to defaults").clicked() {
         let sys = std::mem::take(&mut s.system_prompt);
         *s = Default::default();
@@ -249,10 +260,15 @@ fn status_line(ui: &mut egui::Ui, st: &AppState, status: &Status<'_>) {
     ui.horizontal_wrapped(|ui| {
         let m = &st.metrics;
         let info = st.model_info();
-        let mut parts = vec![format!(
-            "compute: {}",
-            info.map(|i| i.backend.as_str()).unwrap_or("-")
-        )];
+        // The backend the runtime really runs the model on; when auto fell back to the
+        // CPU, say so (the reason is in the tooltip and the state dump).
+        let mut parts = vec![match info {
+            Some(i) if i.backend_note.is_some() => {
+                format!("compute: {} (auto fell back to the CPU)", i.backend)
+            }
+            Some(i) => format!("compute: {}", i.backend),
+            None => "compute: -".into(),
+        }];
         parts.push(format!("UI: {}", status.ui_adapter));
         parts.push(match m.ttft {
             Some(t) => format!("first token {:.0} ms", t.as_secs_f64() * 1e3),
@@ -262,6 +278,12 @@ fn status_line(ui: &mut egui::Ui, st: &AppState, status: &Status<'_>) {
             Some(t) => format!("{t:.1} tok/s"),
             None => "- tok/s".into(),
         });
+        if m.prompt_tokens > 0 {
+            parts.push(format!(
+                "prompt {} new + {} cached",
+                m.prompt_tokens, m.reused_tokens
+            ));
+        }
         if let Some(i) = info {
             parts.push(format!("context {}/{}", m.ctx_used, i.n_ctx));
         }
@@ -276,7 +298,10 @@ fn status_line(ui: &mut egui::Ui, st: &AppState, status: &Status<'_>) {
             parts.push(format!("memory {}", mem.join(", ")));
         }
         parts.push(format!("frame {:.1} ms", status.frame_ms));
-        ui.label(RichText::new(parts.join("  |  ")).small());
+        let line = ui.label(RichText::new(parts.join("  |  ")).small());
+        if let Some(note) = info.and_then(|i| i.backend_note.as_deref()) {
+            line.on_hover_text(note);
+        }
     });
 }
 
