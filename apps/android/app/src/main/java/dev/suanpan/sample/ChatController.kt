@@ -1,6 +1,6 @@
 // The chat logic of the sample, in plain Kotlin (no android.* imports) so that it can be
 // compiled and run on the desktop JVM against the real Kotlin API: bindings/jni/tests/jvm.rs
-// compiles this file with io.suanpan's sources and runs ../../../../../jvmCheck/ on the
+// compiles this file with io.suanpan's sources and runs apps/android/app/src/jvmCheck on the
 // real model. MainActivity.kt only draws `state` and forwards button presses.
 package dev.suanpan.sample
 
