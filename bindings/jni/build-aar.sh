@@ -5,12 +5,18 @@
 # hand (classes.jar compiled with kotlinc + jni/<abi>/*.so + manifest + proguard rules).
 #
 #   ANDROID_NDK_HOME=/path/to/ndk bindings/jni/build-aar.sh [OUT.aar]
+#   ANDROID_NDK_HOME=/path/to/ndk bindings/jni/build-aar.sh --jnilibs-only
+#
+# --jnilibs-only stops after placing the libraries, for a Gradle build that includes
+# android/ as a module (apps/android does).
 #
 # Needs: rustup targets aarch64-linux-android x86_64-linux-android, the NDK (r25+), and
 # for the hand-packed path kotlinc + kotlinx-coroutines-core-jvm.jar (the npm package
 # kotlin-compiler carries both; scripts/test installs it) and `zip`.
 # Not run in this repository's CI: there is no NDK there.
 set -euo pipefail
+jnilibs_only=false
+if [ "${1:-}" = "--jnilibs-only" ]; then jnilibs_only=true; shift; fi
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="$(realpath -m "${1:-$here/suanpan-release.aar}")"
@@ -32,6 +38,10 @@ for target in "${!abi_of[@]}"; do
   cp "$root/target/$target/release/libsuanpan_jni.so" "$here/android/src/main/jniLibs/$abi/"
   "$bin/llvm-strip" --strip-debug "$here/android/src/main/jniLibs/$abi/libsuanpan_jni.so"
 done
+if $jnilibs_only; then
+  echo "placed libsuanpan_jni.so in $here/android/src/main/jniLibs/<abi>/ (${abi_of[*]})"
+  exit 0
+fi
 
 if command -v gradle >/dev/null && [ -n "${ANDROID_HOME:-}${ANDROID_SDK_ROOT:-}" ]; then
   (cd "$here/android" && gradle -q assembleRelease)

@@ -11,6 +11,21 @@ let package = Package(
     products: [.library(name: "Suanpan", targets: ["Suanpan"])],
     targets: [
         .binaryTarget(name: "SuanpanFFI", path: "SuanpanFFI.xcframework"),
-        .target(name: "Suanpan", dependencies: ["SuanpanFFI"]),
+        .target(
+            name: "Suanpan",
+            dependencies: ["SuanpanFFI"],
+            // libsuanpan_c.a is a static library, so the system frameworks its Rust code
+            // links (wgpu's Metal backend through the objc2 crates) must be named here for
+            // the app's link step.
+            linkerSettings: [
+                .linkedFramework("Metal"),
+                .linkedFramework("QuartzCore"),
+                .linkedFramework("CoreGraphics"),
+                .linkedFramework("IOSurface"),
+                .linkedFramework("CoreFoundation"),
+                .linkedFramework("Foundation"),
+                .linkedLibrary("objc"),
+            ]
+        ),
     ]
 )

@@ -14,7 +14,7 @@ android {
         targetSdk = 35
         versionCode = 1
         versionName = "0.1.0"
-        // The AAR carries these ABIs of libsuanpan_jni.so.
+        // The ABIs bindings/jni/build-aar.sh builds libsuanpan_jni.so for.
         ndk { abiFilters += listOf("arm64-v8a", "x86_64") }
     }
     buildTypes {
@@ -31,8 +31,12 @@ android {
 }
 
 dependencies {
-    // The suanpan Kotlin API + libsuanpan_jni.so, built by bindings/jni (see README.md).
-    implementation(files("libs/suanpan.aar"))
+    // The suanpan Kotlin API (package io.suanpan) + libsuanpan_jni.so: the library module
+    // bindings/jni/android, included by settings.gradle.kts (see README.md).
+    implementation(project(":suanpan"))
+    // The API's Flow and the sample's coroutines (the module keeps its own dependency
+    // on kotlinx-coroutines-core internal).
+    implementation("org.jetbrains.kotlinx:kotlinx-coroutines-core:1.9.0")
 
     implementation(platform("androidx.compose:compose-bom:2024.12.01"))
     implementation("androidx.compose.material3:material3")

@@ -12,8 +12,11 @@ struct ChatView: View {
             }
             ScrollViewReader { proxy in
                 List(model.turns) { turn in
-                    Text((turn.fromUser ? "You: " : "Model: ") + turn.text)
-                        .id(turn.id)
+                    switch turn.kind {
+                    case .user: Text("You: " + turn.text).id(turn.id)
+                    case .model: Text("Model: " + turn.text).id(turn.id)
+                    case .note: Text(turn.text).foregroundStyle(.red).id(turn.id)
+                    }
                 }
                 .listStyle(.plain)
                 .onChange(of: model.turns.last?.text) { _ in
@@ -28,7 +31,8 @@ struct ChatView: View {
                 if model.generating {
                     Button("Stop", action: model.stop)
                 } else {
-                    Button("Send", action: send).disabled(!model.ready || input.isEmpty)
+                    Button("Send", action: send)
+                        .disabled(!model.ready || input.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
                 }
             }
         }
@@ -37,7 +41,7 @@ struct ChatView: View {
     }
 
     private func send() {
-        model.send(input.trimmingCharacters(in: .whitespacesAndNewlines))
+        model.send(input)
         input = ""
     }
 }

@@ -2,6 +2,11 @@
 //! (`android/src/test/kotlin`) with kotlinc, and runs the test on the JVM against the
 //! libsuanpan_jni.so cargo built for this run and the real default model.
 //!
+//! The same kotlinc run compiles the Android sample's chat logic
+//! (`apps/android/app/src/main/java/dev/suanpan/sample/ChatController.kt`, plain Kotlin) with
+//! its JVM check (`apps/android/app/src/jvmCheck`), which then runs on the same model: the
+//! sample is held to the real API although no Android SDK is here to build the app.
+//!
 //! kotlinc comes from the npm package `kotlin-compiler` (scripts/test installs it into
 //! `$SUANPAN_CACHE/kotlin-compiler`); `$KOTLINC` overrides. Its lib/ folder also holds
 //! kotlin-stdlib.jar and kotlinx-coroutines-core-jvm.jar, which the API's Flow uses.
@@ -69,6 +74,7 @@ fn kotlin_api_on_the_jvm() {
     std::fs::create_dir_all(&out_dir).unwrap();
     let jar_out = out_dir.join("suanpan-test.jar");
     let android = crate_dir().join("android/src");
+    let sample = crate_dir().join("../../apps/android/app/src");
     run(
         Command::new(&kotlinc)
             .arg("-classpath")
@@ -76,7 +82,9 @@ fn kotlin_api_on_the_jvm() {
             .args(["-jvm-target", "17", "-nowarn", "-d"])
             .arg(&jar_out)
             .arg(android.join("main/kotlin"))
-            .arg(android.join("test/kotlin")),
+            .arg(android.join("test/kotlin"))
+            .arg(sample.join("main/java/dev/suanpan/sample/ChatController.kt"))
+            .arg(sample.join("jvmCheck/kotlin")),
         "kotlinc",
     );
     let model = suanpan::install::default_model_path();
@@ -89,13 +97,40 @@ fn kotlin_api_on_the_jvm() {
         Command::new("java")
             .arg(format!("-Dsuanpan.library.path={}", native_lib().display()))
             .arg("-cp")
-            .arg(cp)
+            .arg(&cp)
             .arg("io.suanpan.SuanpanJvmTestKt")
             .arg(&model)
             .arg(out_dir.join("scratch")),
         "the JVM test",
     );
     println!("{out}");
+    let last = out.lines().last().unwrap_or("");
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+
+    // The Android sample's ChatController: load, two chat turns, Stop, context full, close.
+    let out = run(
+        Command::new("java")
+            .arg(format!("-Dsuanpan.library.path={}", native_lib().display()))
+            .arg("-cp")
+            .arg(&cp)
+            .arg("dev.suanpan.sample.ChatControllerCheckKt")
+            .arg(&model),
+        "the Android sample's JVM check",
+    );
+    println!("{out}");
+    let last = out.lines().last().unwrap_or("");
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+
+    // ... and without its native library: a message on screen, not a crash.
+    let out = run(
+        Command::new("java")
+            .arg("-Dsuanpan.library.path=/nonexistent/libsuanpan_jni.so")
+            .arg("-cp")
+            .arg(&cp)
+            .arg("dev.suanpan.sample.ChatControllerCheckKt")
+            .arg("--no-library"),
+        "the Android sample's JVM check without the library",
+    );
     let last = out.lines().last().unwrap_or("");
     assert!(last.ends_with(" passed, 0 failed"), "{last}");
 }
