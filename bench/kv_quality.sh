@@ -3,6 +3,7 @@
 # tests/golden/smollm2_kv_quality.json (key "suanpan"; key "short" for the CI test's text).
 #
 #   bench/kv_quality.sh [FILE] [CTX] [THREADS]      default: GPL-3, 2048, 2
+#   EXTRA=1 bench/kv_quality.sh ...                 also --kv-rotate and a 256-token window
 #   LLAMA=1 bench/kv_quality.sh ...                 also run llama.cpp's q8_0/q4_0 KV
 #                                                   (tests/golden/make_kv_quality.py; needs
 #                                                   llama-cpp-python, see tests/golden/README.md)
@@ -41,10 +42,11 @@ configs=(
   "q8|--kv q8"
   "q4|--kv q4"
   "q2|--kv q2"
-  "q4_rot|--kv q4 --kv-rotate"
-  "q2_rot|--kv q2 --kv-rotate"
-  "q2_w256|--kv q2 --kv-window 256"
 )
+# EXTRA=1: also the rotation and a wider window (each is another full run).
+if [ "${EXTRA:-0}" = 1 ]; then
+  configs+=("q4_rot|--kv q4 --kv-rotate" "q2_rot|--kv q2 --kv-rotate" "q2_w256|--kv q2 --kv-window 256")
+fi
 for c in "${configs[@]}"; do
   label="${c%%|*}"; args="${c#*|}"
   # shellcheck disable=SC2086
