@@ -5,11 +5,12 @@
 
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 mod convert;
+mod progress;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -267,10 +268,22 @@ struct EstimateArgs {
 fn model_path(p: &Option<PathBuf>) -> Result<PathBuf> {
     match p {
         Some(p) => Ok(p.clone()),
-        None => Ok(suanpan::install::ensure_default_model(|line| {
-            eprintln!("{line}")
-        })?),
+        None => Ok(progress::ensure_default_model()?),
     }
+}
+
+/// `Model::load` with a progress bar on stderr.
+fn load_with_bar(path: &Path, params: ModelParams) -> Result<Model> {
+    let (bar, progress) = progress::load_bar();
+    let r = Model::load(
+        path,
+        &ModelParams {
+            progress: Some(progress),
+            ..params
+        },
+    );
+    bar.finish_and_clear();
+    r.with_context(|| format!("loading {}", path.display()))
 }
 
 fn load(args: &ModelArgs) -> Result<Arc<Model>> {
@@ -283,15 +296,14 @@ fn load(args: &ModelArgs) -> Result<Arc<Model>> {
         BackendKind::Auto if cpu_kv => BackendKind::Cpu,
         b => b,
     };
-    let model = Model::load(
+    let model = load_with_bar(
         &path,
-        &ModelParams {
+        ModelParams {
             n_threads: args.threads,
             backend,
             ..Default::default()
         },
-    )
-    .with_context(|| format!("loading {}", path.display()))?;
+    )?;
     if let Some(note) = model.backend_note() {
         eprintln!("[suanpan] {note}");
     }
@@ -430,14 +442,16 @@ fn perplexity(a: PplArgs) -> Result<()> {
             if kv.rotate { " rotated" } else { "" },
             model.backend_name()
         );
+        let bar = progress::ChunkBar::new();
         let r = suanpan::perplexity::perplexity_with(&model, &text, n_ctx, kv, |i, n, ppl| {
-            eprint!("[{i}/{n}]{ppl:.4} ");
-            let _ = std::io::stderr().flush();
+            bar.chunk(i, n.min(limit), ppl);
             i < limit
-        })?;
+        });
+        bar.finish();
+        let r = r?;
         let secs = t0.elapsed().as_secs_f64();
         eprintln!(
-            "\n{} tokens, {} chunks of {}, {} scored, {:.1} s",
+            "{} tokens, {} chunks of {}, {} scored, {:.1} s",
             r.n_tokens, r.n_chunks, r.n_ctx, r.n_scored, secs
         );
         Ok((r, secs))
@@ -529,9 +543,9 @@ fn kv_table(model: &Model, base: &KvParams, budget: usize, n_batch: usize) -> Re
 
 fn estimate(a: EstimateArgs) -> Result<()> {
     let path = model_path(&a.model)?;
-    let model = Model::load(
+    let model = load_with_bar(
         &path,
-        &ModelParams {
+        ModelParams {
             n_threads: 1,
             ..Default::default()
         },
@@ -548,9 +562,9 @@ fn estimate(a: EstimateArgs) -> Result<()> {
 
 fn info(a: InfoArgs) -> Result<()> {
     let path = model_path(&a.model)?;
-    let model = Model::load(
+    let model = load_with_bar(
         &path,
-        &ModelParams {
+        ModelParams {
             n_threads: 1,
             backend: a.backend,
             ..Default::default()
