@@ -18,7 +18,9 @@ use suanpan::chat::ChatMessage;
 use suanpan::kv::{KvGeom, KvMode, KvParams, Overflow};
 use suanpan::model::Logits;
 use suanpan::sample::SamplingParams;
-use suanpan::{BackendKind, GenerateParams, Model, ModelParams, Session, SessionParams};
+use suanpan::{
+    BackendKind, GenerateParams, Model, ModelParams, Session, SessionParams, StopReason,
+};
 
 #[derive(Parser)]
 #[command(
@@ -173,6 +175,10 @@ struct RunArgs {
     prompt: String,
     #[command(flatten)]
     sample: SampleArgs,
+    /// Newline-delimited JSON events on stdout instead of text: load, token, done, error
+    /// (schema in the README).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -356,12 +362,84 @@ fn report(model: &Model, stats: &suanpan::GenerateStats) {
 }
 
 fn run(a: RunArgs) -> Result<()> {
+    if a.json {
+        return run_json(&a).inspect_err(|e| {
+            emit("error", &[("message", format!("{e:#}").into())]);
+        });
+    }
     let model = load(&a.model)?;
     let mut s = session(&model, &a.model)?;
     let params = a.sample.generate_params(false);
     let stats = s.generate(&a.prompt, &params, print_piece)?;
     // stdout holds exactly the generated text; the line break goes to stderr.
     report(&model, &stats);
+    Ok(())
+}
+
+/// One JSON event on its own line of stdout, `event` first and then `fields` in order;
+/// false once stdout is closed.
+fn emit(event: &str, fields: &[(&str, serde_json::Value)]) -> bool {
+    let mut line = format!("{{\"event\":{}", serde_json::Value::from(event));
+    for (k, v) in fields {
+        line.push_str(&format!(",{}:{v}", serde_json::Value::from(*k)));
+    }
+    line.push_str("}\n");
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok()
+}
+
+/// Rounded for JSON output (milliseconds, tokens/s): no 17-digit noise.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn stop_name(s: StopReason) -> &'static str {
+    match s {
+        StopReason::EndOfGeneration => "eog",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopString => "stop_string",
+        StopReason::Callback => "closed",
+    }
+}
+
+/// `run --json`: the events the README documents, one JSON object per line on stdout.
+fn run_json(a: &RunArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    emit(
+        "load",
+        &[
+            ("ms", round2(model.load_ms()).into()),
+            ("model", model.path().display().to_string().into()),
+            ("backend", model.backend_name().into()),
+        ],
+    );
+    let mut s = session(&model, &a.model)?;
+    let params = a.sample.generate_params(false);
+    let mut index = 0usize;
+    let stats = s.generate(&a.prompt, &params, |piece| {
+        let ok = emit("token", &[("index", index.into()), ("text", piece.into())]);
+        index += 1;
+        if ok {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(()) // stdout closed
+        }
+    })?;
+    emit(
+        "done",
+        &[
+            ("prompt_tokens", stats.prompt_tokens.into()),
+            ("generated_tokens", stats.generated_tokens.into()),
+            ("prompt_ms", round2(stats.prompt_ms).into()),
+            ("decode_ms", round2(stats.generate_ms).into()),
+            ("prompt_tps", round2(stats.prompt_tps()).into()),
+            ("decode_tps", round2(stats.decode_tps()).into()),
+            ("stop", stop_name(stats.stop).into()),
+            ("tokens", stats.tokens.into()),
+        ],
+    );
     Ok(())
 }
 

@@ -237,3 +237,72 @@ fn quantized_kv_run_and_estimate() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `suanpan ARGS` to completion; panics with its stderr unless it succeeds.
+fn ok_stdout(args: &[&str]) -> String {
+    let out = suanpan().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn run_json_streams_the_same_text_as_plain_run() {
+    let m = model();
+    let args = [
+        "run",
+        "-m",
+        m.as_str(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ];
+    let plain = ok_stdout(&args);
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let out = ok_stdout(&json_args);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let kind = |e: &serde_json::Value| e["event"].as_str().unwrap().to_string();
+    assert_eq!(kind(&events[0]), "load", "{out}");
+    assert!(events[0]["ms"].as_f64().unwrap() > 0.0, "{out}");
+    let tokens: Vec<_> = events.iter().filter(|e| kind(e) == "token").collect();
+    let text: String = tokens.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert_eq!(text, plain);
+    for (i, e) in tokens.iter().enumerate() {
+        assert_eq!(e["index"].as_u64(), Some(i as u64), "{out}");
+    }
+    let done = events.last().unwrap();
+    assert_eq!(kind(done), "done", "{out}");
+    assert_eq!(done["generated_tokens"].as_u64(), Some(8), "{out}");
+    assert_eq!(done["stop"].as_str(), Some("max_tokens"), "{out}");
+    assert_eq!(done["tokens"].as_array().unwrap().len(), 8, "{out}");
+    assert!(done["prompt_tokens"].as_u64().unwrap() > 1, "{out}");
+    for k in ["prompt_tps", "decode_tps"] {
+        assert!(done[k].as_f64().unwrap() > 0.0, "{k}: {out}");
+    }
+
+    // A failure is an error event on stdout and a non-zero exit.
+    let out = suanpan()
+        .args(["run", "--json", "-m", "/nonexistent.gguf", "-p", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error", "{stdout}");
+    assert!(
+        last["message"].as_str().unwrap().contains("nonexistent"),
+        "{stdout}"
+    );
+}
