@@ -6,6 +6,7 @@
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -443,21 +444,93 @@ fn run_json(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Ctrl-C in the chat REPL. While a reply is being generated the first Ctrl-C stops it (the
+/// session's cancel token, and `stop` for the callback in case the signal lands before
+/// the generation has started and reset the token); a second one before it has stopped,
+/// or one at the prompt, ends the process with status 130.
+struct Interrupt {
+    generating: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Interrupt {
+    fn install(cancel: suanpan::CancelToken) -> Result<Arc<Interrupt>> {
+        let st = Arc::new(Interrupt {
+            generating: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let h = st.clone();
+        ctrlc::set_handler(move || {
+            if h.generating.load(Ordering::SeqCst) && !h.stop.swap(true, Ordering::SeqCst) {
+                cancel.cancel();
+            } else {
+                eprintln!();
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+        Ok(st)
+    }
+
+    fn begin(&self) {
+        self.stop.store(false, Ordering::SeqCst);
+        self.generating.store(true, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.generating.store(false, Ordering::SeqCst);
+    }
+
+    fn requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
 /// One chat turn: the session renders the whole conversation, reuses the cached prefix
-/// and generates the reply.
+/// and generates the reply. With `interrupt` (the REPL), Ctrl-C stops the reply: the part
+/// already printed stays in the conversation as the assistant's answer (it is in the
+/// session's context too), so the next message follows it; a reply stopped before any
+/// text is dropped together with its question.
 fn chat_turn(
     model: &Arc<Model>,
     s: &mut Session,
     msgs: &mut Vec<ChatMessage>,
     params: &GenerateParams,
+    interrupt: Option<&Interrupt>,
 ) -> Result<()> {
+    let stopped = || interrupt.is_some_and(Interrupt::requested);
     let mut reply = String::new();
-    let stats = s.chat(msgs, params, |piece| {
+    if let Some(i) = interrupt {
+        i.begin();
+    }
+    let r = s.chat(msgs, params, |piece| {
         reply.push_str(piece);
-        print_piece(piece)
-    })?;
+        let flow = print_piece(piece);
+        if stopped() {
+            return ControlFlow::Break(());
+        }
+        flow
+    });
+    if let Some(i) = interrupt {
+        i.end();
+    }
     println!();
-    report(model, &stats);
+    let interrupted = match r {
+        Ok(stats) if stats.stop == StopReason::Callback && stopped() => true,
+        Ok(stats) => {
+            report(model, &stats);
+            false
+        }
+        Err(suanpan::Error::Cancelled) if stopped() => true,
+        Err(e) => return Err(e.into()),
+    };
+    if interrupted {
+        eprintln!("[suanpan] reply stopped (Ctrl-C at the prompt quits)");
+        if reply.is_empty() {
+            msgs.pop(); // the user's message: nothing of an answer came
+            return Ok(());
+        }
+    }
     msgs.push(ChatMessage::assistant(reply));
     Ok(())
 }
@@ -478,9 +551,13 @@ fn chat(a: ChatArgs) -> Result<()> {
             role: "user".into(),
             content: p,
         });
-        return chat_turn(&model, &mut s, &mut msgs, &params);
+        return chat_turn(&model, &mut s, &mut msgs, &params, None);
     }
-    eprintln!("suanpan chat: type a message and press Enter; an empty line or Ctrl-D ends.");
+    let interrupt = Interrupt::install(s.cancel_token())?;
+    eprintln!(
+        "suanpan chat: type a message and press Enter; Ctrl-C stops a reply; an empty line, \
+         Ctrl-D or Ctrl-C at the prompt ends."
+    );
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
@@ -492,7 +569,7 @@ fn chat(a: ChatArgs) -> Result<()> {
             role: "user".into(),
             content: line.trim_end().to_string(),
         });
-        chat_turn(&model, &mut s, &mut msgs, &params)?;
+        chat_turn(&model, &mut s, &mut msgs, &params, Some(&interrupt))?;
     }
 }
 
