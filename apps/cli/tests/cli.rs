@@ -237,3 +237,203 @@ fn quantized_kv_run_and_estimate() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `suanpan ARGS` to completion; panics with its stderr unless it succeeds.
+fn ok_stdout(args: &[&str]) -> String {
+    let out = suanpan().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn run_json_streams_the_same_text_as_plain_run() {
+    let m = model();
+    let args = [
+        "run",
+        "-m",
+        m.as_str(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ];
+    let plain = ok_stdout(&args);
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let out = ok_stdout(&json_args);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let kind = |e: &serde_json::Value| e["event"].as_str().unwrap().to_string();
+    assert_eq!(kind(&events[0]), "load", "{out}");
+    assert!(events[0]["ms"].as_f64().unwrap() > 0.0, "{out}");
+    let tokens: Vec<_> = events.iter().filter(|e| kind(e) == "token").collect();
+    let text: String = tokens.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert_eq!(text, plain);
+    for (i, e) in tokens.iter().enumerate() {
+        assert_eq!(e["index"].as_u64(), Some(i as u64), "{out}");
+    }
+    let done = events.last().unwrap();
+    assert_eq!(kind(done), "done", "{out}");
+    assert_eq!(done["generated_tokens"].as_u64(), Some(8), "{out}");
+    assert_eq!(done["stop"].as_str(), Some("max_tokens"), "{out}");
+    assert_eq!(done["tokens"].as_array().unwrap().len(), 8, "{out}");
+    assert!(done["prompt_tokens"].as_u64().unwrap() > 1, "{out}");
+    for k in ["prompt_tps", "decode_tps"] {
+        assert!(done[k].as_f64().unwrap() > 0.0, "{k}: {out}");
+    }
+
+    // A failure is an error event on stdout and a non-zero exit.
+    let out = suanpan()
+        .args(["run", "--json", "-m", "/nonexistent.gguf", "-p", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error", "{stdout}");
+    assert!(
+        last["message"].as_str().unwrap().contains("nonexistent"),
+        "{stdout}"
+    );
+}
+
+/// In the chat REPL, Ctrl-C (SIGINT) during a reply stops that reply only: the next
+/// message is answered and end of input still ends the chat normally.
+#[cfg(unix)]
+#[test]
+fn chat_ctrl_c_stops_the_reply_not_the_chat() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let mut child = suanpan()
+        .args([
+            "chat",
+            "-m",
+            &model(),
+            "--system",
+            "You are a helpful assistant.",
+            "-n",
+            "300",
+            "--temp",
+            "0",
+            "-t",
+            "2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+            let _ = tx.send(());
+        }
+        String::from_utf8(all).unwrap()
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+
+    writeln!(
+        stdin,
+        "Write a long story about a brave knight and a dragon."
+    )
+    .unwrap();
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("no reply within 120 s");
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    writeln!(stdin, "What is the capital of France?").unwrap();
+    drop(stdin); // end of input after the second message
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chat did not end within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = reader.join().unwrap();
+    let err = err_reader.join().unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("reply stopped"), "{err}");
+    // Only the second reply ran to its end (and printed its stats).
+    assert_eq!(err.matches("| decode ").count(), 1, "{err}");
+    assert!(out.contains("Paris"), "{out}");
+}
+
+/// Ctrl-C at the chat prompt (nothing generating) ends the chat, with status 130.
+#[cfg(unix)]
+#[test]
+fn chat_ctrl_c_at_the_prompt_quits() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = suanpan()
+        .args(["chat", "-m", &model(), "-t", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap(); // kept open: the chat waits at its prompt
+    let mut stderr = child.stderr.take().unwrap();
+    let mut err = Vec::new();
+    let mut buf = [0u8; 256];
+    while !err.ends_with(b"> ") {
+        match stderr.read(&mut buf).unwrap() {
+            0 => panic!("stderr closed: {}", String::from_utf8_lossy(&err)),
+            n => err.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chat did not quit on Ctrl-C at the prompt");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+}
