@@ -287,6 +287,28 @@ fn session_on_gpu_generates_like_cpu() {
     assert_eq!(gtoks, ctoks);
     assert_eq!(gt, ct);
     assert!(gkv > 0);
+    // The GPU keeps an f16 cache: a quantized one is refused with a clear error, and so is
+    // a saved state (it holds the CPU cache's keys and values).
+    let q4 = gpu.session(&SessionParams {
+        n_ctx: 64,
+        kv: suanpan::kv::KvParams {
+            mode: suanpan::kv::KvMode::Q4,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    assert!(
+        matches!(&q4, Err(suanpan::Error::Backend(m)) if m.contains("f16 KV cache")),
+        "{:?}",
+        q4.err()
+    );
+    let s = gpu
+        .session(&SessionParams {
+            n_ctx: 64,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(matches!(s.save_state(), Err(suanpan::Error::Backend(_))));
     // Context overflow is an error on the GPU path too, and the session survives it.
     let mut s = gpu
         .session(&SessionParams {

@@ -459,3 +459,79 @@ fn context_full_mid_generation() {
     let (_, st) = run(&mut s, "Hi", &greedy(3)).unwrap();
     assert_eq!(st.generated_tokens, 3);
 }
+
+/// A session over a quantized KV cache: a copy is rebuilt by running the context again and
+/// continues exactly like the original; saving, truncating into quantized pages are clear
+/// errors that leave the session usable; chat still works when the prefix cannot be cut.
+#[test]
+fn quantized_cache_clone_save_truncate_chat() {
+    use suanpan::kv::{KvMode, KvParams};
+    let m = common::model();
+    let params = SessionParams {
+        n_ctx: 256,
+        kv: KvParams {
+            mode: KvMode::Q4,
+            window: 32,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut a = m.session(&params).unwrap();
+    // Enough context that pages leave the f16 window and get quantized.
+    let (_, st) = run(
+        &mut a,
+        "The history of the printing press begins in the fifteenth century, when Johannes \
+         Gutenberg combined movable metal type, oil-based ink and a wooden press adapted from \
+         wine making. Within fifty years presses were running in more than two hundred cities",
+        &greedy(6),
+    )
+    .unwrap();
+    assert!(st.prompt_tokens > 40, "{}", st.prompt_tokens);
+    assert!(a.kv().as_quant().is_some());
+    let mut b = a.try_clone().unwrap();
+    assert_eq!(b.context_tokens(), a.context_tokens());
+    let ta = a
+        .generate_tokens(&[], &greedy(8), |_| ControlFlow::Continue(()))
+        .unwrap();
+    let tb = b
+        .generate_tokens(&[], &greedy(8), |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(ta.tokens, tb.tokens);
+
+    let e = a.save_state().unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArg(m) if m.contains("f16 KV cache")),
+        "{e}"
+    );
+    let before = a.context_tokens();
+    let e = a.truncate(4).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArg(m) if m.contains("f16 KV cache")),
+        "{e}"
+    );
+    assert_eq!(
+        a.context_tokens(),
+        before,
+        "a refused truncate changes nothing"
+    );
+    // Keeping everything is fine.
+    a.truncate(before.len() + 5).unwrap();
+
+    // chat with a conversation that is not an extension of the context: the cache cannot be
+    // cut, so it starts over and still answers.
+    let msgs = vec![ChatMessage::user("What is the capital of France?")];
+    let mut reply = String::new();
+    let st = a
+        .chat(&msgs, &greedy(8), |p| {
+            reply.push_str(p);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(st.generated_tokens, 8);
+    // Same as the conversation in a fresh session.
+    let mut fresh = m.session(&params).unwrap();
+    let want = fresh
+        .chat(&msgs, &greedy(8), |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(st.tokens, want.tokens, "{reply}");
+}
