@@ -89,6 +89,10 @@ struct KvArgs {
     /// First tokens never quantized nor evicted (attention sinks).
     #[arg(long = "kv-sinks", default_value_t = 4)]
     sinks: usize,
+    /// Key values per page kept exactly (largest quantization errors; default 64 for q2,
+    /// 0 for q8/q4; at most 64).
+    #[arg(long = "kv-outliers")]
+    outliers: Option<usize>,
     /// Memory budget of the KV cache (e.g. 64M, 1.5G); sets the context length.
     #[arg(long = "kv-budget")]
     budget: Option<String>,
@@ -105,6 +109,7 @@ impl KvArgs {
             group: self.group,
             rotate: self.rotate,
             sinks: self.sinks,
+            outliers: self.outliers,
             budget: self
                 .budget
                 .as_deref()

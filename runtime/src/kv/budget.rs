@@ -99,6 +99,11 @@ impl std::str::FromStr for Overflow {
     }
 }
 
+/// Default key outliers per page of a q2 cache (see [`KvParams::outliers`]).
+pub const DEFAULT_Q2_OUTLIERS: usize = 64;
+/// Most key outliers a page keeps.
+pub const MAX_OUTLIERS: usize = 64;
+
 /// Parameters of a session's KV cache.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KvParams {
@@ -116,6 +121,11 @@ pub struct KvParams {
     /// (capped by an explicit `n_ctx`, else by the model's trained length).
     pub budget: Option<usize>,
     pub overflow: Overflow,
+    /// Quantized modes: key values per page and KV head kept exactly, the page's largest
+    /// quantization errors stored as (position, error) pairs and added back when scoring
+    /// (dense-and-sparse, as KVQuant). `None`: 64 for q2 (2-bit keys lose the most on outlier
+    /// channels; +256 bytes per 32-token page and head), 0 for q8/q4.
+    pub outliers: Option<usize>,
     /// Quantized modes: most tokens one forward pass ingests. A batch stays in f16 until it
     /// is committed (so it attends exactly as token-by-token ingestion would), so this many
     /// f16 rows are part of the cache's fixed memory; sessions split longer prompts.
@@ -132,6 +142,7 @@ impl Default for KvParams {
             sinks: 4,
             budget: None,
             overflow: Overflow::Error,
+            outliers: None,
             stage: 64,
         }
     }
@@ -174,10 +185,19 @@ impl KvParams {
         Ok(self.mode.qbits().map(|bits| PageGeom {
             kbits: bits,
             vbits: bits,
+            k_outliers: self.key_outliers(),
             page: self.group,
             head_dim: g.head_dim,
             vgroup: self.group.min(g.head_dim),
         }))
+    }
+
+    /// Key values per page (and KV head) kept exactly: `outliers`, or the mode's default.
+    pub fn key_outliers(&self) -> usize {
+        self.outliers.unwrap_or(match self.mode {
+            KvMode::Q2 => DEFAULT_Q2_OUTLIERS,
+            _ => 0,
+        })
     }
 
     /// The batch a session with `n_batch` really uses with this cache.
@@ -206,6 +226,12 @@ impl KvParams {
             return Err(Error::invalid(format!(
                 "KV staging batch of {} tokens (1..=8192)",
                 self.stage
+            )));
+        }
+        if self.outliers.is_some_and(|n| n > MAX_OUTLIERS) {
+            return Err(Error::invalid(format!(
+                "{} key outliers per page (at most {MAX_OUTLIERS})",
+                self.outliers.unwrap_or(0)
             )));
         }
         if self.budget == Some(0) {
@@ -367,8 +393,16 @@ mod tests {
         // bytes per page per head; 2560/32 = 80 bytes per token per head; × 3 × 30.
         let q4 = params(KvMode::Q4).footprint(&SMOL, 4096, 512).unwrap();
         assert_eq!(q4.bytes_per_token, 80.0 * 90.0);
+        // q2: codes 1024 + meta 512 + 64 key outliers × (index, error) × 2 bytes = 256, per
+        // page per head: 1792/32 = 56 bytes per token per head (48 without outliers).
         let q2 = params(KvMode::Q2).footprint(&SMOL, 4096, 512).unwrap();
-        assert_eq!(q2.bytes_per_token, 48.0 * 90.0);
+        assert_eq!(q2.bytes_per_token, 56.0 * 90.0);
+        let q2_plain = KvParams {
+            outliers: Some(0),
+            ..params(KvMode::Q2)
+        };
+        let q2_plain = q2_plain.footprint(&SMOL, 4096, 512).unwrap();
+        assert_eq!(q2_plain.bytes_per_token, 48.0 * 90.0);
         let q8 = params(KvMode::Q8).footprint(&SMOL, 4096, 512).unwrap();
         assert_eq!(q8.bytes_per_token, 144.0 * 90.0);
         // Fixed part: sinks 4 + window 128 + 31 + staging 64 tokens of f16.

@@ -475,6 +475,7 @@ mod tests {
         PageGeom {
             kbits: bits,
             vbits: bits,
+            k_outliers: 8,
             page: 32,
             head_dim: 64,
             vgroup: 32,
@@ -649,6 +650,7 @@ mod batch_equivalence {
         let pg = PageGeom {
             kbits: QBits::B4,
             vbits: QBits::B4,
+            k_outliers: 4,
             page: 32,
             head_dim: 64,
             vgroup: 32,

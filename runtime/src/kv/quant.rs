@@ -287,6 +287,9 @@ pub struct PageGeom {
     pub head_dim: usize,
     /// Channels per value group (a multiple of 32 dividing `head_dim`).
     pub vgroup: usize,
+    /// Key values kept exactly: the page's largest key quantization errors, stored as
+    /// (position, error) pairs and added back when scoring (dense-and-sparse, KVQuant).
+    pub k_outliers: usize,
 }
 
 impl PageGeom {
@@ -310,8 +313,13 @@ impl PageGeom {
     pub fn v_codes_at(&self) -> usize {
         self.head_dim * self.k_chan_bytes()
     }
-    /// f16 metadata values of a page: K scale, K min, V scale, V min.
+    /// f16 metadata values of a page: K scale, K min, V scale, V min, key outliers.
     pub fn meta_len(&self) -> usize {
+        2 * self.head_dim + 2 * self.page * self.v_groups() + 2 * self.k_outliers
+    }
+    /// Offset of the key outliers in a page's metadata: pairs of (index `c·P + j` as the bits
+    /// of an f16 slot, error `x − x̂` as f16); unused pairs have error 0.
+    pub fn outliers_at(&self) -> usize {
         2 * self.head_dim + 2 * self.page * self.v_groups()
     }
     /// Bytes of one page (codes + metadata).
@@ -335,9 +343,14 @@ pub fn quantize_page(
     let (kc, vc) = codes.split_at_mut(g.v_codes_at());
     let (ks, rest) = meta.split_at_mut(hd);
     let (km, rest) = rest.split_at_mut(hd);
-    let (vs, vm) = rest.split_at_mut(p * g.v_groups());
+    let (vs, rest) = rest.split_at_mut(p * g.v_groups());
+    let (vm, outl) = rest.split_at_mut(p * g.v_groups());
     let kb = g.k_chan_bytes();
-    // Keys: one group per channel, over the page's tokens.
+    // The largest key errors: (|error|, index, error), smallest first replaced.
+    let no = g.k_outliers.min(64);
+    let mut top = [(0f32, 0u16, 0f32); 64];
+    let mut floor = 0f32; // smallest |error| in `top`
+                          // Keys: one group per channel, over the page's tokens.
     let mut col_vals = [0f32; 128];
     let mut col_codes = [0u8; 128];
     let (bits, bb) = (g.kbits, g.kbits.block_bytes());
@@ -348,10 +361,34 @@ pub fn quantize_page(
         let (s, m) = quantize_group(bits, &col_vals[..p], &mut col_codes[..p]);
         ks[c] = s;
         km[c] = m;
+        if no > 0 {
+            let (sf, mf) = (s.to_f32(), m.to_f32());
+            for j in 0..p {
+                let e = col_vals[j].clamp(-CLAMP, CLAMP) - (mf + sf * col_codes[j] as f32);
+                if e.abs() > floor {
+                    let (slot, _) = top[..no]
+                        .iter()
+                        .enumerate()
+                        .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
+                        .expect("no > 0");
+                    top[slot] = (e.abs(), (c * p + j) as u16, e);
+                    floor = top[..no].iter().map(|t| t.0).fold(f32::INFINITY, f32::min);
+                }
+            }
+        }
         for blk in 0..p / BLOCK {
             let u: &[u8; BLOCK] = col_codes[blk * BLOCK..][..BLOCK].try_into().unwrap();
             pack_block(bits, u, &mut kc[c * kb + blk * bb..][..bb]);
         }
+    }
+    for (i, pair) in outl.chunks_exact_mut(2).enumerate() {
+        let (idx, e) = if i < no {
+            (top[i].1, top[i].2)
+        } else {
+            (0, 0.0)
+        };
+        pair[0] = f16::from_bits(idx);
+        pair[1] = f16::from_f32(e);
     }
     // Values: groups of `vgroup` channels within each token.
     let (vg, ng, vb) = (g.vgroup, g.v_groups(), g.v_row_bytes());
@@ -398,6 +435,11 @@ pub fn dequantize_page(g: &PageGeom, codes: &[u8], meta: &[f16], k: &mut [f32], 
                 k[(blk * BLOCK + i) * hd + c] = m + s * code as f32;
             }
         }
+    }
+    for pair in meta[g.outliers_at()..g.meta_len()].chunks_exact(2) {
+        let idx = pair[0].to_bits() as usize;
+        let (c, j) = (idx / p, idx % p);
+        k[j * hd + c] += pair[1].to_f32();
     }
     let (vg, ng, vb) = (g.vgroup, g.v_groups(), g.v_row_bytes());
     for j in 0..p {
@@ -671,6 +713,62 @@ mod tests {
         assert_eq!((s.to_f32(), m.to_f32()), (0.0, 0.0));
     }
 
+    /// Key outliers: the n largest key errors of a page come back exact (to f16 rounding of
+    /// the error), so the error never grows with n and the kept positions are the worst ones.
+    #[test]
+    fn key_outliers_restore_the_largest_errors() {
+        let mut seed = 11u64;
+        let (page, hd) = (32usize, 64usize);
+        let k: Vec<f16> = (0..page * hd)
+            .map(|i| {
+                // A few spikes far outside their channel's range.
+                let spike = if i % 97 == 13 { 9.0 } else { 1.0 };
+                f16::from_f32(rng(&mut seed) * spike)
+            })
+            .collect();
+        let v: Vec<f16> = (0..page * hd)
+            .map(|_| f16::from_f32(rng(&mut seed)))
+            .collect();
+        let run = |n: usize| {
+            let g = PageGeom {
+                kbits: QBits::B2,
+                vbits: QBits::B2,
+                k_outliers: n,
+                page,
+                head_dim: hd,
+                vgroup: 32,
+            };
+            let mut codes = vec![0u8; g.code_bytes()];
+            let mut meta = vec![f16::ZERO; g.meta_len()];
+            quantize_page(&g, &k, &v, hd, 0, &mut codes, &mut meta);
+            let (mut kd, mut vd) = (vec![0f32; page * hd], vec![0f32; page * hd]);
+            dequantize_page(&g, &codes, &meta, &mut kd, &mut vd);
+            let err: Vec<f32> = k.iter().zip(&kd).map(|(a, b)| a.to_f32() - b).collect();
+            (err, vd)
+        };
+        let (e0, v0) = run(0);
+        let sse = |e: &[f32]| e.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+        let mut prev = sse(&e0);
+        for n in [1, 8, 32, 64] {
+            let (e, vd) = run(n);
+            assert_eq!(vd, v0, "values do not depend on key outliers");
+            let s = sse(&e);
+            assert!(s <= prev, "n={n}: {s} > {prev}");
+            prev = s;
+            // The n worst errors without outliers are now (nearly) gone.
+            let mut order: Vec<usize> = (0..e0.len()).collect();
+            order.sort_by(|&a, &b| e0[b].abs().total_cmp(&e0[a].abs()));
+            for &i in &order[..n] {
+                assert!(
+                    e[i].abs() <= e0[i].abs() * 1e-3 + 1e-3,
+                    "n={n} position {i}: {} left of {}",
+                    e[i],
+                    e0[i]
+                );
+            }
+        }
+    }
+
     /// A page dequantizes to within each group's half step, for keys (per channel) and
     /// values (per token), with rows taken from inside a wider row.
     #[test]
@@ -681,6 +779,7 @@ mod tests {
                 let g = PageGeom {
                     kbits: bits,
                     vbits: bits,
+                    k_outliers: 0,
                     page,
                     head_dim: 64,
                     vgroup,

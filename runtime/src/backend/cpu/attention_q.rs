@@ -339,7 +339,7 @@ fn run_item_generic<'w, const SIMD: bool>(
     let (sum, rest) = rest.split_at_mut(g);
     let (bias, rest) = rest.split_at_mut(g);
     let (vrow, rest) = rest.split_at_mut(hd);
-    let mf = &mut rest[..pg.meta_len()];
+    let mf = &mut rest[..pg.outliers_at()];
     // Queries of the group, scaled, rotated like the stored keys.
     for h in 0..g {
         let src = &q[(t * shape.n_head + kvh * g + h) * hd..][..hd];
@@ -385,7 +385,7 @@ fn run_item_generic<'w, const SIMD: bool>(
             }
         } else if let Some(at) = page_at {
             let codes = &view.codes[at * pg.code_bytes()..][..pg.code_bytes()];
-            meta_to_f32::<SIMD>(&view.meta[at * pg.meta_len()..][..pg.meta_len()], mf);
+            meta_to_f32::<SIMD>(&view.meta[at * pg.meta_len()..][..pg.outliers_at()], mf);
             // score_j = Σ_c (q_c·s_c)·u_jc + Σ_c q_c·m_c
             let (ks, km) = (&mf[..hd], &mf[hd..2 * hd]);
             for h in 0..g {
@@ -400,6 +400,19 @@ fn run_item_generic<'w, const SIMD: bool>(
                 bias[h] = b;
             }
             page_scores::<SIMD>(&pg, codes, qs, bias, g, sc);
+            // Key outliers: add q·(x − x̂) where the codes were far off.
+            for pair in view.meta[at * pg.meta_len() + pg.outliers_at()..][..2 * pg.k_outliers]
+                .chunks_exact(2)
+            {
+                let e = pair[1].to_f32();
+                if e != 0.0 {
+                    let idx = pair[0].to_bits() as usize;
+                    let (c, j) = (idx / page, idx % page);
+                    for h in 0..g {
+                        sc[h * page + j] += qb[h * hd + c] * e;
+                    }
+                }
+            }
         }
         // Online softmax: rescale what was accumulated when the max grows.
         for h in 0..g {
@@ -688,7 +701,7 @@ mod x86 {
     ) {
         let (p, hd) = (pg.page, pg.head_dim);
         assert!(hd % BLOCK == 0 && codes.len() >= pg.code_bytes());
-        assert!(mf.len() >= pg.meta_len() && probs.len() >= g * p && acc.len() >= g * hd);
+        assert!(mf.len() >= pg.outliers_at() && probs.len() >= g * p && acc.len() >= g * hd);
         let mut h0 = 0;
         while h0 < g {
             let hc = (g - h0).min(3);
@@ -907,6 +920,7 @@ mod tests {
             let pg = PageGeom {
                 kbits: bits,
                 vbits: bits,
+                k_outliers: if bits == QBits::B2 { 16 } else { 0 },
                 page,
                 head_dim: 64,
                 vgroup: 32,
