@@ -12,15 +12,19 @@ ctxs=("$@")
 [ ${#ctxs[@]} -eq 0 ] && ctxs=(2048 8192)
 cargo build --release -q -p suanpan-cli
 bin=./target/release/suanpan
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
 for ctx in "${ctxs[@]}"; do
   for kv in f16 q8 q4 q2; do
     "$bin" bench --ctx "$ctx" --kv "$kv" --gen-tokens 32 --reps 3 -t "$threads" --json 2> /dev/null
   done
-done | python3 -c '
+done > "$out"
+python3 - "$out" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in sys.stdin if l.startswith("{")]
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 base = {r["ctx"]: r["decode_tps"] for r in rows if r["kv"] == "f16"}
-print(f"{\"ctx\":>6} {\"kv\":>4} {\"decode tok/s\":>12} {\"vs f16\":>7} {\"KV MB\":>7}")
+print("%6s %4s %12s %7s %7s" % ("ctx", "kv", "decode tok/s", "vs f16", "KV MB"))
 for r in rows:
-    print(f"{r[\"ctx\"]:>6} {r[\"kv\"]:>4} {r[\"decode_tps\"]:>12.2f} {r[\"decode_tps\"] / base[r[\"ctx\"]]:>6.2f}x {r[\"kv_bytes\"] / 1e6:>7.1f}")
-'
+    print("%6d %4s %12.2f %6.2fx %7.1f" % (r["ctx"], r["kv"], r["decode_tps"],
+          r["decode_tps"] / base[r["ctx"]], r["kv_bytes"] / 1e6))
+PY
