@@ -191,11 +191,7 @@ impl Session {
         let c = model.config();
         // The GPU backend keeps its own f16 cache; the CPU cache is then a 1-token placeholder.
         let on_gpu = model.on_gpu();
-        if on_gpu
-            && (params.kv.mode != crate::kv::KvMode::F16
-                || params.kv.budget.is_some()
-                || params.kv.overflow != Overflow::Error)
-        {
+        if on_gpu && params.kv.needs_cpu() {
             return Err(Error::Backend(
                 "the GPU backend keeps an f16 KV cache: quantized modes, budgets and sliding \
                  windows need the CPU backend (--backend cpu)"

@@ -302,10 +302,8 @@ fn load(args: &ModelArgs) -> Result<Arc<Model>> {
     let path = model_path(&args.model)?;
     // The GPU backend keeps an f16 KV cache: `auto` stays on the CPU when the cache flags
     // ask for more (an explicit `--backend gpu` gets the session's clear error instead).
-    let kv = &args.kv;
-    let cpu_kv = kv.kv != KvMode::F16 || kv.budget.is_some() || kv.overflow != Overflow::Error;
     let backend = match args.backend {
-        BackendKind::Auto if cpu_kv => BackendKind::Cpu,
+        BackendKind::Auto if args.kv.params()?.needs_cpu() => BackendKind::Cpu,
         b => b,
     };
     let model = load_with_bar(

@@ -192,6 +192,12 @@ impl KvParams {
         }))
     }
 
+    /// Whether these parameters need the CPU backend's cache (the GPU keeps a plain f16
+    /// cache: no quantized mode, byte budget or sliding window).
+    pub fn needs_cpu(&self) -> bool {
+        self.mode != KvMode::F16 || self.budget.is_some() || self.overflow != Overflow::Error
+    }
+
     /// Key values per page (and KV head) kept exactly: `outliers`, or the mode's default.
     pub fn key_outliers(&self) -> usize {
         self.outliers.unwrap_or(match self.mode {
