@@ -393,6 +393,12 @@ impl Session {
         self.cancel.clone()
     }
 
+    /// Show the block matrices' inputs of every CPU forward pass to `tap` (calibration);
+    /// `None` removes it.
+    pub(crate) fn set_tap(&mut self, tap: Option<crate::model::graph::Tap>) {
+        self.scratch.tap = tap;
+    }
+
     /// Forget the conversation.
     pub fn reset(&mut self) {
         self.tokens.clear();

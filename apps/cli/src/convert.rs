@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use suanpan::convert::{convert, ConvertParams, Rest, Target};
+use suanpan::convert::{convert, CalibParams, Calibration, ConvertParams, Rest, Target};
 
 #[derive(Args)]
 pub struct ConvertArgs {
@@ -40,6 +40,14 @@ pub struct ConvertArgs {
     /// (by default they get one more bit, like llama.cpp's _M mixes).
     #[arg(long)]
     no_mix: bool,
+    /// LUT: calibrate on this text file (run the source model over it, then quantize the
+    /// block matrices with GPTQ, which moves rounding errors where the real inputs make them
+    /// cost least). Use text other than what you evaluate on. GGUF input only.
+    #[arg(long, value_name = "TEXT_FILE")]
+    calib: Option<PathBuf>,
+    /// Most tokens of the calibration text to use (chunks of 512).
+    #[arg(long, default_value_t = 4096)]
+    calib_tokens: usize,
     /// Worker threads (default: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -58,7 +66,42 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         "df11" => Rest::Df11,
         r => anyhow::bail!("--rest {r:?}: expected source, bf16 or df11"),
     };
+    let calib = match &a.calib {
+        None => None,
+        Some(path) => {
+            if !matches!(
+                target,
+                Target::Lut {
+                    method: suanpan::lut::Method::Search,
+                    ..
+                }
+            ) {
+                anyhow::bail!("--calib applies to lut1..lut4 with the default search (not --rtn, tern, df11 or float targets)");
+            }
+            let text = suanpan::perplexity::read_text_file(path)?;
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} calibrating [{bar:30}] {pos}/{len} tokens")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            let cp = CalibParams {
+                tokens: a.calib_tokens,
+                threads: a.threads,
+                ..CalibParams::default()
+            };
+            let c = Calibration::collect(&a.input, &text, &cp, &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .with_context(|| format!("calibrating on {}", path.display()))?;
+            bar.finish_and_clear();
+            eprintln!("calibrated on {} tokens of {}", c.tokens(), path.display());
+            Some(std::sync::Arc::new(c))
+        }
+    };
     let params = ConvertParams {
+        calib,
         group: a.group,
         rest,
         quantize_embeddings: a.quantize_embeddings,

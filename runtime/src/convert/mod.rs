@@ -19,6 +19,9 @@
 //!   lut3 g32 PPL 49.7 → 28.3 with them at 4 bits) get one more bit. `mix = false` quantizes
 //!   every block matrix to the same width.
 //! * `keep`: tensors whose name contains any of these substrings keep their source type.
+//! * `calib` (`--calib TEXT`): with input statistics from running the source model over a
+//!   text ([`Calibration`]), the block matrices are quantized with GPTQ instead of the
+//!   per-group search alone (same format, same kernels; measured in `bench/lut_quality.sh`).
 //!
 //! ```no_run
 //! use suanpan::convert::{convert, ConvertParams, Target};
@@ -29,20 +32,22 @@
 //! # Ok::<(), suanpan::Error>(())
 //! ```
 
+pub mod calib;
 mod safetensors;
 mod tensor_io;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::dfloat;
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile, GgufWriter, Value};
-use crate::lut::{LutMatrix, Method};
+use crate::lut::{gptq, LutMatrix, Method};
 use crate::model::weights::df11_dims_key;
 
+pub use calib::{CalibParams, Calibration};
 pub use tensor_io::{read_bf16_bits, read_f32, Source, SourceTensor};
 
 /// What the converted tensors become.
@@ -129,6 +134,9 @@ pub struct ConvertParams {
     pub mix: bool,
     /// Worker threads (0 = one per core).
     pub threads: usize,
+    /// LUT (error-minimizing method): input statistics of the block matrices; the matrices
+    /// they cover are quantized with GPTQ ([`crate::lut::gptq`]). Default none.
+    pub calib: Option<Arc<Calibration>>,
 }
 
 impl ConvertParams {
@@ -142,6 +150,7 @@ impl ConvertParams {
             cast: false,
             mix: true,
             threads: 0,
+            calib: None,
         }
     }
 }
@@ -285,8 +294,14 @@ fn convert_one(src: &Source, t: &SourceTensor, a: Action, p: &ConvertParams) -> 
                 )));
             }
             let w = read_f32(src, t)?;
-            let m = LutMatrix::quantize_with(&w, rows, cols, bits, p.group, method)
-                .map_err(|e| Error::invalid(format!("{}: {e}", t.name)))?;
+            let m = match &p.calib {
+                Some(c) if method == Method::Search && c.covers(&t.name) => {
+                    let f = c.factor(&t.name)?;
+                    gptq::quantize_gptq(&w, rows, cols, bits, p.group, &f)
+                }
+                _ => LutMatrix::quantize_with(&w, rows, cols, bits, p.group, method),
+            }
+            .map_err(|e| Error::invalid(format!("{}: {e}", t.name)))?;
             out(
                 logical,
                 GgmlType::Lut {

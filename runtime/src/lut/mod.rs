@@ -3,6 +3,8 @@
 //!
 //! * [`quantize`]: group-wise asymmetric quantization (RTN and an error-minimizing search)
 //!   and BitNet b1.58 ternary.
+//! * [`gptq`]: calibrated quantization (GPTQ): rounding errors moved onto the columns not
+//!   yet quantized, weighted by the second moments of real inputs.
 //! * [`layout`]: [`LutMatrix`], bit planes packed as nibbles in the GEMV's read order.
 //! * [`table`]: per-4-activation symmetric tables with mirror consolidation, quantized to
 //!   int8 with one scale per group.
@@ -28,6 +30,7 @@
 
 pub mod gemm;
 pub mod gemv;
+pub mod gptq;
 pub mod layout;
 #[cfg(target_arch = "aarch64")]
 mod neon;

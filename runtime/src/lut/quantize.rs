@@ -50,32 +50,46 @@ fn params_for_range(lo: f32, hi: f32, qmax: f32) -> (f16, f16) {
     (f16::from_f32(s), f16::from_f32(-lo / s))
 }
 
-/// Codes of `w` for the stored `(s, z)`; returns the squared error of the reconstruction.
-fn quantize_with(w: &[f32], s: f16, z: f16, qmax: f32, codes: &mut [u8]) -> f64 {
+/// The code of `v` for `inv = 1/s` and zero `z`: `clamp(round(v/s + z), 0, qmax)`, rounding
+/// half to even without a libm call (clamping first commutes with rounding since the bounds
+/// are integers; exact for codes below 2^22).
+#[inline(always)]
+pub(crate) fn code_of(v: f32, inv: f32, z: f32, qmax: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((v * inv + z).clamp(0.0, qmax) + MAGIC) - MAGIC
+}
+
+/// Weight 1 for every column (the unweighted error; multiplying by 1.0 is exact).
+const ONES: [f32; 128] = [1.0; 128];
+
+/// Codes of `w` for the stored `(s, z)`; returns the squared error of the reconstruction,
+/// each column's weighted by `imp`.
+fn quantize_with(w: &[f32], imp: &[f32], s: f16, z: f16, qmax: f32, codes: &mut [u8]) -> f64 {
     let (s, z) = (s.to_f32(), z.to_f32());
     let inv = if s != 0.0 { 1.0 / s } else { 0.0 };
-    // Eight independent partial sums: no serial chain of f64 adds (groups are multiples of 8).
-    // Clamp first (the bounds are integers, so it commutes with rounding), then round half
-    // to even without a libm call: exact for 0 ≤ u ≤ 15 < 2^22.
-    let one = |v: f32, c: &mut u8| -> f64 {
-        const MAGIC: f32 = 12_582_912.0;
-        let u = ((v * inv + z).clamp(0.0, qmax) + MAGIC) - MAGIC;
+    let one = |v: f32, m: f32, c: &mut u8| -> f64 {
+        let u = code_of(v, inv, z, qmax);
         *c = u as u8;
         let d = (v - s * (u - z)) as f64;
-        d * d
+        d * d * m as f64
     };
     // Eight independent partial sums: no serial chain of f64 adds.
     let mut err = [0f64; 8];
     let n8 = w.len() / 8 * 8;
-    for (c8, w8) in codes[..n8].chunks_exact_mut(8).zip(w[..n8].chunks_exact(8)) {
+    for ((c8, w8), m8) in codes[..n8]
+        .chunks_exact_mut(8)
+        .zip(w[..n8].chunks_exact(8))
+        .zip(imp[..n8].chunks_exact(8))
+    {
         for i in 0..8 {
-            err[i] += one(w8[i], &mut c8[i]);
+            err[i] += one(w8[i], m8[i], &mut c8[i]);
         }
     }
     let tail: f64 = codes[n8..]
         .iter_mut()
         .zip(&w[n8..])
-        .map(|(c, &v)| one(v, c))
+        .zip(&imp[n8..])
+        .map(|((c, &v), &m)| one(v, m, c))
         .sum();
     err.iter().sum::<f64>() + tail
 }
@@ -85,12 +99,28 @@ pub fn quantize_group_rtn(w: &[f32], bits: usize, codes: &mut [u8]) -> (f16, f16
     let qmax = ((1u32 << bits) - 1) as f32;
     let (lo, hi) = min_max(w);
     let (s, z) = params_for_range(lo, hi, qmax);
-    quantize_with(w, s, z, qmax, codes);
+    quantize_with(w, &ONES, s, z, qmax, codes);
     (s, z)
 }
 
 /// Error-minimizing quantization of one group into `codes`; returns `(scale, zero)`.
 pub fn quantize_group_search(w: &[f32], bits: usize, codes: &mut [u8]) -> (f16, f16) {
+    if w.len() <= ONES.len() {
+        quantize_group_search_weighted(w, &ONES[..w.len()], bits, codes)
+    } else {
+        quantize_group_search_weighted(w, &vec![1.0; w.len()], bits, codes)
+    }
+}
+
+/// [`quantize_group_search`] minimizing `Σ imp_i·(w_i − ŵ_i)²` (`imp ≥ 0`, one per weight;
+/// GPTQ passes how much each column's error costs).
+pub fn quantize_group_search_weighted(
+    w: &[f32],
+    imp: &[f32],
+    bits: usize,
+    codes: &mut [u8],
+) -> (f16, f16) {
+    assert_eq!(imp.len(), w.len(), "one importance per weight");
     let qmax = ((1u32 << bits) - 1) as f32;
     let (lo, hi) = min_max(w);
     let mean = w.iter().sum::<f32>() / w.len().max(1) as f32;
@@ -99,7 +129,7 @@ pub fn quantize_group_search(w: &[f32], bits: usize, codes: &mut [u8]) -> (f16, 
     let mut try_ratios = |a: f32, b: f32, best: &mut (f64, f16, f16)| -> bool {
         let (l, h) = (mean + (lo - mean) * a, mean + (hi - mean) * b);
         let (s, z) = params_for_range(l, h, qmax);
-        let e = quantize_with(w, s, z, qmax, &mut scratch);
+        let e = quantize_with(w, imp, s, z, qmax, &mut scratch);
         let better = e < best.0;
         if better {
             *best = (e, s, z);
@@ -124,12 +154,12 @@ pub fn quantize_group_search(w: &[f32], bits: usize, codes: &mut [u8]) -> (f16, 
     }
     // Least-squares refinement: fit w ≈ a·u + c to the current codes, re-quantize.
     let (mut e, mut s, mut z) = best;
-    quantize_with(w, s, z, qmax, codes);
+    quantize_with(w, imp, s, z, qmax, codes);
     for _ in 0..REFINE_ROUNDS {
-        let Some((s2, z2)) = lsq_fit(w, codes) else {
+        let Some((s2, z2)) = lsq_fit(w, imp, codes) else {
             break;
         };
-        let e2 = quantize_with(w, s2, z2, qmax, &mut scratch);
+        let e2 = quantize_with(w, imp, s2, z2, qmax, &mut scratch);
         if e2.is_nan() || e2 >= e {
             break;
         }
@@ -139,16 +169,17 @@ pub fn quantize_group_search(w: &[f32], bits: usize, codes: &mut [u8]) -> (f16, 
     (s, z)
 }
 
-/// Least-squares `(s, z)` with `w ≈ s·(u − z)` for fixed codes; `None` if degenerate.
-fn lsq_fit(w: &[f32], codes: &[u8]) -> Option<(f16, f16)> {
-    let n = w.len() as f64;
-    let (mut su, mut suu, mut sw, mut suw) = (0f64, 0f64, 0f64, 0f64);
-    for (&c, &v) in codes.iter().zip(w) {
-        let (u, v) = (c as f64, v as f64);
-        su += u;
-        suu += u * u;
-        sw += v;
-        suw += u * v;
+/// Weighted least-squares `(s, z)` with `w ≈ s·(u − z)` for fixed codes; `None` if
+/// degenerate.
+fn lsq_fit(w: &[f32], imp: &[f32], codes: &[u8]) -> Option<(f16, f16)> {
+    let (mut n, mut su, mut suu, mut sw, mut suw) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    for ((&c, &v), &m) in codes.iter().zip(w).zip(imp) {
+        let (u, v, m) = (c as f64, v as f64, m as f64);
+        n += m;
+        su += m * u;
+        suu += m * u * u;
+        sw += m * v;
+        suw += m * u * v;
     }
     let den = n * suu - su * su;
     if den <= 0.0 {

@@ -32,9 +32,41 @@ pub enum Logits {
     None,
 }
 
+/// Where a forward pass shows a block matrix's input to a [`Tap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TapSite {
+    /// The normed input of `attn_q`, `attn_k`, `attn_v` (width `n_embd`).
+    AttnIn,
+    /// The attention output, input of `attn_output` (width `q_dim`).
+    AttnOut,
+    /// The normed input of `ffn_gate`, `ffn_up` (width `n_embd`).
+    FfnIn,
+    /// The SwiGLU output, input of `ffn_down` (width `n_ff`).
+    FfnDown,
+}
+
+impl TapSite {
+    /// The site whose values are the input of block matrix `matrix` (`attn_q`, ...).
+    pub fn of_matrix(matrix: &str) -> Option<TapSite> {
+        Some(match matrix {
+            "attn_q" | "attn_k" | "attn_v" => TapSite::AttnIn,
+            "attn_output" => TapSite::AttnOut,
+            "ffn_gate" | "ffn_up" => TapSite::FfnIn,
+            "ffn_down" => TapSite::FfnDown,
+            _ => return None,
+        })
+    }
+}
+
+/// Observer of the block matrices' inputs: `(layer, site, rows, n_rows)`, `rows` being
+/// `n_rows` inputs back to back. Calibration (`convert::calib`) uses it; inference has none.
+pub type Tap = Box<dyn FnMut(usize, TapSite, &[f32], usize) + Send>;
+
 /// Buffers for one batch of up to `cap` tokens, allocated once per session so the decode
 /// loop allocates nothing.
 pub struct Scratch {
+    /// Observer of the matrices' inputs (calibration only).
+    pub(crate) tap: Option<Tap>,
     cap: usize,
     x: Vec<f32>,
     xn: Vec<f32>,
@@ -63,6 +95,7 @@ impl Scratch {
     ) -> Self {
         let widest = c.n_embd.max(c.n_ff).max(c.q_dim());
         Scratch {
+            tap: None,
             cap,
             x: vec![0.0; cap * c.n_embd],
             xn: vec![0.0; cap * c.n_embd],
@@ -337,6 +370,9 @@ pub fn forward<'s>(
                 &mut s.xn[i * d..(i + 1) * d],
             );
         }
+        if let Some(tap) = &mut s.tap {
+            tap(li, TapSite::AttnIn, &s.xn[..n * d], n);
+        }
         project_many(
             pool,
             file,
@@ -368,6 +404,9 @@ pub fn forward<'s>(
         }
         kv.store(li, &s.k[..n * kvd], &s.v[..n * kvd])?;
         kv.attend(pool, li, shape, &s.q, n, scale, &mut s.scores, &mut s.attn)?;
+        if let Some(tap) = &mut s.tap {
+            tap(li, TapSite::AttnOut, &s.attn[..n * qd], n);
+        }
         project(pool, file, &l.wo, &s.attn, n, &mut s.proj, &mut s.tmp)?;
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
 
@@ -379,6 +418,9 @@ pub fn forward<'s>(
                 &mut s.xn[i * d..(i + 1) * d],
             );
         }
+        if let Some(tap) = &mut s.tap {
+            tap(li, TapSite::FfnIn, &s.xn[..n * d], n);
+        }
         project_many(
             pool,
             file,
@@ -388,6 +430,9 @@ pub fn forward<'s>(
             &mut s.proj,
         )?;
         silu_mul(&mut s.gate[..n * c.n_ff], &s.up[..n * c.n_ff]);
+        if let Some(tap) = &mut s.tap {
+            tap(li, TapSite::FfnDown, &s.gate[..n * c.n_ff], n);
+        }
         project(pool, file, &l.w_down, &s.gate, n, &mut s.proj, &mut s.tmp)?;
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
     }
