@@ -60,15 +60,19 @@ fn cpu_greedy(m: &Arc<Model>, prompt: &[u32]) -> (Vec<u32>, Vec<f32>, Vec<f32>) 
 }
 
 /// Greedy continuation on the GPU backend, and the prompt's last logits.
-fn gpu_greedy(gm: &GpuModel, prompt: &[u32]) -> (Vec<u32>, Vec<f32>) {
+fn gpu_greedy(gm: &GpuModel, file: &GgufFile, prompt: &[u32]) -> (Vec<u32>, Vec<f32>) {
     let mut st = GpuState::new(gm, 64, 128, false, false).unwrap();
-    let mut logits = forward(gm, &mut st, prompt, Logits::Last).unwrap().to_vec();
+    let mut logits = forward(gm, &mut st, file, prompt, Logits::Last)
+        .unwrap()
+        .to_vec();
     let first = logits.clone();
     let mut toks = Vec::new();
     for _ in 0..N_GEN {
         let t = argmax(&logits);
         toks.push(t);
-        logits = forward(gm, &mut st, &[t], Logits::Last).unwrap().to_vec();
+        logits = forward(gm, &mut st, file, &[t], Logits::Last)
+            .unwrap()
+            .to_vec();
     }
     (toks, first)
 }
@@ -96,12 +100,16 @@ fn compare(
     let mut n_full = 0;
     for p in prompts {
         let ids = m.tokenizer().encode(p, true, false).unwrap();
+        let t0 = std::time::Instant::now();
         let (want, margins, cpu_first) = cpu_greedy(m, &ids);
-        let (got, gpu_first) = gpu_greedy(gm, &ids);
+        let t1 = std::time::Instant::now();
+        let (got, gpu_first) = gpu_greedy(gm, m.file(), &ids);
+        let (cpu_s, gpu_s) = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
         let d = max_abs_diff(&cpu_first, &gpu_first);
         let same = (0..N_GEN).find(|&i| want[i] != got[i]).unwrap_or(N_GEN);
         eprintln!(
-            "{what} {p:?}: max |Δlogit| {d:.2e}; {same}/{N_GEN} greedy tokens equal{}",
+            "{what} {p:?}: max |Δlogit| {d:.2e}; {same}/{N_GEN} greedy tokens equal{} \
+             (cpu {cpu_s:.1} s, gpu {gpu_s:.1} s)",
             if same < N_GEN {
                 format!(" (CPU top-2 margin {:.3} at the divergence)", margins[same])
             } else {
@@ -214,13 +222,13 @@ fn gpu_prefill_batches_and_all_logits_agree() {
         .unwrap();
     let v = m.config().n_vocab;
     let mut whole = GpuState::new(&gm, 64, 64, true, false).unwrap();
-    let all = forward(&gm, &mut whole, &ids, Logits::All)
+    let all = forward(&gm, &mut whole, m.file(), &ids, Logits::All)
         .unwrap()
         .to_vec();
     assert_eq!(all.len(), ids.len() * v);
     let mut one = GpuState::new(&gm, 5, 64, false, false).unwrap();
     for (i, chunk) in ids.chunks(5).enumerate() {
-        let last = forward(&gm, &mut one, chunk, Logits::Last)
+        let last = forward(&gm, &mut one, m.file(), chunk, Logits::Last)
             .unwrap()
             .to_vec();
         let k = (i * 5 + chunk.len()) - 1;
@@ -230,9 +238,9 @@ fn gpu_prefill_batches_and_all_logits_agree() {
     assert_eq!(one.len(), ids.len());
     // Context full and bad ids are errors; the state survives them.
     let mut small = GpuState::new(&gm, 8, 4, false, false).unwrap();
-    assert!(forward(&gm, &mut small, &[1, 2, 3, 4, 5], Logits::Last).is_err());
-    assert!(forward(&gm, &mut small, &[v as u32], Logits::Last).is_err());
-    assert!(forward(&gm, &mut small, &[1, 2], Logits::Last).is_ok());
+    assert!(forward(&gm, &mut small, m.file(), &[1, 2, 3, 4, 5], Logits::Last).is_err());
+    assert!(forward(&gm, &mut small, m.file(), &[v as u32], Logits::Last).is_err());
+    assert!(forward(&gm, &mut small, m.file(), &[1, 2], Logits::Last).is_ok());
     assert_eq!(small.len(), 2);
 }
 
@@ -375,8 +383,12 @@ fn synthetic_architectures_match_cpu() {
             let gm = GpuModel::upload(dev(), m.config(), m.weights(), m.file()).unwrap();
             let toks = [5u32, 9, 20, 33, 7];
             let mut st = GpuState::new(&gm, 8, 32, false, false).unwrap();
-            let g = forward(&gm, &mut st, &toks, Logits::Last).unwrap().to_vec();
-            let g2 = forward(&gm, &mut st, &[11], Logits::Last).unwrap().to_vec();
+            let g = forward(&gm, &mut st, m.file(), &toks, Logits::Last)
+                .unwrap()
+                .to_vec();
+            let g2 = forward(&gm, &mut st, m.file(), &[11], Logits::Last)
+                .unwrap()
+                .to_vec();
             let mut cs = m
                 .session(&SessionParams {
                     n_ctx: 32,
@@ -460,4 +472,210 @@ fn lut_gemv_on_real_matrices_matches_cpu() {
             }
         }
     }
+}
+
+/// Files made by the real converter (`suanpan::convert`), once per test binary. Each file
+/// is written to a temporary folder, loaded (mapped) and unlinked at once: the mapping
+/// keeps the data readable and no disk space outlives the test process.
+mod files {
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, OnceLock};
+    use std::time::Instant;
+
+    use suanpan::convert::{convert, ConvertParams, Rest, Target};
+    use suanpan::lut::Method;
+    use suanpan::{Model, ModelParams};
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("suanpan-gpu-model-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn make(name: &str, input: &Path, p: ConvertParams) -> PathBuf {
+        let out = dir().join(name);
+        let t0 = Instant::now();
+        let r = convert(input, &out, &p, &|_| {}).unwrap_or_else(|e| panic!("convert {name}: {e}"));
+        assert!(r.converted > 0, "{name}: nothing converted");
+        eprintln!("converted {name} in {:.1} s", t0.elapsed().as_secs_f64());
+        out
+    }
+
+    fn load_and_unlink(p: &Path) -> Arc<Model> {
+        let m = Model::load(
+            p,
+            &ModelParams {
+                n_threads: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("load {}: {e}", p.display()));
+        let _ = std::fs::remove_file(p);
+        Arc::new(m)
+    }
+
+    fn lut(bits: usize) -> ConvertParams {
+        ConvertParams::new(Target::Lut {
+            bits,
+            method: Method::Search,
+        })
+    }
+
+    /// 4-bit LUT blocks, group 32; embedding and tied head keep their type (Q8_0).
+    pub fn lut4() -> Arc<Model> {
+        static M: OnceLock<Arc<Model>> = OnceLock::new();
+        M.get_or_init(|| {
+            let mut p = lut(4);
+            p.group = 32;
+            load_and_unlink(&make("lut4g32.gguf", &super::common::model_path(), p))
+        })
+        .clone()
+    }
+
+    /// 2-bit LUT blocks with the converter's defaults (group 64, `attn_v`/`ffn_down` at 3
+    /// bits), and a DFloat11 embedding and tied head (`--rest df11 --cast`): a mixed file.
+    pub fn lut2_df11() -> Arc<Model> {
+        static M: OnceLock<Arc<Model>> = OnceLock::new();
+        M.get_or_init(|| {
+            let mut p = lut(2);
+            p.rest = Rest::Df11;
+            p.cast = true;
+            load_and_unlink(&make("lut2df11.gguf", &super::common::model_path(), p))
+        })
+        .clone()
+    }
+
+    /// Every matrix as BF16 (embedding included), and the same as DFloat11 made from it.
+    pub fn bf16_and_df11() -> (Arc<Model>, Arc<Model>) {
+        static M: OnceLock<(Arc<Model>, Arc<Model>)> = OnceLock::new();
+        M.get_or_init(|| {
+            let bf = make(
+                "bf16.gguf",
+                &super::common::model_path(),
+                ConvertParams::new(Target::Bf16),
+            );
+            let df = make("df11.gguf", &bf, ConvertParams::new(Target::Df11));
+            (load_and_unlink(&bf), load_and_unlink(&df))
+        })
+        .clone()
+    }
+}
+
+/// The distinct types of the projections, embedding and head of `m`, sorted.
+fn types(m: &Model) -> Vec<GgmlType> {
+    let w = m.weights();
+    let mut v: Vec<GgmlType> = w
+        .layers
+        .iter()
+        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+        .chain([&w.token_embd, &w.output])
+        .map(|l| l.ty)
+        .collect();
+    v.sort_by_key(|t| t.name());
+    v.dedup();
+    v
+}
+
+/// A lut4 g32 file from the converter runs on the GPU from its own LUT tensors (the LUT
+/// tables are built the same way on both backends; only the float epilogue's summation
+/// order differs, and the Q8_0 head quantizes activations on both).
+#[test]
+fn lut4_file_same_greedy_tokens_as_cpu() {
+    let m = files::lut4();
+    assert!(matches!(
+        m.weights().layers[0].wq.ty,
+        GgmlType::Lut { bits: 4, group: 32 }
+    ));
+    let gm = GpuModel::upload(dev(), m.config(), m.weights(), m.file()).unwrap();
+    compare(&m, &gm, "lut4", &PROMPTS[..2], 1.0, 0.5, 1);
+}
+
+/// The converter's default 2-bit file (3-bit `attn_v`/`ffn_down`) with a DFloat11
+/// embedding and head: LUT GEMVs of two widths, host-side embedding rows, and the head
+/// decoded from DFloat11 on the GPU in one forward.
+#[test]
+fn lut2_df11_mixed_file_same_greedy_tokens_as_cpu() {
+    let m = files::lut2_df11();
+    let t = types(&m);
+    let lut = |bits| GgmlType::Lut { bits, group: 64 };
+    assert_eq!(t.len(), 3, "{t:?}");
+    assert!(t.contains(&lut(2)) && t.contains(&lut(3)) && t.contains(&GgmlType::Df11));
+    let gm = GpuModel::upload(dev(), m.config(), m.weights(), m.file()).unwrap();
+    compare(&m, &gm, "lut2+df11", &PROMPTS[..1], 1.0, 0.5, 1);
+}
+
+/// A DFloat11 file runs on the GPU (compressed on the device, decoded into one scratch
+/// before each projection) with the CPU's greedy tokens, and gives the GPU BF16 model's
+/// logits bit for bit: the same BF16 values reach the same kernel, and the embedding rows
+/// (host lookup for DF11, GPU `get_rows` for BF16) are exact either way.
+#[test]
+fn df11_file_on_gpu_equals_bf16_bitwise_and_cpu_tokens() {
+    let (bf, df) = files::bf16_and_df11();
+    assert_eq!(types(&df), vec![GgmlType::Df11]);
+    assert_eq!(types(&bf), vec![GgmlType::BF16]);
+    let gb = GpuModel::upload(dev(), bf.config(), bf.weights(), bf.file()).unwrap();
+    let gd = GpuModel::upload(dev(), df.config(), df.weights(), df.file()).unwrap();
+    assert!(
+        gd.weight_bytes() < gb.weight_bytes() * 8 / 10,
+        "DF11 {} B vs BF16 {} B on the device",
+        gd.weight_bytes(),
+        gb.weight_bytes()
+    );
+    // Prefill (a batch), then decode steps, on both.
+    let ids = df.tokenizer().encode(PROMPTS[2], true, false).unwrap();
+    let mut sb = GpuState::new(&gb, 64, 64, true, false).unwrap();
+    let mut sd = GpuState::new(&gd, 64, 64, true, false).unwrap();
+    let mut a = forward(&gb, &mut sb, bf.file(), &ids, Logits::All)
+        .unwrap()
+        .to_vec();
+    let mut b = forward(&gd, &mut sd, df.file(), &ids, Logits::All)
+        .unwrap()
+        .to_vec();
+    for step in 0..4 {
+        let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same,
+            "step {step}: DF11 and BF16 logits differ by {}",
+            max_abs_diff(&a, &b)
+        );
+        let t = argmax(&a[a.len() - df.config().n_vocab..]);
+        a = forward(&gb, &mut sb, bf.file(), &[t], Logits::Last)
+            .unwrap()
+            .to_vec();
+        b = forward(&gd, &mut sd, df.file(), &[t], Logits::Last)
+            .unwrap()
+            .to_vec();
+    }
+    drop(gb);
+    compare(&df, &gd, "DF11", &PROMPTS[..1], 0.1, 0.0, 1);
+}
+
+/// A LUT or DFloat11 matrix larger than the adapter's storage binding is refused with
+/// [`suanpan::Error::Backend`] naming the tensor, before anything reaches the device, and
+/// the device stays usable. (A device whose limit is lowered to 256 KiB stands in for a
+/// small GPU: SmolLM2's 1536×576 FFN matrices at 4 bits need 552 KiB.)
+#[test]
+fn lut_and_df11_beyond_the_binding_limit_are_refused() {
+    let d = GpuDevice::new(&GpuOptions {
+        max_binding: Some(256 << 10),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(d.caps().max_binding, 256 << 10);
+    let m = files::lut4();
+    let e = GpuModel::upload(d.clone(), m.config(), m.weights(), m.file()).unwrap_err();
+    assert!(
+        matches!(&e, suanpan::Error::Backend(s) if s.contains("blk.0.ffn_gate.weight") && s.contains("binds at most")),
+        "{e}"
+    );
+    let (_, df) = files::bf16_and_df11();
+    let e = GpuModel::upload(d.clone(), df.config(), df.weights(), df.file()).unwrap_err();
+    assert!(
+        matches!(&e, suanpan::Error::Backend(s) if s.contains("blk.0.attn_q.weight") && s.contains("binds at most")),
+        "{e}"
+    );
+    // Still alive: a buffer round-trips.
+    d.check().unwrap();
+    let b = d.upload("probe", &[1, 2, 3, 4]).unwrap();
+    assert_eq!(d.read(&b, 0, 4).unwrap(), vec![1, 2, 3, 4]);
 }
