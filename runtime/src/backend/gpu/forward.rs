@@ -16,10 +16,11 @@
 //! The token embedding is read on the GPU (`get_rows`) when its type is a ggml one. A
 //! DFloat11 or LUT embedding is looked up on the host instead ([`Linear::row_into`], as
 //! the CPU backend does) and the rows are written as the forward's f32 input: a forward
-//! needs only `n` rows (2.3 KB per token for SmolLM2), which the CPU decodes in
-//! microseconds, while a GPU lookup would need a row-level DFloat11 index or a whole-table
-//! decode (56 MB of scratch for SmolLM2's embedding) and a LUT gather kernel. A tied LM head
-//! of such a type is still uploaded and run on the GPU like any projection.
+//! needs only `n` rows (2.3 KB of f32 per token for SmolLM2), which the CPU decodes in
+//! microseconds from the mapped file, while on the GPU a DFloat11 lookup would need a
+//! row-level index or a decode of the whole table (28 M values for SmolLM2) every forward,
+//! and a LUT lookup a gather kernel of its own. A tied LM head of such a type is uploaded
+//! and run on the GPU like any projection (the embedding itself is not uploaded twice).
 
 use std::sync::Arc;
 
@@ -149,8 +150,8 @@ pub struct GpuModel {
 }
 
 /// Chooses LUT weights for a projection: `Some(matrix)` uploads it as LUT instead of its
-/// tensor in the file (tests quantize real matrices in memory this way); `None` uploads the
-/// file's tensor, whatever its type.
+/// tensor in the file (a matrix quantized in memory, without a converted file); `None`
+/// uploads the file's tensor, whatever its type (LUT and DFloat11 included).
 pub type LutChooser<'a> = dyn FnMut(&Linear) -> Result<Option<LutMatrix>> + 'a;
 
 fn floats(dev: &GpuDevice, what: &str, v: &[f32]) -> Result<GpuBuffer> {
