@@ -483,7 +483,7 @@ impl Session {
             }
             #[cfg(feature = "gpu")]
             if let (Some(g), Some(st)) = (&m.gpu, &mut self.gpu) {
-                crate::backend::gpu::forward::forward(g, st, chunk, want)?;
+                crate::backend::gpu::forward::forward(g, st, &m.file, chunk, want)?;
                 self.tokens.extend_from_slice(chunk);
                 last_len = chunk.len();
                 continue;

@@ -74,7 +74,7 @@ fn device_reports_adapter_and_features() {
 fn no_matching_adapter_is_a_clear_error() {
     let e = GpuDevice::new(&GpuOptions {
         adapter: Some("no adapter is called this".into()),
-        hardware_only: false,
+        ..Default::default()
     })
     .unwrap_err();
     assert!(

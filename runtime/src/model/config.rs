@@ -2,7 +2,7 @@
 
 use crate::backend::cpu::ops::RopeStyle;
 use crate::error::{Error, Result};
-use crate::format::GgufFile;
+use crate::format::{GgmlType, GgufFile};
 
 /// Architectures the decoder graph runs. They differ only by the flags in [`ModelConfig`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,10 +162,17 @@ impl ModelConfig {
         }
         let n_vocab = match f.get_u64(&format!("{a}.vocab_size"))? {
             Some(v) => v as usize,
-            None => f
-                .tensor("token_embd.weight")
-                .map(|t| t.dims.get(1).copied().unwrap_or(0) as usize)
-                .ok_or_else(|| Error::bad_model("tensor token_embd.weight is missing"))?,
+            None => {
+                let t = f
+                    .tensor("token_embd.weight")
+                    .ok_or_else(|| Error::bad_model("tensor token_embd.weight is missing"))?;
+                // A DFloat11 tensor's GGUF dims are its byte length; its shape is metadata.
+                let dims = match t.ty {
+                    GgmlType::Df11 => super::weights::df11_dims(f, "token_embd.weight")?,
+                    _ => t.dims.clone(),
+                };
+                dims.get(1).copied().unwrap_or(0) as usize
+            }
         };
         let rope_style = match arch {
             Arch::Llama => RopeStyle::Interleaved,

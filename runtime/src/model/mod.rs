@@ -285,6 +285,7 @@ fn gpu_for(
             adapter: None,
             // A software rasterizer is slower than the CPU backend: auto never picks one.
             hardware_only: kind == BackendKind::Auto,
+            ..Default::default()
         };
         let r = GpuDevice::new(&opts)
             .and_then(|d| GpuModel::upload(d, config, weights, file))

@@ -22,6 +22,10 @@ pub struct GpuOptions {
     /// Refuse CPU (software) adapters such as Mesa's lavapipe. `auto` backend selection
     /// sets this: a software rasterizer is slower than the CPU backend.
     pub hardware_only: bool,
+    /// Treat storage bindings larger than this many bytes as impossible, although the
+    /// adapter allows more: checks on a desktop that a model fits a device with a smaller
+    /// limit (phones often bind 128 MiB), and lets tests reach the refusal path cheaply.
+    pub max_binding: Option<u64>,
 }
 
 /// Optional features and the limits the kernels care about.
@@ -146,7 +150,11 @@ impl GpuDevice {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            max_binding: limits.max_storage_buffer_binding_size,
+            max_binding: opts
+                .max_binding
+                .map_or(limits.max_storage_buffer_binding_size, |m| {
+                    m.min(limits.max_storage_buffer_binding_size)
+                }),
             max_buffer: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_invocations: limits.max_compute_invocations_per_workgroup,

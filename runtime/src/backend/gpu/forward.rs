@@ -5,22 +5,39 @@
 //!
 //! [`GpuModel`] holds the uploaded weights (shared by sessions); [`GpuState`] is one
 //! session's KV cache, scratch buffers and recorded-dispatch cache.
+//!
+//! Weight forms: ggml matrices (F32/F16/BF16/Q4_0/Q4_1/Q8_0) in the layouts of
+//! [`matrix`]; suanpan's LUT matrices permuted for `lut.wgsl` ([`GpuLut`], straight from
+//! the file's bit planes); DFloat11 matrices kept compressed in device memory
+//! ([`GpuDf11`]) and decoded to BF16 into one scratch buffer of the session just before
+//! each projection, inside the same submission, where the BF16 matmul reads them (so
+//! device memory is the compressed model plus one matrix, the largest DF11 one).
+//!
+//! The token embedding is read on the GPU (`get_rows`) when its type is a ggml one. A
+//! DFloat11 or LUT embedding is looked up on the host instead ([`Linear::row_into`], as
+//! the CPU backend does) and the rows are written as the forward's f32 input: a forward
+//! needs only `n` rows (2.3 KB of f32 per token for SmolLM2), which the CPU decodes in
+//! microseconds from the mapped file, while on the GPU a DFloat11 lookup would need a
+//! row-level index or a decode of the whole table (28 M values for SmolLM2) every forward,
+//! and a LUT lookup a gather kernel of its own. A tied LM head of such a type is uploaded
+//! and run on the GPU like any projection (the embedding itself is not uploaded twice).
 
 use std::sync::Arc;
 
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
+use super::df11::{GpuDf11, UNIT_BYTES};
 use super::lut::{lut_gemv, lut_tables, GpuLut, LutScratch};
 use super::matrix::{self, GpuMatrix};
 use super::ops::{self, AttnCall};
 use super::record::{Frame, Recorder};
 use crate::backend::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
-use crate::format::GgufFile;
+use crate::format::{GgmlType, GgufFile};
 use crate::lut::LutMatrix;
 use crate::model::config::ModelConfig;
 use crate::model::graph::Logits;
-use crate::model::weights::{Linear, Weights};
+use crate::model::weights::{Linear, RowScratch, Weights};
 
 /// Weights of one projection on the GPU.
 #[derive(Debug)]
@@ -29,6 +46,8 @@ pub enum GpuWeights {
     Ggml(GpuMatrix),
     /// A T-MAC LUT matrix.
     Lut(GpuLut),
+    /// A DFloat11 matrix, decoded to BF16 into the session's scratch before each use.
+    Df11(GpuDf11),
 }
 
 /// A projection: weights and an optional bias.
@@ -45,6 +64,15 @@ impl GpuLinear {
         match &self.w {
             GpuWeights::Ggml(m) => m.bytes(),
             GpuWeights::Lut(m) => m.bytes(),
+            GpuWeights::Df11(m) => m.bytes(),
+        }
+    }
+
+    /// BF16 values of scratch this projection needs (DFloat11), else 0.
+    fn df11_values(&self) -> usize {
+        match &self.w {
+            GpuWeights::Df11(_) => self.rows * self.cols,
+            _ => 0,
         }
     }
 }
@@ -64,21 +92,66 @@ struct GpuLayer {
     w_down: GpuLinear,
 }
 
+/// Where the token embedding is read (see the module docs).
+#[derive(Debug)]
+enum GpuEmbedding {
+    /// On the GPU, by `get_rows`.
+    Device(GpuMatrix),
+    /// On the host from the model file ([`Linear::row_into`]), rows uploaded per forward.
+    Host(Linear),
+}
+
+impl GpuLayer {
+    fn linears(&self) -> [&GpuLinear; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+}
+
+/// Upload DFloat11 matrix `l` compressed; errors name the tensor.
+fn upload_df11(d: &GpuDevice, l: &Linear, file: &GgufFile) -> Result<GpuDf11> {
+    let (t, _) = l.df11(file)?;
+    if t.n != l.rows * l.cols {
+        return Err(Error::bad_model(format!(
+            "{}: DFloat11 tensor of {} values for a {}×{} matrix",
+            l.name, t.n, l.rows, l.cols
+        )));
+    }
+    d.check_binding(&format!("{} decoded to BF16", l.name), 2 * t.n as u64)?;
+    GpuDf11::upload(d, &t, UNIT_BYTES).map_err(|e| match e {
+        Error::Backend(m) => Error::Backend(format!("{}: {m}", l.name)),
+        Error::BadModel(m) => Error::BadModel(format!("{}: {m}", l.name)),
+        e => e,
+    })
+}
+
 /// A model's weights on one GPU device.
 #[derive(Debug)]
 pub struct GpuModel {
     dev: Arc<GpuDevice>,
     cfg: ModelConfig,
-    embd: GpuMatrix,
+    embd: GpuEmbedding,
     layers: Vec<GpuLayer>,
     output_norm: GpuBuffer,
     output: GpuLinear,
     rope_freqs: Option<Vec<f32>>,
     bytes: u64,
+    /// BF16 values of the largest DFloat11 projection (the decode scratch), 0 if none.
+    df11_scratch: usize,
+    /// DFloat11 projections per forward (each adds two dispatches).
+    n_df11: usize,
 }
 
 /// Chooses LUT weights for a projection: `Some(matrix)` uploads it as LUT instead of its
-/// ggml tensor (tests quantize real matrices this way until LUT tensors come from files).
+/// tensor in the file (a matrix quantized in memory, without a converted file); `None`
+/// uploads the file's tensor, whatever its type (LUT and DFloat11 included).
 pub type LutChooser<'a> = dyn FnMut(&Linear) -> Result<Option<LutMatrix>> + 'a;
 
 fn floats(dev: &GpuDevice, what: &str, v: &[f32]) -> Result<GpuBuffer> {
@@ -120,19 +193,25 @@ impl GpuModel {
                     }
                     GpuWeights::Lut(GpuLut::upload(d, &l.name, &m)?)
                 }
-                None => {
-                    if !matrix::supported(l.ty) {
+                None => match l.ty {
+                    GgmlType::Lut { .. } => {
+                        GpuWeights::Lut(GpuLut::upload(d, &l.name, &l.lut(file)?)?)
+                    }
+                    GgmlType::Df11 => GpuWeights::Df11(upload_df11(d, l, file)?),
+                    ty if matrix::supported(ty) => {
+                        if ops::takes_q8(ty) && !l.cols.is_multiple_of(32) {
+                            return Err(Error::bad_model(format!("{}: partial blocks", l.name)));
+                        }
+                        let v = l.view(file);
+                        GpuWeights::Ggml(GpuMatrix::upload(d, &l.name, ty, l.rows, l.cols, v.data)?)
+                    }
+                    ty => {
                         return Err(Error::Backend(format!(
-                            "tensor {} has type {}, which the GPU backend does not support",
-                            l.name, l.ty
-                        )));
+                            "tensor {} has type {ty}, which the GPU backend does not support",
+                            l.name
+                        )))
                     }
-                    if ops::takes_q8(l.ty) && !l.cols.is_multiple_of(32) {
-                        return Err(Error::bad_model(format!("{}: partial blocks", l.name)));
-                    }
-                    let v = l.view(file);
-                    GpuWeights::Ggml(GpuMatrix::upload(d, &l.name, l.ty, l.rows, l.cols, v.data)?)
-                }
+                },
             };
             Ok(GpuLinear {
                 w: weights,
@@ -169,21 +248,47 @@ impl GpuModel {
             });
         }
         let e = &w.token_embd;
-        if !matrix::supported(e.ty) {
-            return Err(Error::Backend(format!(
-                "token embedding type {} is not supported by the GPU backend",
-                e.ty
-            )));
-        }
-        let embd = GpuMatrix::upload(d, &e.name, e.ty, e.rows, e.cols, e.view(file).data)?;
+        let embd = match e.ty {
+            GgmlType::Lut { .. } | GgmlType::Df11 => {
+                // Check now that every row can be read (the forward relies on it).
+                match e.ty {
+                    GgmlType::Lut { .. } => drop(e.lut(file)?),
+                    _ => {
+                        let (t, _) = e.df11(file)?;
+                        t.validate()?;
+                    }
+                }
+                GpuEmbedding::Host(e.clone())
+            }
+            ty if matrix::supported(ty) => GpuEmbedding::Device(GpuMatrix::upload(
+                d,
+                &e.name,
+                ty,
+                e.rows,
+                e.cols,
+                e.view(file).data,
+            )?),
+            ty => {
+                return Err(Error::Backend(format!(
+                    "token embedding type {ty} is not supported by the GPU backend"
+                )))
+            }
+        };
         let output = linear(&w.output)?;
         let output_norm = floats(d, "output_norm", &w.output_norm)?;
-        let mut bytes = embd.bytes() + output.bytes();
-        for l in &layers {
-            bytes += [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                .iter()
-                .map(|m| m.bytes())
-                .sum::<u64>();
+        let all: Vec<&GpuLinear> = layers
+            .iter()
+            .flat_map(GpuLayer::linears)
+            .chain([&output])
+            .collect();
+        let mut bytes = all.iter().map(|l| l.bytes()).sum::<u64>();
+        if let GpuEmbedding::Device(m) = &embd {
+            bytes += m.bytes();
+        }
+        let df11_scratch = all.iter().map(|l| l.df11_values()).max().unwrap_or(0);
+        let n_df11 = all.iter().filter(|l| l.df11_values() > 0).count();
+        if df11_scratch > 0 {
+            d.check_binding("the DFloat11 decode scratch", 2 * df11_scratch as u64)?;
         }
         dev.wait()?;
         Ok(GpuModel {
@@ -195,6 +300,8 @@ impl GpuModel {
             output,
             rope_freqs: w.rope_freqs.clone(),
             bytes,
+            df11_scratch,
+            n_df11,
         })
     }
 
@@ -229,6 +336,11 @@ pub struct GpuState {
     xq: GpuBuffer,
     xd: GpuBuffer,
     lut: Option<LutScratch>,
+    /// BF16 scratch for the DFloat11 matrix being applied (one, reused by every one).
+    df11: Option<GpuBuffer>,
+    /// Host-side embedding rows (models whose embedding is read on the host).
+    embd_rows: Vec<f32>,
+    embd_scratch: RowScratch,
     logits_gpu: GpuBuffer,
     logits: Vec<f32>,
     frame: Frame,
@@ -249,11 +361,12 @@ impl GpuState {
         let f = |what: &str, n: usize| d.buffer(what, 4 * n as u64);
         let widest = c.n_embd.max(c.n_ff).max(c.q_dim());
         let kv_vals = c.n_layer * n_ctx * c.kv_dim();
-        let has_lut = m.layers.iter().any(|l| {
-            [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                .iter()
-                .any(|x| matches!(x.w, GpuWeights::Lut(_)))
-        }) || matches!(m.output.w, GpuWeights::Lut(_));
+        let has_lut = m
+            .layers
+            .iter()
+            .flat_map(GpuLayer::linears)
+            .chain([&m.output])
+            .any(|x| matches!(x.w, GpuWeights::Lut(_)));
         let n_logits = if all_logits { cap } else { 1 } * c.n_vocab;
         Ok(GpuState {
             n_ctx,
@@ -279,9 +392,17 @@ impl GpuState {
             } else {
                 None
             },
+            df11: if m.df11_scratch > 0 {
+                Some(d.buffer("DFloat11 decode scratch", 2 * m.df11_scratch as u64)?)
+            } else {
+                None
+            },
+            embd_rows: Vec::new(),
+            embd_scratch: RowScratch::default(),
             logits_gpu: f("logits", n_logits)?,
             logits: vec![0.0; n_logits],
-            frame: Frame::new(d, 24 * c.n_layer + 16, profile)?,
+            // At most 24 dispatches per layer and 16 outside, plus 2 per DFloat11 decode.
+            frame: Frame::new(d, 24 * c.n_layer + 16 + 2 * m.n_df11, profile)?,
         })
     }
 
@@ -352,6 +473,13 @@ fn project(
             ops::matmul(r, m, s.xq, Some(s.xd), out, n, y_stride)?;
         }
         GpuWeights::Ggml(m) => ops::matmul(r, m, x, None, out, n, y_stride)?,
+        GpuWeights::Df11(m) => {
+            let Some(scratch) = s.df11 else {
+                return Err(Error::Internal("DFloat11 scratch missing".into()));
+            };
+            m.decode(r, scratch)?;
+            ops::matmul_bf16(r, scratch, w.rows, w.cols, x, out, n, y_stride)?;
+        }
         GpuWeights::Lut(m) => {
             let Some(ls) = s.lut else {
                 return Err(Error::Internal("LUT scratch missing".into()));
@@ -373,13 +501,16 @@ struct GpuBuffers<'a> {
     xq: &'a GpuBuffer,
     xd: &'a GpuBuffer,
     lut: Option<&'a LutScratch>,
+    df11: Option<&'a GpuBuffer>,
 }
 
 /// Run `tokens` at positions `st.len()..` through the model on the GPU, store their keys
-/// and values, and return the requested logits (`n_vocab` per token).
+/// and values, and return the requested logits (`n_vocab` per token). `file` is the file
+/// the model was uploaded from (a DFloat11 or LUT embedding is read from it on the host).
 pub fn forward<'s>(
     m: &GpuModel,
     st: &'s mut GpuState,
+    file: &GgufFile,
     tokens: &[u32],
     logits: Logits,
 ) -> Result<&'s [f32]> {
@@ -428,7 +559,17 @@ pub fn forward<'s>(
     }
     let flat: Vec<f32> = cs.iter().flat_map(|&(a, b)| [a, b]).collect();
     d.write(&st.cs, 0, bytemuck::cast_slice(&flat))?;
-    d.write(&st.ids, 0, bytemuck::cast_slice(tokens))?;
+    match &m.embd {
+        GpuEmbedding::Device(_) => d.write(&st.ids, 0, bytemuck::cast_slice(tokens))?,
+        GpuEmbedding::Host(e) => {
+            let de = c.n_embd;
+            st.embd_rows.resize(n * de, 0.0);
+            for (&t, row) in tokens.iter().zip(st.embd_rows.chunks_exact_mut(de)) {
+                e.row_into(file, t as usize, row, &mut st.embd_scratch)?;
+            }
+            d.write(&st.x, 0, bytemuck::cast_slice(&st.embd_rows))?;
+        }
+    }
 
     let (de, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
     let scale = 1.0 / (c.head_dim as f32).sqrt();
@@ -449,6 +590,7 @@ pub fn forward<'s>(
         xq,
         xd,
         lut,
+        df11,
         logits_gpu,
         logits: host_logits,
         frame,
@@ -459,9 +601,12 @@ pub fn forward<'s>(
         xq,
         xd,
         lut: lut.as_ref(),
+        df11: df11.as_ref(),
     };
     let mut r = Recorder::new(d, frame);
-    ops::get_rows(&mut r, &m.embd, ids, x, n)?;
+    if let GpuEmbedding::Device(e) = &m.embd {
+        ops::get_rows(&mut r, e, ids, x, n)?;
+    }
     for (li, l) in m.layers.iter().enumerate() {
         ops::rms_norm(&mut r, x, &l.attn_norm, xn, de, n, de, c.norm_eps)?;
         let mut prep = Prepared::default();

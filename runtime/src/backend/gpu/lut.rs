@@ -58,10 +58,23 @@ pub fn permute(m: &LutMatrix) -> Vec<u32> {
 }
 
 impl GpuLut {
-    /// Upload `m` (permuted into the GPU layout).
+    /// Device bytes of `m` in the GPU layout.
+    pub fn device_bytes(m: &LutMatrix) -> u64 {
+        4 * (m.groups() * m.rows()) as u64 * (m.bits() * m.group() / 32 + 1) as u64
+    }
+
+    /// Upload `m` (permuted into the GPU layout). A matrix larger than one storage binding
+    /// of the adapter is refused ([`Error::Backend`]) before anything is allocated.
     pub fn upload(dev: &GpuDevice, name: &str, m: &LutMatrix) -> Result<GpuLut> {
+        dev.check_binding(name, Self::device_bytes(m))?;
+        let plane_words = m.groups() * m.bits() * m.group() / 32 * m.rows();
+        if plane_words > u32::MAX as usize {
+            return Err(Error::Backend(format!(
+                "{name}: LUT matrix of {plane_words} words is too large for 32-bit indexing"
+            )));
+        }
         let words = permute(m);
-        let param_off = (m.groups() * m.bits() * m.group() / 32 * m.rows()) as u32;
+        let param_off = plane_words as u32;
         let buf = dev.upload(name, bytemuck::cast_slice(&words))?;
         Ok(GpuLut {
             buf,

@@ -316,6 +316,63 @@ pub fn matmul(
     n: usize,
     y_stride: usize,
 ) -> Result<()> {
+    let dense = Dense {
+        buf: &w.buf,
+        ty: w.ty,
+        rows: w.rows,
+        cols: w.cols,
+        scale_off: w.scale_off,
+    };
+    matmul_on(r, dense, xq, xd, y, n, y_stride)
+}
+
+/// [`matmul`] of a `rows × cols` BF16 matrix held in the first `2·rows·cols` bytes of `w`
+/// (a scratch buffer: DFloat11 matrices are decoded into one before use), f32 input `x`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bf16(
+    r: &mut Recorder,
+    w: &GpuBuffer,
+    rows: usize,
+    cols: usize,
+    x: &GpuBuffer,
+    y: &GpuBuffer,
+    n: usize,
+    y_stride: usize,
+) -> Result<()> {
+    if (w.bytes() as usize) < 2 * rows * cols {
+        return Err(Error::invalid(format!(
+            "GPU matmul: a {rows}×{cols} BF16 matrix does not fit {} bytes",
+            w.bytes()
+        )));
+    }
+    let dense = Dense {
+        buf: w,
+        ty: GgmlType::BF16,
+        rows,
+        cols,
+        scale_off: 0,
+    };
+    matmul_on(r, dense, x, None, y, n, y_stride)
+}
+
+/// A weight matrix as `matmul.wgsl` sees it.
+struct Dense<'a> {
+    buf: &'a GpuBuffer,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    scale_off: u32,
+}
+
+fn matmul_on(
+    r: &mut Recorder,
+    w: Dense<'_>,
+    xq: &GpuBuffer,
+    xd: Option<&GpuBuffer>,
+    y: &GpuBuffer,
+    n: usize,
+    y_stride: usize,
+) -> Result<()> {
     if y_stride < w.rows || n == 0 {
         return Err(Error::invalid("GPU matmul: output stride or token count"));
     }
@@ -334,14 +391,14 @@ pub fn matmul(
         return r.dispatch(
             PipeKey::new(Shader::Matmul, "matmul_q").dtype(w.ty.id()),
             p,
-            &[(1, &w.buf), (2, xq), (3, xd), (4, y)],
+            &[(1, w.buf), (2, xq), (3, xd), (4, y)],
             groups,
         );
     } else {
         PipeKey::new(Shader::Matmul, "matmul_dense").dtype(w.ty.id())
     };
     need("matmul x", xq, w.cols * n)?;
-    r.dispatch(key, p, &[(1, &w.buf), (2, xq), (4, y)], groups)
+    r.dispatch(key, p, &[(1, w.buf), (2, xq), (4, y)], groups)
 }
 
 /// `out[t] = W[ids[t]]` dequantized (embedding lookup) for `n` tokens.
