@@ -5,7 +5,7 @@
 //! test scores the first 4 chunks of the smallest reference text (GPL-3, 14 chunks of 512) and
 //! compares the running PPL with every llama.cpp run on that text (flash attention on and off)
 //! after as many chunks; the whole texts are compared with `suanpan perplexity` in release
-//! builds (README, "Parity with llama.cpp").
+//! builds (README, "How it compares with llama.cpp").
 
 mod common;
 

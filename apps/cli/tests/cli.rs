@@ -437,3 +437,45 @@ fn chat_ctrl_c_at_the_prompt_quits() {
         String::from_utf8_lossy(&err)
     );
 }
+
+#[test]
+fn convert_calib_refuses_what_it_cannot_calibrate() {
+    let dir = std::env::temp_dir().join(format!("suanpan-calib-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("short.txt");
+    std::fs::write(&text, "Only a few words.").unwrap();
+    let bad_utf8 = dir.join("bad.txt");
+    std::fs::write(&bad_utf8, b"\xff\xfe not text").unwrap();
+    let out_path = dir.join("out.gguf");
+    let out = out_path.to_str().unwrap();
+    let m = model();
+    for (args, want) in [
+        (
+            vec!["--to", "df11", "--calib", text.to_str().unwrap()],
+            "--calib applies to lut1..lut4",
+        ),
+        (
+            vec!["--to", "lut3", "--rtn", "--calib", text.to_str().unwrap()],
+            "--calib applies to lut1..lut4",
+        ),
+        (
+            vec!["--to", "lut3", "--calib", text.to_str().unwrap()],
+            "fewer than one chunk",
+        ),
+        (
+            vec!["--to", "lut3", "--calib", bad_utf8.to_str().unwrap()],
+            "UTF-8",
+        ),
+    ] {
+        let o = suanpan()
+            .args(["convert", &m, out])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out_path.exists(), "{args:?} left an output file");
+    }
+}
