@@ -11,7 +11,8 @@
 # to 4- and 5-bit types because 576 is not a multiple of 256). Each row gives the file size
 # and the bits per weight of the block matrices as the converter reports them.
 # Needs llama-cpp-python 0.3.36 for the llama.cpp rows (tests/golden/README.md); skipped
-# with a note when missing. suanpan evaluates every file, llama.cpp's included.
+# with a note when missing. suanpan measures its files, llama.cpp its own (K-quant types that
+# suanpan does not load) with tests/golden/make_ppl.py, llama-perplexity's protocol.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EVAL="${1:-/usr/share/common-licenses/GPL-3}"
@@ -56,6 +57,11 @@ fi
 printf '%-18s %10s %10s\n' file MB "PPL -c 512"
 for r in "${rows[@]}"; do
   if [ "$r" = source ]; then f="$SRC"; else f="$DIR/smollm2.$r.gguf"; fi
-  ppl="$("$SP" perplexity -m "$f" -f "$EVAL" -c 512 -t "$THREADS" 2>/dev/null | tail -1 | sed 's/.*= *//')"
+  case "$r" in
+    llama.*) # K-quant types suanpan does not load: llama.cpp measures its own files
+      ppl="$("$PY" "$ROOT/tests/golden/make_ppl.py" --label "$r" --model "$f" --threads "$THREADS" \
+        --flash-attn --out "$DIR/$r.ppl.json" "$EVAL" 2>&1 | grep -o 'PPL = [0-9.]*' | sed 's/.*= *//')" ;;
+    *) ppl="$("$SP" perplexity -m "$f" -f "$EVAL" -c 512 -t "$THREADS" 2>/dev/null | tail -1 | sed 's/.*= *//')" ;;
+  esac
   printf '%-18s %10.2f %10s\n' "$r" "$(($(stat -c %s "$f"))).0e-6" "$ppl"
 done

@@ -830,11 +830,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         kv: a.model.kv.params()?,
         ..Default::default()
     })?;
-    // A deterministic prompt of ordinary tokens (as llama-bench uses random ids).
-    let n_vocab = model.config().n_vocab as u64;
-    let prompt: Vec<u32> = (0..a.prompt_tokens as u64)
-        .map(|i| ((i * 7919 + 1000) % (n_vocab - 1000)) as u32 + 500)
-        .collect();
+    let prompt = bench_prompt(model.config().n_vocab, a.prompt_tokens);
     let profiling = model.on_gpu() && a.kernel_timings && s.set_gpu_profiling(true)?;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for rep in 0..=a.reps {
@@ -933,10 +929,7 @@ fn bench_ctx(a: &BenchArgs, model: &Arc<Model>, ctx: usize) -> Result<()> {
         kv,
         ..Default::default()
     })?;
-    let n_vocab = model.config().n_vocab as u64;
-    let prompt: Vec<u32> = (0..fill as u64)
-        .map(|i| ((i * 7919 + 1000) % (n_vocab - 1000)) as u32 + 500)
-        .collect();
+    let prompt = bench_prompt(model.config().n_vocab, fill);
     let t0 = Instant::now();
     s.eval(&prompt, Logits::Last)?;
     let pp = fill as f64 / t0.elapsed().as_secs_f64();
@@ -985,6 +978,19 @@ fn bench_ctx(a: &BenchArgs, model: &Arc<Model>, ctx: usize) -> Result<()> {
     Ok(())
 }
 
+/// A deterministic prompt of `n` ordinary tokens (as llama-bench uses random ids): ids in
+/// 500..vocab−500 when the vocabulary is large enough, else anywhere in it (synthetic models).
+fn bench_prompt(n_vocab: usize, n: usize) -> Vec<u32> {
+    let (lo, span) = if n_vocab > 2000 {
+        (500, n_vocab as u64 - 1000)
+    } else {
+        (0, n_vocab.max(1) as u64)
+    };
+    (0..n as u64)
+        .map(|i| ((i * 7919 + 1000) % span) as u32 + lo)
+        .collect()
+}
+
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -999,5 +1005,21 @@ fn main() {
     if let Err(e) = r {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bench_prompt_ids_stay_in_the_vocabulary() {
+        for v in [1usize, 2, 320, 1999, 2001, 49152] {
+            let p = super::bench_prompt(v, 300);
+            assert_eq!(p.len(), 300);
+            assert!(p.iter().all(|&t| (t as usize) < v), "vocab {v}");
+        }
+        // Large vocabularies keep away from the special tokens at both ends.
+        assert!(super::bench_prompt(49152, 300)
+            .iter()
+            .all(|&t| (500..49152 - 500).contains(&(t as usize))));
     }
 }
