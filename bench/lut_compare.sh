@@ -21,7 +21,8 @@ PT=128
 GT=64
 mkdir -p "$DIR"
 cd "$ROOT"
-cargo build --release -q -p suanpan-cli -p suanpan --example synth_model >&2
+cargo build --release -q -p suanpan-cli >&2
+cargo build --release -q -p suanpan --example synth_model >&2
 SP="$ROOT/target/release/suanpan"
 
 case "$WHAT" in

@@ -838,7 +838,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         let t0 = Instant::now();
         s.eval(&prompt, Logits::Last)?;
         let t_pp = t0.elapsed().as_secs_f64();
-        let mut next = 1000u32;
+        let mut next = bench_prompt(model.config().n_vocab, 1)[0];
         let t1 = Instant::now();
         for _ in 0..a.gen_tokens {
             let logits = s.eval(&[next], Logits::Last)?;
@@ -933,7 +933,7 @@ fn bench_ctx(a: &BenchArgs, model: &Arc<Model>, ctx: usize) -> Result<()> {
     let t0 = Instant::now();
     s.eval(&prompt, Logits::Last)?;
     let pp = fill as f64 / t0.elapsed().as_secs_f64();
-    let mut next = 1000u32;
+    let mut next = bench_prompt(model.config().n_vocab, 1)[0];
     let mut tg = Vec::new();
     for rep in 0..=a.reps {
         let t1 = Instant::now();

@@ -5,7 +5,9 @@
 //! it applies the chunk's bit planes (a few KiB, hot in L1 after the first token) to every
 //! token's tables in turn, so the weights stream from memory once per batch whatever the
 //! batch size, and each token's tables are reused by every row. Per token and chunk the
-//! work is exactly [`gemv_chunks`], so a GEMM row equals the GEMV of that token bit for bit.
+//! work is exactly [`gemv_chunks`] (or, with AVX-512, [`gemv_pair`]: two tokens per pass
+//! over the chunk's weights, the same arithmetic), so a GEMM row equals the GEMV of that
+//! token bit for bit.
 //!
 //! ```text
 //!            chunk 0     chunk 1     ...   (32 rows each, all matrices concatenated)
@@ -14,8 +16,8 @@
 //! ...
 //! ```
 
-use super::gemv::{chunk_rows, gemv_chunks};
-use super::layout::LutMatrix;
+use super::gemv::{chunk_rows, gemv_chunks, gemv_pair};
+use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::LutTables;
 use crate::backend::cpu::pool::{split_range, Pool};
 use crate::error::{Error, Result};
@@ -80,17 +82,23 @@ pub fn gemm_many<'m, 'o>(
             base += m.chunks();
             for c in lo..hi {
                 let rows = chunk_rows(m, &(c..c + 1));
-                for (t, tab) in tables.iter().enumerate() {
-                    // SAFETY: `t·rows_m + rows` lies inside the output (length checked
-                    // above) and only this thread owns chunk `c` of this matrix.
-                    let y = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            p.0.add(t * m.rows() + rows.start),
-                            rows.len(),
-                        )
-                    };
-                    // Cannot fail: shapes were checked above for every token.
-                    let _ = gemv_chunks(m, tab, c..c + 1, y);
+                // SAFETY: `t·rows_m + rows` lies inside the output (length checked above)
+                // and only this thread owns chunk `c` of this matrix.
+                let row = |t: usize| unsafe {
+                    std::slice::from_raw_parts_mut(p.0.add(t * m.rows() + rows.start), rows.len())
+                };
+                let mut t = 0;
+                while t < n {
+                    let mut out = [[0f32; CHUNK_ROWS]; 2];
+                    if t + 1 < n && gemv_pair(m, [&tables[t], &tables[t + 1]], c, &mut out) {
+                        row(t).copy_from_slice(&out[0][..rows.len()]);
+                        row(t + 1).copy_from_slice(&out[1][..rows.len()]);
+                        t += 2;
+                    } else {
+                        // Cannot fail: shapes were checked above for every token.
+                        let _ = gemv_chunks(m, &tables[t], c..c + 1, row(t));
+                        t += 1;
+                    }
                 }
             }
         }

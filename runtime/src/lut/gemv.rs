@@ -20,7 +20,9 @@ use crate::error::{Error, Result};
 
 /// Which GEMV kernel [`gemv_tables`] uses (decided once).
 pub fn simd_level() -> &'static str {
-    if has_avx2() {
+    if has_avx512() {
+        "avx512"
+    } else if has_avx2() {
         "avx2"
     } else if has_neon() {
         "neon"
@@ -38,6 +40,26 @@ pub(crate) fn has_avx2() -> bool {
             std::env::var_os("SUANPAN_FORCE_SCALAR").is_none()
                 && is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// AVX-512 BW (with AVX2 and F16C) for the lookup kernels, unless `SUANPAN_FORCE_SCALAR` or
+/// `SUANPAN_NO_AVX512` is set (read once; the latter lets a benchmark compare it with AVX2).
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static A: OnceLock<bool> = OnceLock::new();
+        *A.get_or_init(|| {
+            has_avx2()
+                && std::env::var_os("SUANPAN_NO_AVX512").is_none()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -135,6 +157,13 @@ pub fn gemv_chunks(
 ) -> Result<()> {
     check(m, t, &chunks, y)?;
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F/BW, AVX2 and F16C were detected at run time; `check` validated
+        // the chunk range and output length, and the kernel asserts the lengths it uses.
+        unsafe { super::x86_512::gemv_avx512(m, t, chunks, y) };
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 and F16C were detected at run time; `check` validated the chunk
         // range and output length, and the kernel asserts the buffer lengths it relies on.
@@ -149,6 +178,31 @@ pub fn gemv_chunks(
         return Ok(());
     }
     gemv_portable_chunks(m, t, chunks, y)
+}
+
+/// Chunk `c` of `W·x_0` and `W·x_1` in one pass over its weights (prefill), when this CPU
+/// has a two-token kernel (AVX-512 BW): fills `out` (32 rows per token, the padding rows
+/// of a last chunk included) and returns `true`, bit-identical to two [`gemv_chunks`].
+/// Returns `false`, touching nothing, when there is no such kernel or a shape does not
+/// match; the caller then runs [`gemv_chunks`] per token.
+pub fn gemv_pair(
+    m: &LutMatrix,
+    t: [&LutTables; 2],
+    c: usize,
+    out: &mut [[f32; CHUNK_ROWS]; 2],
+) -> bool {
+    let fits = c < m.chunks()
+        && t.iter()
+            .all(|t| t.group() == m.group() && t.cols() == m.cols());
+    #[cfg(target_arch = "x86_64")]
+    if fits && has_avx512() {
+        // SAFETY: AVX-512F/BW, AVX2 and F16C were detected at run time; the chunk index and
+        // the tables' shapes were checked above, and the kernel asserts the buffer lengths.
+        unsafe { super::x86_512::gemv2_avx512(m, t, c, out) };
+        return true;
+    }
+    let _ = (fits, out);
+    false
 }
 
 /// Row within a chunk of the low nibble of byte `b` of a 16-byte lane (high nibble: +16).

@@ -10,8 +10,8 @@
 //!   int8 with one scale per group.
 //! * [`gemv`]: the dispatching [`gemv::gemv`] / [`gemv::gemv_chunks`] / [`gemv::gemv_pool`],
 //!   the portable streaming kernel, the scalar reference (reads the layout through its index
-//!   formula) and the ideal f32 reference; `x86` holds the AVX2 and `neon` the aarch64
-//!   table and lookup-accumulate kernels. All kernels give bit-identical results.
+//!   formula) and the ideal f32 reference; `x86` holds the AVX2, `x86_512` the AVX-512 and
+//!   `neon` the aarch64 table and lookup-accumulate kernels. All kernels give bit-identical results.
 //!
 //! Accuracy: LUT vs ideal `dequantize(W)·x` differs only by table quantization, at most
 //! [`gemv::table_error_bound`] per row (`Σ_g |s|·ts_g/4·(g/4)·(2^b−1)`) plus f32 rounding.
@@ -38,6 +38,8 @@ pub mod quantize;
 pub mod table;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_512;
 
 pub use layout::LutMatrix;
 pub use quantize::Method;
@@ -241,6 +243,83 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Every x86 kernel this CPU can run (AVX2 and AVX-512 BW; the dispatcher picks only
+    /// one) equals the scalar reference bit for bit: random shapes of every width and
+    /// group, odd row counts, chunk sub-ranges, and the extreme all-0 / all-max codes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_x86_kernel_equals_reference() {
+        use super::gemv::{chunk_rows, gemv_ref_chunks};
+        use half::f16;
+        type Kernel = unsafe fn(&LutMatrix, &LutTables, std::ops::Range<usize>, &mut [f32]);
+        let mut kernels: Vec<(&str, Kernel)> = Vec::new();
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") {
+            kernels.push(("avx2", super::x86::gemv_avx2));
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                kernels.push(("avx512", super::x86_512::gemv_avx512));
+            }
+        }
+        let mut rng = Rng(0x512);
+        let mut checked = 0;
+        for (name, kernel) in &kernels {
+            for case in 0..40 {
+                let bits = 1 + case % 4;
+                let group = [32, 64, 128][case / 4 % 3];
+                let rows = 1 + (rng.next() % 150) as usize;
+                let cols = group * (1 + (rng.next() % 5) as usize);
+                let (m, x) = if case % 10 == 9 {
+                    // All codes at one extreme, all-ones activations: the largest sums.
+                    let code = if case % 20 == 9 { (1u8 << bits) - 1 } else { 0 };
+                    let codes = vec![code; rows * cols];
+                    let params = vec![f16::ONE; rows * cols / group];
+                    let m = LutMatrix::pack(bits, group, rows, cols, &codes, &params, &params);
+                    (m.unwrap(), vec![1.0f32; cols])
+                } else {
+                    random_case(&mut rng, rows, cols, bits, group, Method::Search)
+                };
+                let t = LutTables::build(&x, group).unwrap();
+                if *name == "avx512" {
+                    // The two-token prefill kernel: each token's rows as the reference's.
+                    let x2: Vec<f32> = x.iter().map(|v| 0.5 - v * rng.unit()).collect();
+                    let t2 = LutTables::build(&x2, group).unwrap();
+                    for c in 0..m.chunks() {
+                        let n = chunk_rows(&m, &(c..c + 1)).len();
+                        let mut out = [[0f32; layout::CHUNK_ROWS]; 2];
+                        // SAFETY: the features were detected above; c < chunks.
+                        unsafe { super::x86_512::gemv2_avx512(&m, [&t, &t2], c, &mut out) };
+                        for (tab, got) in [&t, &t2].into_iter().zip(&out) {
+                            let mut want = vec![0f32; n];
+                            gemv_ref_chunks(&m, tab, c..c + 1, &mut want).unwrap();
+                            let same = got[..n].iter().zip(&want).all(|(a, b)| a == b);
+                            assert!(same, "pair b{bits} g{group} {rows}×{cols} chunk {c}");
+                            checked += n;
+                        }
+                    }
+                }
+                let cut = (rng.next() as usize) % (m.chunks() + 1);
+                for range in [0..m.chunks(), 0..cut, cut..m.chunks()] {
+                    let n = chunk_rows(&m, &range).len();
+                    let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
+                    gemv_ref_chunks(&m, &t, range.clone(), &mut want).unwrap();
+                    // SAFETY: the features were detected above; the range and output length
+                    // are those the reference accepted.
+                    unsafe { kernel(&m, &t, range.clone(), &mut got) };
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{name} b{bits} g{group} {rows}×{cols} chunks {range:?}"
+                    );
+                    checked += n;
+                }
+            }
+        }
+        // This machine class has AVX2 (the CI's does); rows were really compared.
+        assert!(kernels.is_empty() || checked > 0);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! rounding keeps the mirror exact: `q[15 − m] = −q[m]`), stored biased as `q + 128` in a
 //! `u8` so that the kernel can widen lookups with a mask and a shift (unsigned).
 
+use crate::backend::cpu::pool::Pool;
 use crate::error::{Error, Result};
 
 /// Bias added to every quantized table entry.
@@ -171,6 +172,51 @@ impl LutTables {
     }
 }
 
+/// Tables pointer shared by the pool's threads; each rebuilds only its own tokens' tables.
+struct TablesPtr(*mut LutTables);
+// SAFETY: the threads touch disjoint elements (disjoint token ranges from `run_ranges`)
+// while `rebuild_many` holds the `&mut` borrow of the slice.
+unsafe impl Sync for TablesPtr {}
+
+/// `tables[t].rebuild(x[t·cols..(t+1)·cols], group)` for every `t < tables.len()`, tokens
+/// split over the threads of `pool` (prefill: a serial table build would leave the other
+/// threads waiting before every GEMM). Same tables as the serial loop, byte for byte.
+pub fn rebuild_many(
+    pool: &Pool,
+    tables: &mut [LutTables],
+    x: &[f32],
+    cols: usize,
+    group: usize,
+) -> Result<()> {
+    let n = tables.len();
+    if cols == 0 || x.len() < n * cols {
+        return Err(Error::invalid(format!(
+            "LUT tables: {} activations for {n} tokens of {cols}",
+            x.len()
+        )));
+    }
+    if n <= 1 || pool.n_threads() == 1 {
+        for (t, xr) in tables.iter_mut().zip(x.chunks_exact(cols)) {
+            t.rebuild(xr, group)?;
+        }
+        return Ok(());
+    }
+    // The shape errors of `rebuild` do not depend on the values: check them once.
+    LutTables::default().rebuild(&x[..cols], group)?;
+    let ptr = TablesPtr(tables.as_mut_ptr());
+    let ptr = &ptr;
+    pool.run_ranges(n, 1, |_, range| {
+        for t in range {
+            // SAFETY: t < n = tables.len(), and no other thread gets token t, so this is
+            // the only live reference to tables[t].
+            let tab = unsafe { &mut *ptr.0.add(t) };
+            // Cannot fail: the shape was checked above.
+            let _ = tab.rebuild(&x[t * cols..(t + 1) * cols], group);
+        }
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +271,21 @@ mod tests {
                 assert_eq!(a, b, "n {n} inv {inv}");
             }
         }
+    }
+
+    #[test]
+    fn pooled_rebuild_equals_serial() {
+        let pool = Pool::new(2).unwrap();
+        let mut rng = Rng(23);
+        let (n, cols, group) = (7, 192, 64);
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
+        let mut pooled = vec![LutTables::default(); n];
+        rebuild_many(&pool, &mut pooled, &x, cols, group).unwrap();
+        for (t, xr) in pooled.iter().zip(x.chunks_exact(cols)) {
+            assert_eq!(*t, LutTables::build(xr, group).unwrap());
+        }
+        assert!(rebuild_many(&pool, &mut pooled, &x[..cols], cols, group).is_err());
+        assert!(rebuild_many(&pool, &mut pooled, &x, cols, 48).is_err());
     }
 
     #[test]

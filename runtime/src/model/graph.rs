@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile};
 use crate::kv::KvCache;
 use crate::lut::gemm::gemm_many;
+use crate::lut::table::rebuild_many;
 use crate::lut::LutTables;
 use crate::quant::ggml::{quantize_row, ActFormat};
 
@@ -227,9 +228,7 @@ fn project_many(
                 if ps.tables.len() < n {
                     ps.tables.resize_with(n, LutTables::default);
                 }
-                for (t, xr) in ps.tables.iter_mut().zip(x.chunks_exact(cols).take(n)) {
-                    t.rebuild(xr, group as usize)?;
-                }
+                rebuild_many(pool, &mut ps.tables[..n], x, cols, group as usize)?;
                 let mut mats = [const { None }; 4];
                 for (slot, (w, _)) in mats.iter_mut().zip(jobs[i..j].iter()) {
                     *slot = Some(w.lut(file)?);
