@@ -1,0 +1,257 @@
+// kv_attention.wgsl: the quantized KV cache on the GPU (KvMode q8/q4/q2): storing a batch's
+// keys and values as f16 rows, and causal grouped-query attention over
+// sinks (f16) | quantized pages | recent window (f16), read straight from the codes.
+//
+// Storage (runtime/src/backend/gpu/kv_quant.rs has the host side):
+//   KF, VF  f16 rows [layer][sink_cap + tail_cap][kv_dim], two values per u32 word. Per layer
+//           the first sink_cap rows are the attention sinks, the other tail_cap rows a ring
+//           holding the f16 window (logical window row i sits at sink_cap + (start + i) %
+//           tail_cap), so dropping the rows of a quantized page moves nothing.
+//   PG      pages [layer][slot][kv_head][page bytes], each page byte for byte the CPU's layout
+//           (runtime/src/kv/quant.rs): key codes [head_dim channels][P tokens], value codes
+//           [P tokens][head_dim], then the f16 metadata (K scale[hd], K min[hd], V scale
+//           [P][ng], V min[P][ng], key outliers as (index bits, error) f16 pairs, i.e. one
+//           u32 word per outlier: index in the low half, error in the high half).
+//           Pages are quantized on the host by the CPU's own quantizer and uploaded, so
+//           these bytes equal the CPU cache's.
+//   SPAN    per query token of the batch: (sinks, pages, tail_lo, tail_hi), the keys it
+//           sees (kv::quant::BatchPlan::span, computed on the host once per forward).
+//
+// Codes come in blocks of 32 packed into BITS words (8 bits: byte i = u[i]; 4 bits: byte i
+// = u[i] | u[i+16] << 4; 2 bits: byte i = u[i] | u[i+8] << 2 | u[i+16] << 4 | u[i+24] << 6);
+// BITS is a pipeline override, so each width is its own specialized kernel. Every load is a
+// whole, aligned u32 word; a code is a shift and a mask in registers.
+//
+// Attention gives one workgroup to each (query token, query head); a query head reads KV
+// head h / (n_head / n_kv_head) (GQA). Keys are walked in tiles of 64 with an online softmax
+// (running max and sum, accumulators rescaled when the max grows), so a score is computed
+// once and nothing of the context's length is kept:
+//   1. invocation lid scores key k0 + lid of the tile: an f16 row dot product, or for a page
+//      key Σ_c q_c·(m_c + s_c·u_c) plus q_c·e for each of the page's key outliers at that
+//      token. Neighbouring invocations score neighbouring tokens: in a page they read
+//      neighbouring bytes of the same channel's code words (coalesced; keys are stored per
+//      channel, KIVI), and the channel's scale and minimum are the same word for all of them.
+//   2. the tile's max and sum are reduced in workgroup memory, probabilities go to `probs`.
+//   3. every invocation accumulates its own output dimensions d = lid + 64c over the tile's
+//      keys: value rows are per token, so the invocations of one step read one value row's
+//      consecutive code bytes (coalesced) and that token's group scale and minimum.
+// Queries are multiplied by the scale and kept in f32 (not rounded to f16): the CPU's
+// quantized-cache kernel (backend/cpu/attention_q.rs) does the same, and that is what this
+// kernel must equal (to float summation order). Branches on the key region (sink, page,
+// window) are uniform over the workgroup in step 3 and differ only at region edges in step 1.
+// A real GPU would also split long contexts over several workgroups (flash-decoding) and
+// share one page's unpacking between the query heads of a KV head; for the sizes tested
+// here one workgroup per (token, head) is enough.
+
+override BITS: u32 = 8u;
+
+@group(0) @binding(1) var<storage, read_write> KF: array<u32>;
+@group(0) @binding(2) var<storage, read_write> VF: array<u32>;
+@group(0) @binding(3) var<storage, read> SRC_K: array<f32>;
+@group(0) @binding(4) var<storage, read> SRC_V: array<f32>;
+@group(0) @binding(5) var<storage, read> Q: array<f32>;
+@group(0) @binding(6) var<storage, read> PG: array<u32>;
+@group(0) @binding(7) var<storage, read> SPAN: array<u32>;
+@group(0) @binding(8) var<storage, read_write> O: array<f32>;
+
+// Store a batch of n tokens: a.x = n, a.y = kv_dim (even), a.z = sink_take (the first rows
+// go to the sinks), a.w = n_sink_before; b.x = this layer's first row, b.y = sink_cap,
+// b.z = tail_cap, b.w = ring row of the batch's first window token. SRC_K/SRC_V hold
+// [n][kv_dim] f32 (keys after RoPE). Each invocation converts two keys and two values to f16
+// (round to nearest even, bit-identical to the CPU's cache) and writes one word of each.
+@compute @workgroup_size(64)
+fn kvq_store(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = flat_group(wid, nwg) * WG + l.x;
+    let kvd = P.a.y;
+    if (2u * w >= P.a.x * kvd) {
+        return;
+    }
+    let i = (2u * w) / kvd;
+    let col = (2u * w) % kvd;
+    var row: u32;
+    if (i < P.a.z) {
+        row = P.b.x + P.a.w + i;
+    } else {
+        row = P.b.x + P.b.y + (P.b.w + i - P.a.z) % P.b.z;
+    }
+    let dst = (row * kvd + col) / 2u;
+    KF[dst] = f16_bits(SRC_K[2u * w]) | (f16_bits(SRC_K[2u * w + 1u]) << 16u);
+    VF[dst] = f16_bits(SRC_V[2u * w]) | (f16_bits(SRC_V[2u * w + 1u]) << 16u);
+}
+
+var<workgroup> qs: array<f32, 512>;
+var<workgroup> probs: array<f32, 64>;
+
+// Code i (0..31) of the packed block starting at word `at` of PG.
+fn code_at(at: u32, i: u32) -> f32 {
+    if (BITS == 8u) {
+        return f32((PG[at + i / 4u] >> (8u * (i % 4u))) & 0xffu);
+    }
+    if (BITS == 4u) {
+        let b = i % 16u;
+        return f32((PG[at + b / 4u] >> (8u * (b % 4u) + 4u * (i / 16u))) & 0xfu);
+    }
+    let b = i % 8u;
+    return f32((PG[at + b / 4u] >> (8u * (b % 4u) + 2u * (i / 8u))) & 3u);
+}
+
+// f16 metadata value m of the page whose metadata starts at word `mt`.
+fn meta_at(mt: u32, m: u32) -> f32 {
+    return f16_of(PG[mt + m / 2u], m % 2u);
+}
+
+// Dot product of the scaled query with f16 row `row` (KF), channels of KV head `kvh`.
+fn row_score(row: u32, kvd: u32, hd: u32, kvh: u32) -> f32 {
+    let at = (row * kvd + kvh * hd) / 2u;
+    var s = 0.0;
+    for (var w = 0u; w < hd / 2u; w++) {
+        let kw = KF[at + w];
+        s += qs[2u * w] * f16_of(kw, 0u) + qs[2u * w + 1u] * f16_of(kw, 1u);
+    }
+    return s;
+}
+
+// a.x = n_head, a.y = n_kv_head, a.z = head_dim (multiple of 32, <= 512), a.w = n_tokens;
+// b.x = this layer's first row of KF/VF, b.y = sink_cap, b.z = tail_cap, b.w = ring start
+// (ring row of window row 0); c.x = this layer's first page word, c.y = P (tokens per page,
+// a multiple of 32), c.z = channels per value group, c.w = key outliers per page;
+// f.x = scale. Q and O are [n_tokens][n_head][head_dim].
+@compute @workgroup_size(64)
+fn kvq_attention(@builtin(local_invocation_id) l: vec3<u32>,
+                 @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = l.x;
+    let g = flat_group(wid, nwg);
+    let n_head = P.a.x;
+    let n_kv = P.a.y;
+    let hd = P.a.z;
+    if (g >= P.a.w * n_head) {
+        return;
+    }
+    let t = g / n_head;
+    let h = g % n_head;
+    let kvh = h / (n_head / n_kv);
+    let kvd = n_kv * hd;
+    let row0 = P.b.x;
+    let sink_cap = P.b.y;
+    let tail_cap = P.b.z;
+    let ring = P.b.w;
+    let page = P.c.y;
+    let ng = hd / P.c.z;
+    let n_out = P.c.w;
+    // Words of one page and of its parts.
+    let k_chan_w = (page / 32u) * BITS;
+    let v_row_w = (hd / 32u) * BITS;
+    let codes_w = hd * k_chan_w + page * v_row_w;
+    let meta_len = 2u * hd + 2u * page * ng + 2u * n_out;
+    let page_w = codes_w + meta_len / 2u;
+    let out_w = (2u * hd + 2u * page * ng) / 2u;
+
+    let n_sinks = SPAN[4u * t];
+    let n_pages = SPAN[4u * t + 1u];
+    let tail_lo = SPAN[4u * t + 2u];
+    let tail_hi = SPAN[4u * t + 3u];
+    let page_end = n_sinks + n_pages * page;
+    let n_keys = page_end + tail_hi - tail_lo;
+
+    for (var d = lid; d < hd; d += WG) {
+        qs[d] = Q[g * hd + d] * P.f.x;
+    }
+    workgroupBarrier();
+
+    var m = -3.0e38;
+    var s_l = 0.0;
+    var acc: array<f32, 8>;
+    for (var c = 0u; c < 8u; c++) {
+        acc[c] = 0.0;
+    }
+    for (var k0 = 0u; k0 < n_keys; k0 += WG) {
+        // 1. The score of key k0 + lid.
+        let k = k0 + lid;
+        var s = -3.0e38;
+        if (k < n_sinks) {
+            s = row_score(row0 + k, kvd, hd, kvh);
+        } else if (k < page_end) {
+            let pi = (k - n_sinks) / page;
+            let j = (k - n_sinks) % page;
+            let pw = P.c.x + (pi * n_kv + kvh) * page_w;
+            let mt = pw + codes_w;
+            let blk = pw + (j / 32u) * BITS;
+            var sc = 0.0;
+            for (var c = 0u; c < hd; c++) {
+                let u = code_at(blk + c * k_chan_w, j % 32u);
+                sc += qs[c] * (meta_at(mt, hd + c) + meta_at(mt, c) * u);
+            }
+            for (var o = 0u; o < n_out; o++) {
+                let ow = PG[mt + out_w + o];
+                let idx = ow & 0xffffu;
+                let e = f16_of(ow, 1u);
+                if (e != 0.0 && idx % page == j) {
+                    sc += qs[idx / page] * e;
+                }
+            }
+            s = sc;
+        } else if (k < n_keys) {
+            let r = tail_lo + (k - page_end);
+            s = row_score(row0 + sink_cap + (ring + r) % tail_cap, kvd, hd, kvh);
+        }
+        // 2. Online softmax over the tile.
+        let mn = max(m, wg_max(s, lid));
+        let alpha = exp(m - mn);
+        var p = 0.0;
+        if (k < n_keys) {
+            p = exp(s - mn);
+        }
+        probs[lid] = p;
+        s_l = s_l * alpha + wg_sum(p, lid);
+        m = mn;
+        for (var c = 0u; c < 8u; c++) {
+            acc[c] *= alpha;
+        }
+        // 3. Values of the tile's keys, output dimensions d = lid + 64c.
+        let nt = min(WG, n_keys - k0);
+        for (var i = 0u; i < nt; i++) {
+            let pj = probs[i];
+            let kk = k0 + i;
+            if (kk >= n_sinks && kk < page_end) {
+                let pi = (kk - n_sinks) / page;
+                let j = (kk - n_sinks) % page;
+                let pw = P.c.x + (pi * n_kv + kvh) * page_w;
+                let mt = pw + codes_w;
+                let vrow = pw + hd * k_chan_w + j * v_row_w;
+                for (var c = 0u; c < 8u; c++) {
+                    let d = lid + c * WG;
+                    if (d < hd) {
+                        let gi = d / P.c.z;
+                        let u = code_at(vrow + (d / 32u) * BITS, d % 32u);
+                        let sv = meta_at(mt, 2u * hd + j * ng + gi);
+                        let mv = meta_at(mt, 2u * hd + page * ng + j * ng + gi);
+                        acc[c] += pj * (mv + sv * u);
+                    }
+                }
+            } else {
+                var row = row0 + kk;
+                if (kk >= page_end) {
+                    row = row0 + sink_cap + (ring + tail_lo + (kk - page_end)) % tail_cap;
+                }
+                let vr = row * kvd + kvh * hd;
+                for (var c = 0u; c < 8u; c++) {
+                    let d = lid + c * WG;
+                    if (d < hd) {
+                        let vi = vr + d;
+                        acc[c] += pj * f16_of(VF[vi / 2u], vi % 2u);
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    let inv = 1.0 / s_l;
+    for (var c = 0u; c < 8u; c++) {
+        let d = lid + c * WG;
+        if (d < hd) {
+            O[g * hd + d] = acc[c] * inv;
+        }
+    }
+}
