@@ -23,18 +23,23 @@
 // whole, aligned u32 word; a code is a shift and a mask in registers.
 //
 // Attention gives one workgroup to each (query token, query head); a query head reads KV
-// head h / (n_head / n_kv_head) (GQA). Keys are walked in tiles of 64 with an online softmax
-// (running max and sum, accumulators rescaled when the max grows), so a score is computed
-// once and nothing of the context's length is kept:
-//   1. invocation lid scores key k0 + lid of the tile: an f16 row dot product, or for a page
-//      key Σ_c q_c·(m_c + s_c·u_c) plus q_c·e for each of the page's key outliers at that
-//      token. Neighbouring invocations score neighbouring tokens: in a page they read
-//      neighbouring bytes of the same channel's code words (coalesced; keys are stored per
-//      channel, KIVI), and the channel's scale and minimum are the same word for all of them.
-//   2. the tile's max and sum are reduced in workgroup memory, probabilities go to `probs`.
+// head h / (n_head / n_kv_head) (GQA). Keys are walked in tiles of 256 with an online softmax
+// (running max, accumulators rescaled when the max grows), so a score is computed once and
+// nothing of the context's length is kept. Per tile:
+//   1. invocation lid scores keys k0 + lid, k0 + 64 + lid, ... (4 of them): an f16 row dot
+//      product, or for a page key Σ_c q_c·(m_c + s_c·u_c) plus q_c·e for each of the page's
+//      key outliers at that token. Neighbouring invocations score neighbouring tokens: in a
+//      page they read neighbouring bytes of the same channel's code words (coalesced; keys
+//      are stored per channel, KIVI), and the channel's scale and minimum are one word for
+//      all of them.
+//   2. one max reduction in workgroup memory; probabilities go to `probs`, and each
+//      invocation keeps its own share of the sum (the max is the same everywhere, so the
+//      shares rescale alike and are reduced once at the end).
 //   3. every invocation accumulates its own output dimensions d = lid + 64c over the tile's
 //      keys: value rows are per token, so the invocations of one step read one value row's
 //      consecutive code bytes (coalesced) and that token's group scale and minimum.
+// A tile of 256 rather than 64 keys: barriers dominate on CPU rasterizers such as lavapipe
+// (each splits the invocations' execution), and 256 keys need one round of them, not four.
 // Queries are multiplied by the scale and kept in f32 (not rounded to f16): the CPU's
 // quantized-cache kernel (backend/cpu/attention_q.rs) does the same, and that is what this
 // kernel must equal (to float summation order). Branches on the key region (sink, page,
@@ -81,7 +86,12 @@ fn kvq_store(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) 
 }
 
 var<workgroup> qs: array<f32, 512>;
-var<workgroup> probs: array<f32, 64>;
+// Probabilities of one tile of keys.
+var<workgroup> probs: array<f32, 256>;
+
+// Keys per tile: each invocation scores TILE / WG = 4 of them per round, so a round of
+// barriers (one max reduction, two fences) serves 256 keys.
+const TILE: u32 = 256u;
 
 // Code i (0..31) of the packed block starting at word `at` of PG.
 fn code_at(at: u32, i: u32) -> f32 {
@@ -101,13 +111,78 @@ fn meta_at(mt: u32, m: u32) -> f32 {
     return f16_of(PG[mt + m / 2u], m % 2u);
 }
 
-// Dot product of the scaled query with f16 row `row` (KF), channels of KV head `kvh`.
-fn row_score(row: u32, kvd: u32, hd: u32, kvh: u32) -> f32 {
-    let at = (row * kvd + kvh * hd) / 2u;
+// What a workgroup needs to find a key: its query's span and the cache's shape.
+struct Keys {
+    kvd: u32,
+    hd: u32,
+    kvh: u32,
+    n_kv: u32,
+    row0: u32,
+    sink_cap: u32,
+    tail_cap: u32,
+    ring: u32,
+    page: u32,
+    // log2 of the page size and of the value group (both powers of two: 32, 64 or 128).
+    page_sh: u32,
+    vg_sh: u32,
+    ng: u32,
+    n_out: u32,
+    k_chan_w: u32,
+    v_row_w: u32,
+    codes_w: u32,
+    page_w: u32,
+    out_w: u32,
+    n_sinks: u32,
+    tail_lo: u32,
+    page_end: u32,
+    n_keys: u32,
+}
+
+// KF/VF row of a key outside the pages (a sink, or a window row in the ring).
+fn f16_row(q: Keys, k: u32) -> u32 {
+    if (k < q.n_sinks) {
+        return q.row0 + k;
+    }
+    // ring < tail_cap and the window row < tail_cap: one conditional subtraction wraps it
+    // (integer division is scalarized, hence slow, on CPU rasterizers).
+    var r = q.ring + q.tail_lo + (k - q.page_end);
+    if (r >= q.tail_cap) {
+        r -= q.tail_cap;
+    }
+    return q.row0 + q.sink_cap + r;
+}
+
+// First word of the page holding key k (n_sinks <= k < page_end).
+fn page_word(q: Keys, k: u32) -> u32 {
+    return P.c.x + (((k - q.n_sinks) >> q.page_sh) * q.n_kv + q.kvh) * q.page_w;
+}
+
+// Score of key k against the scaled query in `qs`.
+fn key_score(q: Keys, k: u32) -> f32 {
     var s = 0.0;
-    for (var w = 0u; w < hd / 2u; w++) {
-        let kw = KF[at + w];
-        s += qs[2u * w] * f16_of(kw, 0u) + qs[2u * w + 1u] * f16_of(kw, 1u);
+    if (k < q.n_sinks || k >= q.page_end) {
+        let at = (f16_row(q, k) * q.kvd + q.kvh * q.hd) / 2u;
+        for (var w = 0u; w < q.hd / 2u; w++) {
+            let kw = KF[at + w];
+            s += qs[2u * w] * f16_of(kw, 0u) + qs[2u * w + 1u] * f16_of(kw, 1u);
+        }
+        return s;
+    }
+    let j = (k - q.n_sinks) & (q.page - 1u);
+    let pw = page_word(q, k);
+    let mt = pw + q.codes_w;
+    let blk = pw + (j / 32u) * BITS;
+    for (var c = 0u; c < q.hd; c++) {
+        let u = code_at(blk + c * q.k_chan_w, j % 32u);
+        s += qs[c] * (meta_at(mt, q.hd + c) + meta_at(mt, c) * u);
+    }
+    for (var o = 0u; o < q.n_out; o++) {
+        let ow = PG[mt + q.out_w + o];
+        let idx = ow & 0xffffu;
+        let e = f16_of(ow, 1u);
+        if (e != 0.0 && (idx & (q.page - 1u)) == j) {
+            s += qs[idx >> q.page_sh] * e;
+        }
     }
     return s;
 }
@@ -115,7 +190,7 @@ fn row_score(row: u32, kvd: u32, hd: u32, kvh: u32) -> f32 {
 // a.x = n_head, a.y = n_kv_head, a.z = head_dim (multiple of 32, <= 512), a.w = n_tokens;
 // b.x = this layer's first row of KF/VF, b.y = sink_cap, b.z = tail_cap, b.w = ring start
 // (ring row of window row 0); c.x = this layer's first page word, c.y = P (tokens per page,
-// a multiple of 32), c.z = channels per value group, c.w = key outliers per page;
+// 32, 64 or 128), c.z = channels per value group (32, 64 or 128), c.w = key outliers per page;
 // f.x = scale. Q and O are [n_tokens][n_head][head_dim].
 @compute @workgroup_size(64)
 fn kvq_attention(@builtin(local_invocation_id) l: vec3<u32>,
@@ -124,118 +199,101 @@ fn kvq_attention(@builtin(local_invocation_id) l: vec3<u32>,
     let lid = l.x;
     let g = flat_group(wid, nwg);
     let n_head = P.a.x;
-    let n_kv = P.a.y;
-    let hd = P.a.z;
     if (g >= P.a.w * n_head) {
         return;
     }
     let t = g / n_head;
     let h = g % n_head;
-    let kvh = h / (n_head / n_kv);
-    let kvd = n_kv * hd;
-    let row0 = P.b.x;
-    let sink_cap = P.b.y;
-    let tail_cap = P.b.z;
-    let ring = P.b.w;
-    let page = P.c.y;
-    let ng = hd / P.c.z;
-    let n_out = P.c.w;
+    var q: Keys;
+    q.n_kv = P.a.y;
+    q.hd = P.a.z;
+    q.kvh = h / (n_head / q.n_kv);
+    q.kvd = q.n_kv * q.hd;
+    q.row0 = P.b.x;
+    q.sink_cap = P.b.y;
+    q.tail_cap = P.b.z;
+    q.ring = P.b.w;
+    q.page = P.c.y;
+    q.page_sh = countTrailingZeros(q.page);
+    q.vg_sh = countTrailingZeros(P.c.z);
+    q.ng = q.hd >> q.vg_sh;
+    q.n_out = P.c.w;
     // Words of one page and of its parts.
-    let k_chan_w = (page / 32u) * BITS;
-    let v_row_w = (hd / 32u) * BITS;
-    let codes_w = hd * k_chan_w + page * v_row_w;
-    let meta_len = 2u * hd + 2u * page * ng + 2u * n_out;
-    let page_w = codes_w + meta_len / 2u;
-    let out_w = (2u * hd + 2u * page * ng) / 2u;
-
-    let n_sinks = SPAN[4u * t];
-    let n_pages = SPAN[4u * t + 1u];
-    let tail_lo = SPAN[4u * t + 2u];
-    let tail_hi = SPAN[4u * t + 3u];
-    let page_end = n_sinks + n_pages * page;
-    let n_keys = page_end + tail_hi - tail_lo;
+    q.k_chan_w = (q.page / 32u) * BITS;
+    q.v_row_w = (q.hd / 32u) * BITS;
+    q.codes_w = q.hd * q.k_chan_w + q.page * q.v_row_w;
+    q.out_w = q.hd + q.page * q.ng;
+    q.page_w = q.codes_w + q.out_w + q.n_out;
+    q.n_sinks = SPAN[4u * t];
+    q.tail_lo = SPAN[4u * t + 2u];
+    q.page_end = q.n_sinks + SPAN[4u * t + 1u] * q.page;
+    q.n_keys = q.page_end + SPAN[4u * t + 3u] - q.tail_lo;
+    let hd = q.hd;
 
     for (var d = lid; d < hd; d += WG) {
         qs[d] = Q[g * hd + d] * P.f.x;
     }
     workgroupBarrier();
 
+    // Running max (the same in every invocation), this invocation's share of the sum.
     var m = -3.0e38;
     var s_l = 0.0;
     var acc: array<f32, 8>;
     for (var c = 0u; c < 8u; c++) {
         acc[c] = 0.0;
     }
-    for (var k0 = 0u; k0 < n_keys; k0 += WG) {
-        // 1. The score of key k0 + lid.
-        let k = k0 + lid;
-        var s = -3.0e38;
-        if (k < n_sinks) {
-            s = row_score(row0 + k, kvd, hd, kvh);
-        } else if (k < page_end) {
-            let pi = (k - n_sinks) / page;
-            let j = (k - n_sinks) % page;
-            let pw = P.c.x + (pi * n_kv + kvh) * page_w;
-            let mt = pw + codes_w;
-            let blk = pw + (j / 32u) * BITS;
-            var sc = 0.0;
-            for (var c = 0u; c < hd; c++) {
-                let u = code_at(blk + c * k_chan_w, j % 32u);
-                sc += qs[c] * (meta_at(mt, hd + c) + meta_at(mt, c) * u);
+    for (var k0 = 0u; k0 < q.n_keys; k0 += TILE) {
+        // 1. Scores of keys k0 + e·64 + lid.
+        var sk: array<f32, 4>;
+        var tmax = -3.0e38;
+        for (var e = 0u; e < TILE / WG; e++) {
+            let k = k0 + e * WG + lid;
+            var s = -3.0e38;
+            if (k < q.n_keys) {
+                s = key_score(q, k);
             }
-            for (var o = 0u; o < n_out; o++) {
-                let ow = PG[mt + out_w + o];
-                let idx = ow & 0xffffu;
-                let e = f16_of(ow, 1u);
-                if (e != 0.0 && idx % page == j) {
-                    sc += qs[idx / page] * e;
-                }
-            }
-            s = sc;
-        } else if (k < n_keys) {
-            let r = tail_lo + (k - page_end);
-            s = row_score(row0 + sink_cap + (ring + r) % tail_cap, kvd, hd, kvh);
+            sk[e] = s;
+            tmax = max(tmax, s);
         }
         // 2. Online softmax over the tile.
-        let mn = max(m, wg_max(s, lid));
+        let mn = max(m, wg_max(tmax, lid));
         let alpha = exp(m - mn);
-        var p = 0.0;
-        if (k < n_keys) {
-            p = exp(s - mn);
+        s_l *= alpha;
+        for (var e = 0u; e < TILE / WG; e++) {
+            var p = 0.0;
+            if (k0 + e * WG + lid < q.n_keys) {
+                p = exp(sk[e] - mn);
+            }
+            probs[e * WG + lid] = p;
+            s_l += p;
         }
-        probs[lid] = p;
-        s_l = s_l * alpha + wg_sum(p, lid);
         m = mn;
         for (var c = 0u; c < 8u; c++) {
             acc[c] *= alpha;
         }
+        workgroupBarrier();
         // 3. Values of the tile's keys, output dimensions d = lid + 64c.
-        let nt = min(WG, n_keys - k0);
+        let nt = min(TILE, q.n_keys - k0);
         for (var i = 0u; i < nt; i++) {
             let pj = probs[i];
             let kk = k0 + i;
-            if (kk >= n_sinks && kk < page_end) {
-                let pi = (kk - n_sinks) / page;
-                let j = (kk - n_sinks) % page;
-                let pw = P.c.x + (pi * n_kv + kvh) * page_w;
-                let mt = pw + codes_w;
-                let vrow = pw + hd * k_chan_w + j * v_row_w;
+            if (kk >= q.n_sinks && kk < q.page_end) {
+                let j = (kk - q.n_sinks) & (q.page - 1u);
+                let pw = page_word(q, kk);
+                let mt = pw + q.codes_w;
+                let vrow = pw + hd * q.k_chan_w + j * q.v_row_w;
                 for (var c = 0u; c < 8u; c++) {
                     let d = lid + c * WG;
                     if (d < hd) {
-                        let gi = d / P.c.z;
+                        let gi = d >> q.vg_sh;
                         let u = code_at(vrow + (d / 32u) * BITS, d % 32u);
-                        let sv = meta_at(mt, 2u * hd + j * ng + gi);
-                        let mv = meta_at(mt, 2u * hd + page * ng + j * ng + gi);
+                        let sv = meta_at(mt, 2u * hd + j * q.ng + gi);
+                        let mv = meta_at(mt, 2u * hd + q.page * q.ng + j * q.ng + gi);
                         acc[c] += pj * (mv + sv * u);
                     }
                 }
             } else {
-                var row = row0 + kk;
-                if (kk >= page_end) {
-                    row = row0 + sink_cap + (ring + tail_lo + (kk - page_end)) % tail_cap;
-                }
-                let vr = row * kvd + kvh * hd;
+                let vr = f16_row(q, kk) * q.kvd + q.kvh * hd;
                 for (var c = 0u; c < 8u; c++) {
                     let d = lid + c * WG;
                     if (d < hd) {
@@ -247,7 +305,7 @@ fn kvq_attention(@builtin(local_invocation_id) l: vec3<u32>,
         }
         workgroupBarrier();
     }
-    let inv = 1.0 / s_l;
+    let inv = 1.0 / wg_sum(s_l, lid);
     for (var c = 0u; c < 8u; c++) {
         let d = lid + c * WG;
         if (d < hd) {

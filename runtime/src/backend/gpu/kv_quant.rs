@@ -82,12 +82,14 @@ impl GpuQuantKv {
             )));
         }
         let Some(pg) = params.page_geom(&geom)? else {
-            return Err(Error::Internal("an f16 cache as a quantized GPU cache".into()));
+            return Err(Error::Internal(
+                "an f16 cache as a quantized GPU cache".into(),
+            ));
         };
-        if pg.kbits != pg.vbits || geom.head_dim > 512 {
+        if pg.kbits != pg.vbits || geom.head_dim > 512 || !pg.vgroup.is_power_of_two() {
             return Err(Error::Backend(format!(
-                "the GPU's quantized KV attention takes equal key and value bits and head_dim ≤ 512 (head_dim {})",
-                geom.head_dim
+                "the GPU's quantized KV attention takes head_dim ≤ 512 and power-of-two value groups (head_dim {}, group {})",
+                geom.head_dim, pg.vgroup
             )));
         }
         if n_batch == 0 || n_batch > params.window || capacity == 0 {
@@ -285,8 +287,7 @@ impl GpuQuantKv {
         page: usize,
         kv_head: usize,
     ) -> Result<Vec<u8>> {
-        if layer >= self.geom.n_layer || page >= self.n_slots || kv_head >= self.geom.n_kv_head
-        {
+        if layer >= self.geom.n_layer || page >= self.n_slots || kv_head >= self.geom.n_kv_head {
             return Err(Error::invalid(format!(
                 "page {page} of KV head {kv_head} in layer {layer}"
             )));
@@ -303,7 +304,13 @@ impl GpuQuantKv {
 
     /// Record storing layer `layer`'s keys (after RoPE) and values of the planned batch
     /// (`n × kv_dim` f32 each in `k`, `v`) as f16 rows.
-    pub fn store(&self, r: &mut Recorder, layer: usize, k: &GpuBuffer, v: &GpuBuffer) -> Result<()> {
+    pub fn store(
+        &self,
+        r: &mut Recorder,
+        layer: usize,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
+    ) -> Result<()> {
         let plan = self.planned()?;
         let kvd = self.geom.kv_dim();
         let n_vals = plan.n * kvd;
