@@ -38,8 +38,10 @@
 //   3. every invocation accumulates its own output dimensions d = lid + 64c over the tile's
 //      keys: value rows are per token, so the invocations of one step read one value row's
 //      consecutive code bytes (coalesced) and that token's group scale and minimum.
-// A tile of 256 rather than 64 keys: barriers dominate on CPU rasterizers such as lavapipe
-// (each splits the invocations' execution), and 256 keys need one round of them, not four.
+// A tile of 256 keys needs one round of barriers where tiles of 64 would need four (decode
+// contexts up to 256 keys are one round). On lavapipe this kernel still takes about three
+// times the f16 kernel's time per dispatch (measured with kernel timestamps, 130-token
+// prefill of SmolLM2); where that goes is not known yet.
 // Queries are multiplied by the scale and kept in f32 (not rounded to f16): the CPU's
 // quantized-cache kernel (backend/cpu/attention_q.rs) does the same, and that is what this
 // kernel must equal (to float summation order). Branches on the key region (sink, page,
