@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, KvParams, Overflow};
+use crate::kv::{KvCache, KvMode, KvParams, Overflow};
 use crate::model::estimate::session_shape;
 use crate::model::graph::{forward, Logits, Scratch};
 use crate::model::Model;
@@ -189,17 +189,25 @@ impl Session {
     /// size and with [`Error::OutOfMemory`] when the memory budget or the allocator says no.
     pub fn new(model: Arc<Model>, params: &SessionParams) -> Result<Session> {
         let c = model.config();
-        // The GPU backend keeps its own f16 cache; the CPU cache is then a 1-token placeholder.
+        // The GPU backend keeps its own cache (f16 or quantized pages); the CPU cache is
+        // then a 1-token placeholder that only carries the parameters.
         let on_gpu = model.on_gpu();
-        if on_gpu && params.kv.needs_cpu() {
-            return Err(Error::Backend(
-                "the GPU backend keeps an f16 KV cache: quantized modes, budgets and sliding \
-                 windows need the CPU backend (--backend cpu)"
-                    .into(),
-            ));
+        if on_gpu {
+            if let Some(what) = params.kv.gpu_unsupported() {
+                return Err(Error::Backend(format!(
+                    "the GPU backend's KV cache does not support {what}; it needs the CPU \
+                     backend (--backend cpu)"
+                )));
+            }
         }
         let shape = session_shape(c, params, model.n_threads())?;
-        let (n_ctx, n_batch) = (shape.n_ctx, shape.n_batch);
+        let (n_ctx, mut n_batch) = (shape.n_ctx, shape.n_batch);
+        if on_gpu && params.kv.mode != KvMode::F16 {
+            // GPU pages are quantized from committed window rows before each batch, so a
+            // batch is at most the window (`backend::gpu::kv_quant`); results do not depend
+            // on the batch size.
+            n_batch = n_batch.min(params.kv.window).max(1);
+        }
         let kv = KvCache::for_model(
             c,
             model.weights.rope_freqs.as_deref(),
@@ -211,12 +219,13 @@ impl Session {
         debug_assert!(on_gpu || (kv.capacity(), kv.n_batch()) == (n_ctx, n_batch));
         #[cfg(feature = "gpu")]
         let gpu = match model.gpu() {
-            Some(g) => Some(crate::backend::gpu::GpuState::new(
+            Some(g) => Some(crate::backend::gpu::GpuState::with_kv(
                 g,
                 n_batch,
                 n_ctx,
                 params.all_logits,
                 false,
+                &params.kv,
             )?),
             None => None,
         };
@@ -305,11 +314,13 @@ impl Session {
 
     /// Tokens in context, capacity and KV memory.
     pub fn usage(&self) -> Usage {
-        let bpt = if self.model.on_gpu() {
-            (4 * self.model.config().n_layer * self.model.config().kv_dim()) as f64
-        } else {
-            self.kv.bytes_per_token()
+        #[cfg(feature = "gpu")]
+        let bpt = match &self.gpu {
+            Some(g) => g.kv_bytes_per_token(self.model.config()),
+            None => self.kv.bytes_per_token(),
         };
+        #[cfg(not(feature = "gpu"))]
+        let bpt = self.kv.bytes_per_token();
         Usage {
             tokens: self.kv_len() + usize::from(self.pending.is_some()),
             n_ctx: self.n_ctx(),
@@ -364,7 +375,14 @@ impl Session {
         let Some(g) = self.model.gpu() else {
             return Ok(false);
         };
-        let st = crate::backend::gpu::GpuState::new(g, self.n_batch, self.n_ctx(), false, on)?;
+        let st = crate::backend::gpu::GpuState::with_kv(
+            g,
+            self.n_batch,
+            self.n_ctx(),
+            false,
+            on,
+            self.kv.params(),
+        )?;
         let profiling = st.profiling();
         self.gpu = Some(st);
         self.tokens.clear();
@@ -418,7 +436,7 @@ impl Session {
         }
         #[cfg(feature = "gpu")]
         if let Some(g) = &mut self.gpu {
-            g.set_len(n);
+            g.truncate(n)?;
         } else {
             self.kv.truncate(n)?;
         }

@@ -309,20 +309,22 @@ fn session_on_gpu_generates_like_cpu() {
     assert_eq!(gtoks, ctoks);
     assert_eq!(gt, ct);
     assert!(gkv > 0);
-    // The GPU keeps an f16 cache: a quantized one is refused with a clear error, and so is
-    // a saved state (it holds the CPU cache's keys and values).
-    let q4 = gpu.session(&SessionParams {
+    // What the GPU's KV cache cannot do (here Hadamard-rotated keys; tests/gpu_kv.rs has
+    // the rest and the quantized modes it runs) is refused with a clear error, and so is a
+    // saved state (it holds the CPU cache's keys and values).
+    let rotated = gpu.session(&SessionParams {
         n_ctx: 64,
         kv: suanpan::kv::KvParams {
             mode: suanpan::kv::KvMode::Q4,
+            rotate: true,
             ..Default::default()
         },
         ..Default::default()
     });
     assert!(
-        matches!(&q4, Err(suanpan::Error::Backend(m)) if m.contains("f16 KV cache")),
+        matches!(&rotated, Err(suanpan::Error::Backend(m)) if m.contains("--kv-rotate")),
         "{:?}",
-        q4.err()
+        rotated.err()
     );
     let s = gpu
         .session(&SessionParams {

@@ -300,8 +300,9 @@ fn load_with_bar(path: &Path, params: ModelParams) -> Result<Model> {
 
 fn load(args: &ModelArgs) -> Result<Arc<Model>> {
     let path = model_path(&args.model)?;
-    // The GPU backend keeps an f16 KV cache: `auto` stays on the CPU when the cache flags
-    // ask for more (an explicit `--backend gpu` gets the session's clear error instead).
+    // The GPU backend's KV cache does f16 and q8/q4/q2 but not rotation, budgets or sliding
+    // (`KvParams::gpu_unsupported`): `auto` stays on the CPU when the cache flags ask for
+    // those (an explicit `--backend gpu` gets the session's clear error instead).
     let backend = match args.backend {
         BackendKind::Auto if args.kv.params()?.needs_cpu() => BackendKind::Cpu,
         b => b,

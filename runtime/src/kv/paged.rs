@@ -168,6 +168,21 @@ impl QuantCache {
         self.n_sink
     }
 
+    /// Codes and metadata of logical page `page` (including pages of a planned batch) of
+    /// KV head `kv_head` in layer `layer` (the GPU cache is tested against these bytes).
+    pub fn page(&self, layer: usize, page: usize, kv_head: usize) -> Option<(&[u8], &[f16])> {
+        let slot = *self.pages.get(page)? as usize;
+        if layer >= self.geom.n_layer || kv_head >= self.geom.n_kv_head {
+            return None;
+        }
+        let at = (layer * self.n_slots + slot) * self.geom.n_kv_head + kv_head;
+        let (cb, ml) = (self.pg.code_bytes(), self.pg.meta_len());
+        Some((
+            &self.codes[at * cb..(at + 1) * cb],
+            &self.meta[at * ml..(at + 1) * ml],
+        ))
+    }
+
     /// Bytes allocated for keys and values.
     pub fn bytes(&self) -> usize {
         (self.sink_k.len() + self.sink_v.len() + self.sink_pristine.len()) * 2

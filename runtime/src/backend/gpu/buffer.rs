@@ -82,23 +82,38 @@ impl GpuDevice {
 
     /// Read `bytes` bytes at byte `offset` of `b` back to the host (waits for the GPU).
     pub fn read(&self, b: &GpuBuffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
-        let n = round4(bytes);
-        if !offset.is_multiple_of(4) || offset + n > b.bytes {
-            return Err(Error::Internal(format!(
-                "GPU read of {bytes} bytes at {offset} from a {}-byte buffer",
-                b.bytes
-            )));
+        self.read_many(&[(b, offset, bytes)])
+    }
+
+    /// Read several ranges `(buffer, byte offset, bytes)` back to the host in one copy and
+    /// one wait, concatenated in order (each range padded to a multiple of 4 bytes).
+    pub fn read_many(&self, parts: &[(&GpuBuffer, u64, u64)]) -> Result<Vec<u8>> {
+        let mut total = 0u64;
+        for &(b, offset, bytes) in parts {
+            let n = round4(bytes);
+            if !offset.is_multiple_of(4) || offset + n > b.bytes {
+                return Err(Error::Internal(format!(
+                    "GPU read of {bytes} bytes at {offset} from a {}-byte buffer",
+                    b.bytes
+                )));
+            }
+            total += n;
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: n,
+            size: total.max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(&b.buf, offset, &staging, 0, n);
+        let mut at = 0u64;
+        for &(b, offset, bytes) in parts {
+            let n = round4(bytes);
+            enc.copy_buffer_to_buffer(&b.buf, offset, &staging, at, n);
+            at += n;
+        }
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -129,7 +144,13 @@ impl GpuDevice {
             let view = staging
                 .get_mapped_range(..)
                 .map_err(|e| Error::Backend(format!("reading a result buffer: {e}")))?;
-            view[..bytes as usize].to_vec()
+            let mut out = Vec::with_capacity(total as usize);
+            let mut at = 0usize;
+            for &(_, _, bytes) in parts {
+                out.extend_from_slice(&view[at..at + bytes as usize]);
+                at += round4(bytes) as usize;
+            }
+            out
         };
         staging.unmap();
         Ok(out)

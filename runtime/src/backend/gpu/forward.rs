@@ -4,7 +4,9 @@
 //! LM head. One forward is one submission; only the logits come back to the host.
 //!
 //! [`GpuModel`] holds the uploaded weights (shared by sessions); [`GpuState`] is one
-//! session's KV cache, scratch buffers and recorded-dispatch cache.
+//! session's KV cache, scratch buffers and recorded-dispatch cache. The KV cache is f16
+//! (`attention.wgsl`) or quantized pages behind an f16 window ([`GpuQuantKv`],
+//! `kv_attention.wgsl`), as the session's [`KvParams`] say.
 //!
 //! Weight forms: ggml matrices (F32/F16/BF16/Q4_0/Q4_1/Q8_0) in the layouts of
 //! [`matrix`]; suanpan's LUT matrices permuted for `lut.wgsl` ([`GpuLut`], straight from
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
 use super::df11::{GpuDf11, UNIT_BYTES};
+use super::kv_quant::GpuQuantKv;
 use super::lut::{lut_gemv, lut_tables, GpuLut, LutScratch};
 use super::matrix::{self, GpuMatrix};
 use super::ops::{self, AttnCall};
@@ -34,6 +37,7 @@ use super::record::{Frame, Recorder};
 use crate::backend::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile};
+use crate::kv::{KvGeom, KvMode, KvParams};
 use crate::lut::LutMatrix;
 use crate::model::config::ModelConfig;
 use crate::model::graph::Logits;
@@ -315,13 +319,21 @@ impl GpuModel {
     }
 }
 
+/// A session's KV cache on the GPU.
+enum GpuKv {
+    /// f16 keys and values of every position, `[layer][n_ctx][kv_dim]`.
+    F16 { kc: GpuBuffer, vc: GpuBuffer },
+    /// q8/q4/q2 pages behind an f16 window and sinks.
+    Quant(Box<GpuQuantKv>),
+}
+
 /// One session's GPU state: KV cache, scratch, recorded dispatches, logits.
 pub struct GpuState {
     n_ctx: usize,
     cap: usize,
     len: usize,
-    kc: GpuBuffer,
-    vc: GpuBuffer,
+    kv: GpuKv,
+    mode: KvMode,
     ids: GpuBuffer,
     cs: GpuBuffer,
     x: GpuBuffer,
@@ -347,8 +359,8 @@ pub struct GpuState {
 }
 
 impl GpuState {
-    /// Buffers for batches of up to `cap` tokens in a context of `n_ctx`; `all_logits`
-    /// keeps every token's logits; `profile` collects kernel timestamps.
+    /// Buffers for batches of up to `cap` tokens in a context of `n_ctx` with an f16 KV
+    /// cache; `all_logits` keeps every token's logits; `profile` collects kernel timestamps.
     pub fn new(
         m: &GpuModel,
         cap: usize,
@@ -356,11 +368,42 @@ impl GpuState {
         all_logits: bool,
         profile: bool,
     ) -> Result<GpuState> {
+        Self::with_kv(m, cap, n_ctx, all_logits, profile, &KvParams::default())
+    }
+
+    /// [`Self::new`] with the KV cache `kv` describes: f16, or q8/q4/q2 (then `cap` must
+    /// not exceed the window; [`KvParams::gpu_unsupported`] lists what is refused).
+    pub fn with_kv(
+        m: &GpuModel,
+        cap: usize,
+        n_ctx: usize,
+        all_logits: bool,
+        profile: bool,
+        kv: &KvParams,
+    ) -> Result<GpuState> {
         let d = &*m.dev;
         let c = &m.cfg;
         let f = |what: &str, n: usize| d.buffer(what, 4 * n as u64);
         let widest = c.n_embd.max(c.n_ff).max(c.q_dim());
-        let kv_vals = c.n_layer * n_ctx * c.kv_dim();
+        if let Some(what) = kv.gpu_unsupported() {
+            return Err(Error::Backend(format!(
+                "the GPU backend does not support {what}; use --backend cpu"
+            )));
+        }
+        let kv_cache = if kv.mode == KvMode::F16 {
+            let kv_vals = c.n_layer * n_ctx * c.kv_dim();
+            GpuKv::F16 {
+                kc: d.buffer("k cache", 2 * kv_vals as u64)?,
+                vc: d.buffer("v cache", 2 * kv_vals as u64)?,
+            }
+        } else {
+            let geom = KvGeom {
+                n_layer: c.n_layer,
+                n_kv_head: c.n_kv_head,
+                head_dim: c.head_dim,
+            };
+            GpuKv::Quant(Box::new(GpuQuantKv::new(d, geom, kv, n_ctx, cap)?))
+        };
         let has_lut = m
             .layers
             .iter()
@@ -372,8 +415,8 @@ impl GpuState {
             n_ctx,
             cap,
             len: 0,
-            kc: d.buffer("k cache", 2 * kv_vals as u64)?,
-            vc: d.buffer("v cache", 2 * kv_vals as u64)?,
+            kv: kv_cache,
+            mode: kv.mode,
             ids: f("token ids", cap)?,
             cs: f("rope cos/sin", cap * c.n_rot)?,
             x: f("x", cap * c.n_embd)?,
@@ -415,9 +458,55 @@ impl GpuState {
         self.len == 0
     }
 
-    /// Mark positions `0..len` valid (reset or roll back).
+    /// Mark positions `0..len` valid (reset, or roll back an f16 cache). A quantized cache
+    /// only resets (`len == 0`); other lengths leave it as it is: see [`Self::truncate`].
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(self.n_ctx);
+        match &mut self.kv {
+            GpuKv::F16 { .. } => self.len = len.min(self.n_ctx),
+            GpuKv::Quant(q) => {
+                if len == 0 {
+                    q.reset();
+                    self.len = 0;
+                }
+            }
+        }
+    }
+
+    /// Keep the first `n` positions (`n >= len` keeps everything). Quantized pages cannot
+    /// be cut: a quantized cache only empties (`n == 0`), anything else is an error.
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n >= self.len {
+            return Ok(());
+        }
+        if n > 0 && matches!(self.kv, GpuKv::Quant(_)) {
+            return Err(Error::invalid(format!(
+                "truncating the context needs an f16 KV cache (this one is {})",
+                self.mode
+            )));
+        }
+        self.set_len(n);
+        Ok(())
+    }
+
+    /// The KV cache mode.
+    pub fn kv_mode(&self) -> KvMode {
+        self.mode
+    }
+
+    /// The quantized KV cache, when the session has one.
+    pub fn quant_kv(&self) -> Option<&GpuQuantKv> {
+        match &self.kv {
+            GpuKv::Quant(q) => Some(q),
+            GpuKv::F16 { .. } => None,
+        }
+    }
+
+    /// Marginal KV bytes per token of context (all layers).
+    pub fn kv_bytes_per_token(&self, c: &ModelConfig) -> f64 {
+        match &self.kv {
+            GpuKv::F16 { .. } => (4 * c.n_layer * c.kv_dim()) as f64,
+            GpuKv::Quant(q) => q.bytes_per_token(),
+        }
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -426,7 +515,10 @@ impl GpuState {
 
     /// Bytes of the KV cache.
     pub fn kv_bytes(&self) -> u64 {
-        self.kc.bytes() + self.vc.bytes()
+        match &self.kv {
+            GpuKv::F16 { kc, vc } => kc.bytes() + vc.bytes(),
+            GpuKv::Quant(q) => q.bytes(),
+        }
     }
 
     /// The logits of the last forward.
@@ -573,9 +665,12 @@ pub fn forward<'s>(
 
     let (de, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
     let scale = 1.0 / (c.head_dim as f32).sqrt();
+    if let GpuKv::Quant(q) = &mut st.kv {
+        // Pages leaving the window during this batch are quantized now (kv_quant.rs).
+        q.begin(d, n)?;
+    }
     let GpuState {
-        kc,
-        vc,
+        kv,
         ids,
         cs: csb,
         x,
@@ -637,24 +732,32 @@ pub fn forward<'s>(
             c.rope_style,
             c.n_kv_head,
         )?;
-        let layer_base = li * *n_ctx * kvd;
-        ops::kv_store(&mut r, k, v, kc, vc, n * kvd, layer_base + pos0 * kvd)?;
-        ops::attention(
-            &mut r,
-            AttnCall {
-                n_head: c.n_head,
-                n_kv_head: c.n_kv_head,
-                head_dim: c.head_dim,
-                pos0,
-                n_tokens: n,
-                layer_base,
-                scale,
-            },
-            q,
-            kc,
-            vc,
-            attn,
-        )?;
+        match &*kv {
+            GpuKv::F16 { kc, vc } => {
+                let layer_base = li * *n_ctx * kvd;
+                ops::kv_store(&mut r, k, v, kc, vc, n * kvd, layer_base + pos0 * kvd)?;
+                ops::attention(
+                    &mut r,
+                    AttnCall {
+                        n_head: c.n_head,
+                        n_kv_head: c.n_kv_head,
+                        head_dim: c.head_dim,
+                        pos0,
+                        n_tokens: n,
+                        layer_base,
+                        scale,
+                    },
+                    q,
+                    kc,
+                    vc,
+                    attn,
+                )?;
+            }
+            GpuKv::Quant(qkv) => {
+                qkv.store(&mut r, li, k, v)?;
+                qkv.attend(&mut r, li, c.n_head, q, attn, scale)?;
+            }
+        }
         let mut prep = Prepared::default();
         project(&mut r, &bufs, &mut prep, &l.wo, attn, n, tmp, de)?;
         ops::add(&mut r, x, tmp, n * de)?;
@@ -670,6 +773,9 @@ pub fn forward<'s>(
     let first = match logits {
         Logits::None => {
             r.submit()?;
+            if let GpuKv::Quant(qkv) = kv {
+                qkv.commit();
+            }
             st.len = pos0 + n;
             return Ok(&st.logits[..0]);
         }
@@ -683,6 +789,9 @@ pub fn forward<'s>(
         &mut r, &bufs, &mut prep, &m.output, xn, rows, logits_gpu, c.n_vocab,
     )?;
     r.submit()?;
+    if let GpuKv::Quant(qkv) = kv {
+        qkv.commit();
+    }
     let got = d.read_f32(logits_gpu, 0, rows * c.n_vocab)?;
     host_logits[..got.len()].copy_from_slice(&got);
     st.len = pos0 + n;

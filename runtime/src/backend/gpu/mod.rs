@@ -10,6 +10,7 @@
 //! * [`matrix`]: ggml weight matrices in the GPU layout; [`ops`]: one function per op.
 //! * [`lut`]: T-MAC LUT matrices (GPU permutation, table build, lookup GEMV).
 //! * [`df11`]: DFloat11 tensors decoded to BF16 on the GPU.
+//! * [`kv_quant`]: the quantized KV cache (q8/q4/q2 pages behind an f16 window).
 //!
 //! Every kernel is tested against the CPU scalar reference (`tests/gpu_kernels.rs`).
 
@@ -17,6 +18,7 @@ pub mod buffer;
 pub mod device;
 pub mod df11;
 pub mod forward;
+pub mod kv_quant;
 pub mod lut;
 pub mod matrix;
 pub mod ops;
@@ -26,5 +28,6 @@ pub mod record;
 pub use buffer::{BufferPool, GpuBuffer};
 pub use device::{Caps, GpuDevice, GpuOptions};
 pub use forward::{GpuModel, GpuState};
+pub use kv_quant::GpuQuantKv;
 pub use matrix::GpuMatrix;
 pub use record::{Frame, Params, Recorder};

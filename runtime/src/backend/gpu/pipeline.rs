@@ -23,6 +23,8 @@ pub enum Shader {
     Matmul,
     /// Causal grouped-query attention over the f16 KV cache.
     Attention,
+    /// The quantized KV cache: f16 rows store, attention over sinks, pages and window.
+    KvAttention,
     /// T-MAC table-lookup GEMV: table build and lookup.
     Lut,
     /// DFloat11 → BF16 decode.
@@ -39,6 +41,7 @@ impl Shader {
             Shader::QuantAct => include_str!("../../../../shaders/quant_act.wgsl"),
             Shader::Matmul => include_str!("../../../../shaders/matmul.wgsl"),
             Shader::Attention => include_str!("../../../../shaders/attention.wgsl"),
+            Shader::KvAttention => include_str!("../../../../shaders/kv_attention.wgsl"),
             Shader::Lut => include_str!("../../../../shaders/lut.wgsl"),
             Shader::Df11 => include_str!("../../../../shaders/df11.wgsl"),
         };
@@ -57,7 +60,7 @@ pub struct PipeKey {
     pub entry: &'static str,
     /// `WTYPE` override: a GGUF type id (matmul, embedding).
     pub dtype: Option<u32>,
-    /// `BITS` override (LUT kernels).
+    /// `BITS` override (LUT kernels, quantized KV attention).
     pub bits: Option<u32>,
     pub features: FeatureBits,
 }
