@@ -75,7 +75,7 @@ pub mod huffman;
 mod pool;
 mod tensor;
 
-pub use decode::{decode, Df11Decoder};
+pub use decode::{decode, Df11Decoder, Kernel};
 pub use encode::{encode, encode_with, exponent, exponent_counts, sign_mantissa, EncodeParams};
 pub use huffman::{DEFAULT_MAX_CODE_LEN, MAX_CODE_LEN, NSYM};
 pub use pool::{chunks_covering, decode_elems, decode_pool};
