@@ -36,24 +36,25 @@ fn thread_cpu() -> Option<Duration> {
     ))
 }
 
-/// Best wall time and best calling-thread CPU time of `f` over ~1 s (at least 3 runs).
-/// On a loaded machine the CPU time is the honest per-core figure.
-fn best(mut f: impl FnMut()) -> (Duration, Option<Duration>) {
+/// Median and best wall time and mean calling-thread CPU time of `f` over ~1.5 s (at least
+/// 5 runs). On a loaded machine the CPU time is the honest per-core figure; it is a mean
+/// because the kernel may account CPU time in scheduler ticks (a minimum would be quantized).
+fn best(mut f: impl FnMut()) -> (Duration, Duration, Option<Duration>) {
     f();
     let start = Instant::now();
-    let (mut wall, mut cpu) = (Duration::MAX, None::<Duration>);
-    let mut runs = 0;
-    while runs < 3 || start.elapsed() < Duration::from_secs(1) {
-        let c = thread_cpu();
+    let mut walls = Vec::new();
+    let c0 = thread_cpu();
+    while walls.len() < 5 || start.elapsed() < Duration::from_millis(1500) {
         let t = Instant::now();
         f();
-        wall = wall.min(t.elapsed());
-        if let (Some(c0), Some(c1)) = (c, thread_cpu()) {
-            cpu = Some(cpu.map_or(c1 - c0, |b| b.min(c1 - c0)));
-        }
-        runs += 1;
+        walls.push(t.elapsed());
     }
-    (wall, cpu)
+    let cpu = match (c0, thread_cpu()) {
+        (Some(a), Some(b)) => Some((b - a) / walls.len() as u32),
+        _ => None,
+    };
+    walls.sort();
+    (walls[walls.len() / 2], walls[0], cpu)
 }
 
 fn report(name: &str, tensors: &[(Vec<u16>, Df11Tensor)]) {
@@ -71,7 +72,7 @@ fn report(name: &str, tensors: &[(Vec<u16>, Df11Tensor)]) {
         50.0 * blob as f64 / n as f64
     );
     println!(
-        "  decode, GB/s of BF16 output: 1 thread wall | 1 thread per CPU-second | 2 threads wall"
+        "  decode, GB/s of BF16 output: 1 thread median wall | best wall | per CPU-second (mean) | 2 threads median wall | best wall"
     );
     let only = std::env::var("DF11_BENCH_KERNEL")
         .unwrap_or_default()
@@ -82,13 +83,14 @@ fn report(name: &str, tensors: &[(Vec<u16>, Df11Tensor)]) {
         }
         let mut row = Vec::new();
         for threads in [1, 2] {
-            let (wall, cpu) = best(|| {
+            let (median, min, cpu) = best(|| {
                 for ((t, dec), out) in tensors.iter().zip(&decs).zip(&mut outs) {
                     dec.decode_parallel_with(kernel, &t.1, out, threads)
                         .unwrap();
                 }
             });
-            row.push(gbs(wall));
+            row.push(gbs(median));
+            row.push(gbs(min));
             if threads == 1 {
                 row.push(cpu.map_or(f64::NAN, gbs));
             }
@@ -98,14 +100,16 @@ fn report(name: &str, tensors: &[(Vec<u16>, Df11Tensor)]) {
             }
         }
         println!(
-            "  {:<10} {:6.2} | {:6.2} | {:6.2}",
+            "  {:<10} {:6.2} | {:6.2} | {:6.2} | {:6.2} | {:6.2}",
             format!("{kernel:?}"),
             row[0],
             row[1],
-            row[2]
+            row[2],
+            row[3],
+            row[4]
         );
     }
-    let (_, cpu) = best(|| {
+    let (_, _, cpu) = best(|| {
         for t in tensors {
             std::hint::black_box(encode(&t.0).unwrap());
         }

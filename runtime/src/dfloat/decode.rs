@@ -551,6 +551,55 @@ impl Df11Decoder {
         Some(())
     }
 
+    /// [`Self::multi_step`] without bounds checks, for the unchecked rounds of
+    /// [`Self::multi_spans`]. `false`: a bit pattern that is no code (nothing consumed at it).
+    ///
+    /// # Safety
+    /// The 8 bytes at `bs + *pos / 8` are readable and the 26 bytes at `eb + *idx` writable.
+    #[inline(always)]
+    unsafe fn multi_step_raw(
+        &self,
+        bs: *const u8,
+        eb: *mut u8,
+        pos: &mut usize,
+        idx: &mut usize,
+    ) -> bool {
+        // SAFETY: the caller guarantees the 8 bytes at pos/8.
+        let w = unsafe { bs.add(*pos >> 3).cast::<u64>().read_unaligned() };
+        let mut b = u64::from_be(w) << (*pos & 7);
+        // SAFETY: the caller guarantees 26 writable bytes at idx.
+        let o = unsafe { eb.add(*idx) };
+        let mut acc = 0u64;
+        let mut k = 0usize;
+        let mut ok = true;
+        for _ in 0..MULTI_LOOKUPS {
+            let e = self.multi[(b >> (64 - MULTI_BITS)) as usize];
+            if e == 0 {
+                if acc & 0xff <= 25 {
+                    match self.decode_one(b) {
+                        Some((sym, len)) => {
+                            // SAFETY: k ≤ 18 < 26.
+                            unsafe { o.add(k).write(sym) };
+                            k += 1;
+                            acc += len as u64;
+                        }
+                        None => ok = false,
+                    }
+                }
+                break;
+            }
+            // SAFETY: k ≤ 3 × MULTI_MAX = 18 before the last lookup, so k + 8 ≤ 26.
+            unsafe { o.add(k).cast::<u64>().write_unaligned(e.to_le()) };
+            let meta = e >> 48;
+            k += (meta >> 8) as usize;
+            acc += meta;
+            b = b.wrapping_shl(meta as u32);
+        }
+        *pos += (acc & 0xff) as usize;
+        *idx += k;
+        ok
+    }
+
     /// Finish a Multi12 stream one code at a time (fast steps while possible, then
     /// bounds-checked single codes). Returns the bit position after the last code.
     fn multi_finish(&self, bs: &[u8], eb: &mut [u8], mut s: Stream) -> Result<usize> {
@@ -604,24 +653,51 @@ impl Df11Decoder {
         starts: [usize; N],
         ebs: [&mut [u8]; N],
     ) -> Result<[usize; N]> {
-        let mut st: [Stream; N] = std::array::from_fn(|j| Stream {
-            pos: starts[j],
-            i: 0,
-        });
+        let mut pos = starts;
+        let mut idx = [0usize; N];
+        let lens: [usize; N] = std::array::from_fn(|j| ebs[j].len());
+        let ptrs: [*mut u8; N] = ebs.each_ref().map(|e| e.as_ptr() as *mut u8);
         'outer: loop {
+            // Refills every stream can take with no check at all. A refill reads the 8 bytes
+            // at byte pos/8 and consumes ≤ 57 bits; it stores 8 bytes at offsets ≤ 18 past
+            // idx and advances idx by ≤ 24. So R refills are in bounds when
+            // pos + 57(R-1) + 64 ≤ 8·bs.len() and idx + 24(R-1) + 26 ≤ len.
+            let mut rounds = usize::MAX;
             for j in 0..N {
-                if st[j].i + MULTI_MARGIN > ebs[j].len() || (st[j].pos >> 3) + 8 > bs.len() {
-                    break 'outer;
+                let (bits, p) = (8 * bs.len(), pos[j]);
+                let r_in = if bits >= p + 64 {
+                    (bits - p - 64) / 57 + 1
+                } else {
+                    0
+                };
+                let r_out = if lens[j] >= idx[j] + 26 {
+                    (lens[j] - idx[j] - 26) / 24 + 1
+                } else {
+                    0
+                };
+                rounds = rounds.min(r_in).min(r_out);
+            }
+            if rounds == 0 {
+                break;
+            }
+            for _ in 0..rounds {
+                let mut ok = true;
+                for j in 0..N {
+                    // SAFETY: `rounds` refills stay inside `bs` and `ebs[j]` (bounds above);
+                    // the spans are disjoint (separate `&mut` slices).
+                    ok &= unsafe {
+                        self.multi_step_raw(bs.as_ptr(), ptrs[j], &mut pos[j], &mut idx[j])
+                    };
+                }
+                if !ok {
+                    break 'outer; // `multi_finish` reports it with the position
                 }
             }
-            let mut ok = true;
-            for j in 0..N {
-                ok &= self.multi_step(bs, ebs[j], &mut st[j]).is_some();
-            }
-            if !ok {
-                break; // `multi_finish` reports it with the position
-            }
         }
+        let st: [Stream; N] = std::array::from_fn(|j| Stream {
+            pos: pos[j],
+            i: idx[j],
+        });
         let mut ends = [0usize; N];
         for j in 0..N {
             let s = Stream { ..st[j] };
