@@ -600,6 +600,40 @@ impl Df11Decoder {
         ok
     }
 
+    /// `rounds` refills of four streams, unrolled so that every stream's state stays in
+    /// registers. `false`: a bit pattern that is no code.
+    ///
+    /// # Safety
+    /// As [`Self::multi_step_raw`], for `rounds` refills of each stream.
+    #[inline(always)]
+    unsafe fn multi_rounds4(
+        &self,
+        bs: *const u8,
+        eb: [*mut u8; 4],
+        pos: &mut [usize; 4],
+        idx: &mut [usize; 4],
+        rounds: usize,
+    ) -> bool {
+        let [mut p0, mut p1, mut p2, mut p3] = *pos;
+        let [mut i0, mut i1, mut i2, mut i3] = *idx;
+        let mut ok = true;
+        for _ in 0..rounds {
+            // SAFETY: the caller guarantees `rounds` refills of each stream are in bounds.
+            unsafe {
+                ok &= self.multi_step_raw(bs, eb[0], &mut p0, &mut i0);
+                ok &= self.multi_step_raw(bs, eb[1], &mut p1, &mut i1);
+                ok &= self.multi_step_raw(bs, eb[2], &mut p2, &mut i2);
+                ok &= self.multi_step_raw(bs, eb[3], &mut p3, &mut i3);
+            }
+            if !ok {
+                break;
+            }
+        }
+        *pos = [p0, p1, p2, p3];
+        *idx = [i0, i1, i2, i3];
+        ok
+    }
+
     /// Finish a Multi12 stream one code at a time (fast steps while possible, then
     /// bounds-checked single codes). Returns the bit position after the last code.
     fn multi_finish(&self, bs: &[u8], eb: &mut [u8], mut s: Stream) -> Result<usize> {
@@ -679,6 +713,17 @@ impl Df11Decoder {
             }
             if rounds == 0 {
                 break;
+            }
+            if let (Ok(p4), Ok(i4), Ok(e4)) = (
+                <&mut [usize; 4]>::try_from(&mut pos[..]),
+                <&mut [usize; 4]>::try_from(&mut idx[..]),
+                <&[*mut u8; 4]>::try_from(&ptrs[..]),
+            ) {
+                // SAFETY: as below, for the four streams.
+                if !unsafe { self.multi_rounds4(bs.as_ptr(), *e4, p4, i4, rounds) } {
+                    break 'outer;
+                }
+                continue;
             }
             for _ in 0..rounds {
                 let mut ok = true;
