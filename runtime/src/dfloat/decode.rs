@@ -44,10 +44,14 @@ const INTERLEAVE: usize = 4;
 const MULTI_BITS: u32 = 12;
 /// Most codes one multi-symbol entry holds (bytes 0..6 of the entry).
 const MULTI_MAX: u32 = 6;
-/// Lookups per refill: 4 × 12 bits ≤ the 57 valid bits of a refill.
-const MULTI_LOOKUPS: usize = 4;
-/// Output room a multi refill needs: stores at offsets ≤ 3 × 6, 8 bytes each.
-const MULTI_MARGIN: usize = 32;
+/// Lookups per refill: as many windows as fit in the 57 valid bits of a refill.
+const MULTI_LOOKUPS: usize = (57 / MULTI_BITS) as usize;
+/// Most values one refill writes.
+const MULTI_ADVANCE: usize = MULTI_LOOKUPS * MULTI_MAX as usize;
+/// Bytes one refill may store to: 8-byte stores at offsets ≤ (lookups - 1) × 6.
+const MULTI_STORE: usize = (MULTI_LOOKUPS - 1) * MULTI_MAX as usize + 8;
+/// Output room the checked refill asks for (a power of two ≥ MULTI_STORE).
+const MULTI_MARGIN: usize = MULTI_STORE.next_power_of_two();
 
 /// Which decoding loop to run. [`Kernel::Multi12`] is the default everywhere; the others
 /// are kept as references for tests and benchmarks.
@@ -537,7 +541,7 @@ impl Df11Decoder {
                 }
                 break;
             }
-            // k ≤ 3 × MULTI_MAX = 18 here, so the store stays inside the margin; the `min`
+            // k ≤ MULTI_STORE - 8 here, so the store stays inside the margin; the `min`
             // (a no-op) only lets the compiler drop the bounds check.
             let at = k.min(MULTI_MARGIN - 8);
             o[at..at + 8].copy_from_slice(&e.to_le_bytes());
@@ -555,7 +559,8 @@ impl Df11Decoder {
     /// [`Self::multi_spans`]. `false`: a bit pattern that is no code (nothing consumed at it).
     ///
     /// # Safety
-    /// The 8 bytes at `bs + *pos / 8` are readable and the 26 bytes at `eb + *idx` writable.
+    /// The 8 bytes at `bs + *pos / 8` are readable and the `MULTI_STORE` bytes at
+    /// `eb + *idx` writable.
     #[inline(always)]
     unsafe fn multi_step_raw(
         &self,
@@ -567,7 +572,7 @@ impl Df11Decoder {
         // SAFETY: the caller guarantees the 8 bytes at pos/8.
         let w = unsafe { bs.add(*pos >> 3).cast::<u64>().read_unaligned() };
         let mut b = u64::from_be(w) << (*pos & 7);
-        // SAFETY: the caller guarantees 26 writable bytes at idx.
+        // SAFETY: the caller guarantees MULTI_STORE writable bytes at idx.
         let o = unsafe { eb.add(*idx) };
         let mut acc = 0u64;
         let mut k = 0usize;
@@ -578,7 +583,7 @@ impl Df11Decoder {
                 if acc & 0xff <= 25 {
                     match self.decode_one(b) {
                         Some((sym, len)) => {
-                            // SAFETY: k ≤ 18 < 26.
+                            // SAFETY: k ≤ MULTI_STORE - 8 (below).
                             unsafe { o.add(k).write(sym) };
                             k += 1;
                             acc += len as u64;
@@ -588,7 +593,8 @@ impl Df11Decoder {
                 }
                 break;
             }
-            // SAFETY: k ≤ 3 × MULTI_MAX = 18 before the last lookup, so k + 8 ≤ 26.
+            // SAFETY: k ≤ (lookups - 1) × MULTI_MAX before the last lookup, so
+            // k + 8 ≤ MULTI_STORE.
             unsafe { o.add(k).cast::<u64>().write_unaligned(e.to_le()) };
             let meta = e >> 48;
             k += (meta >> 8) as usize;
@@ -693,9 +699,9 @@ impl Df11Decoder {
         let ptrs: [*mut u8; N] = ebs.each_ref().map(|e| e.as_ptr() as *mut u8);
         'outer: loop {
             // Refills every stream can take with no check at all. A refill reads the 8 bytes
-            // at byte pos/8 and consumes ≤ 57 bits; it stores 8 bytes at offsets ≤ 18 past
-            // idx and advances idx by ≤ 24. So R refills are in bounds when
-            // pos + 57(R-1) + 64 ≤ 8·bs.len() and idx + 24(R-1) + 26 ≤ len.
+            // at byte pos/8 and consumes ≤ 57 bits; it stores to MULTI_STORE bytes from idx
+            // and advances idx by ≤ MULTI_ADVANCE. So R refills are in bounds when
+            // pos + 57(R-1) + 64 ≤ 8·bs.len() and idx + ADVANCE(R-1) + STORE ≤ len.
             let mut rounds = usize::MAX;
             for j in 0..N {
                 let (bits, p) = (8 * bs.len(), pos[j]);
@@ -704,8 +710,8 @@ impl Df11Decoder {
                 } else {
                     0
                 };
-                let r_out = if lens[j] >= idx[j] + 26 {
-                    (lens[j] - idx[j] - 26) / 24 + 1
+                let r_out = if lens[j] >= idx[j] + MULTI_STORE {
+                    (lens[j] - idx[j] - MULTI_STORE) / MULTI_ADVANCE + 1
                 } else {
                     0
                 };
