@@ -241,28 +241,16 @@ fn merge_in_place_avx2(out: &mut [u16], sm: &[u8]) {
     merge_in_place_body(out, sm)
 }
 
+#[cfg(target_arch = "x86_64")]
 fn has_bmi2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *A.get_or_init(|| is_x86_feature_detected!("bmi2"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *A.get_or_init(|| is_x86_feature_detected!("bmi2"))
 }
 
+#[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *A.get_or_init(|| is_x86_feature_detected!("avx2"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *A.get_or_init(|| is_x86_feature_detected!("avx2"))
 }
 
 /// See [`merge_in_place_body`]; AVX2 code where the CPU has it.

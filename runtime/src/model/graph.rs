@@ -257,7 +257,7 @@ fn project_many(
                         t,
                         rows: w.rows,
                         cols: w.cols,
-                        out: &mut **out,
+                        out,
                     });
                 }
                 decode_matmul_many(pool, &mut dj, &ps.acts, rb, n)?;
