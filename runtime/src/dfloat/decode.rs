@@ -1,28 +1,31 @@
 //! DFloat11 → BF16 decoder: table driven, chunk parallel.
 //!
-//! Two tables are built once per code (per [`Df11Decoder`]):
+//! Three tables are built once per code (per [`Df11Decoder`]):
 //!
 //! * **Per-symbol tables** (the format's reference decoder; the same shape a GPU kernel uses):
 //!   256-entry blocks of `u32`. Block 0 is indexed by the next 8 bits of the stream; an entry
 //!   is a leaf `(symbol, code length)` for codes of ≤ 8 bits, or a link to another block
 //!   indexed by the following 8 bits, and so on (4 levels cover 32-bit codes). An entry of 0
 //!   is a bit pattern that no code starts with (possible only for the single-symbol code).
-//! * **Fast table**: 256 `u64` entries, one per 8-bit window, holding every symbol that is
-//!   *completely* inside the window (up to 3), already shifted into exponent position, plus
-//!   the bits they use. One lookup yields ~2-3 exponents for LLM weights (their codes are
-//!   2-4 bits); a window that starts with a code longer than 8 bits takes the per-symbol
-//!   path.
+//! * **Multi-symbol table** (the default kernel, [`Kernel::Multi12`]): 4096 `u64` entries,
+//!   one per 12-bit window, holding every code that is *completely* inside the window (up to
+//!   6, codes of up to 12 bits included) as exponent bytes 0..6, the bits they use in byte 6
+//!   and their count in byte 7. LLM exponent codes average ~2.6 bits, so one lookup yields
+//!   ~4 exponents. An entry of 0 (the window starts with a code longer than 12 bits, or with
+//!   no code) takes the per-symbol path.
+//! * **8-bit table** (the previous kernel, [`Kernel::Table8`], kept for comparison): 256
+//!   entries of up to 3 exponents as pre-shifted u16 lanes.
 //!
-//! Hot loop: one unaligned big-endian 64-bit load per refill gives ≥ 57 valid bits, enough
-//! for six 8-bit lookups (or short lookups followed by one code of up to 32 bits). A fast
-//! entry is `lane0 | lane1 << 16 | lane2 << 32 | (bits | count << 6) << 48`: it is stored
-//! whole as four u16 (the fourth lands on a slot a later write overwrites), its top 16 bits
-//! shift the bit buffer directly (shifts use the low 6 bits) and, summed over a refill, give
-//! both the bits and the values consumed. The only per-lookup branch is the rarely taken
-//! "long code" one; the dependency chain per lookup is shift → load → shift, and each thread
-//! interleaves four chunks so four such chains overlap. Exponents are written as `e << 7`; a
-//! second pass over the chunk (still in L1, auto-vectorized) ORs in sign and mantissa: it
-//! costs ~10% of decode time, less than doing it per lookup would.
+//! Multi12 hot loop: one unaligned big-endian 64-bit load per refill gives ≥ 57 valid bits,
+//! enough for four 12-bit lookups (or short lookups followed by one code of up to 32 bits).
+//! Each lookup stores its whole entry as 8 exponent bytes (bytes past the count land on
+//! slots a later store overwrites), and its top 16 bits shift the bit buffer directly
+//! (shifts use the low 6 bits = code bits). The only per-lookup branch is the rarely taken
+//! "long code" one; the dependency chain per lookup is shift → load → shift, and each
+//! thread interleaves four chunks so four such chains overlap. The exponent bytes go to the
+//! upper half of the chunk's own output (viewed as bytes); a second pass, still in cache,
+//! widens them in place with the sign|mantissa bytes into BF16 (SIMD with AVX2 where the
+//! CPU has it; the portable loop auto-vectorizes elsewhere).
 
 use std::ops::Range;
 
@@ -37,6 +40,31 @@ const FAST_MARGIN: usize = 19;
 /// Chunks decoded at once by one thread (independent dependency chains).
 const INTERLEAVE: usize = 4;
 
+/// Window of the multi-symbol table, in bits.
+const MULTI_BITS: u32 = 12;
+/// Most codes one multi-symbol entry holds (bytes 0..6 of the entry).
+const MULTI_MAX: u32 = 6;
+/// Lookups per refill: as many windows as fit in the 57 valid bits of a refill.
+const MULTI_LOOKUPS: usize = (57 / MULTI_BITS) as usize;
+/// Most values one refill writes.
+const MULTI_ADVANCE: usize = MULTI_LOOKUPS * MULTI_MAX as usize;
+/// Bytes one refill may store to: 8-byte stores at offsets ≤ (lookups - 1) × 6.
+const MULTI_STORE: usize = (MULTI_LOOKUPS - 1) * MULTI_MAX as usize + 8;
+/// Output room the checked refill asks for (a power of two ≥ MULTI_STORE).
+const MULTI_MARGIN: usize = MULTI_STORE.next_power_of_two();
+
+/// Which decoding loop to run. [`Kernel::Multi12`] is the default everywhere; the others
+/// are kept as references for tests and benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// One code at a time through the per-symbol tables (the reference decoder).
+    Reference,
+    /// 8-bit multi-symbol table, u16 output lanes (the previous fast path).
+    Table8,
+    /// 12-bit multi-symbol table, exponent bytes widened in place by a SIMD pass.
+    Multi12,
+}
+
 /// Decode state of one span: next bit, next output index.
 struct Stream {
     pos: usize,
@@ -49,8 +77,10 @@ struct Stream {
 pub struct Df11Decoder {
     lengths: [u8; NSYM],
     nsym: usize,
-    /// Multi-symbol first-level table (see module docs).
+    /// 8-bit multi-symbol table (see module docs).
     fast: Box<[u64; 256]>,
+    /// 12-bit multi-symbol table (see module docs).
+    multi: Box<[u64; 1 << MULTI_BITS]>,
     /// Per-symbol tables: 256-entry blocks, block 0 first.
     tables: Vec<u32>,
 }
@@ -144,6 +174,96 @@ fn combine(out: &mut [u16], sm: &[u8]) {
     }
 }
 
+/// Run `$self.$f` on the first `$m` (1..=4) spans, interleaved, storing their end bits.
+macro_rules! interleave {
+    ($self:ident, $f:ident, $bs:expr, $st:expr, $ends:expr, $m:expr, $o0:ident, $o1:ident, $o2:ident, $o3:ident) => {
+        match $m {
+            0 => {}
+            1 => $ends[..1].copy_from_slice(&$self.$f($bs, [$st[0]], [&mut **$o0])?),
+            2 => $ends[..2].copy_from_slice(&$self.$f(
+                $bs,
+                [$st[0], $st[1]],
+                [&mut **$o0, &mut **$o1],
+            )?),
+            3 => $ends[..3].copy_from_slice(&$self.$f(
+                $bs,
+                [$st[0], $st[1], $st[2]],
+                [&mut **$o0, &mut **$o1, &mut **$o2],
+            )?),
+            _ => $ends.copy_from_slice(&$self.$f(
+                $bs,
+                $st,
+                [&mut **$o0, &mut **$o1, &mut **$o2, &mut **$o3],
+            )?),
+        }
+    };
+}
+
+/// BF16 from sign|mantissa byte `s` and exponent byte `e`.
+#[inline(always)]
+fn bf16_of(s: u8, e: u8) -> u16 {
+    let s = s as u16;
+    ((s & 0x80) << 8) | ((e as u16) << 7) | (s & 0x7f)
+}
+
+/// Block of the in-place merge.
+const MERGE_BLOCK: usize = 32;
+
+/// `out` holds its exponents as bytes in its upper half (bytes `n..2n` of `out` viewed as
+/// bytes); replace them with the BF16 values, merging in `sm`. Forward, block by block:
+/// writing values `i..i+B` (bytes `2i..2i+2B`) overwrites exponent bytes `2i-n..2i+2B-n`,
+/// all `< i+B` (as `i + B <= n`), i.e. only ones this or an earlier block already read.
+#[inline(always)]
+fn merge_in_place_body(out: &mut [u16], sm: &[u8]) {
+    let n = out.len().min(sm.len());
+    let mut i = 0;
+    while i + MERGE_BLOCK <= n {
+        let bytes: &[u8] = bytemuck::cast_slice(&*out);
+        let e: [u8; MERGE_BLOCK] = bytes[n + i..n + i + MERGE_BLOCK].try_into().expect("block");
+        let s: &[u8; MERGE_BLOCK] = sm[i..i + MERGE_BLOCK].try_into().expect("block");
+        let o: &mut [u16; MERGE_BLOCK] = (&mut out[i..i + MERGE_BLOCK]).try_into().expect("block");
+        for k in 0..MERGE_BLOCK {
+            o[k] = bf16_of(s[k], e[k]);
+        }
+        i += MERGE_BLOCK;
+    }
+    // Tail: value i overwrites exponent bytes 2i-n and 2i+1-n, both <= i.
+    while i < n {
+        let e = bytemuck::cast_slice::<u16, u8>(&*out)[out.len() + i];
+        out[i] = bf16_of(sm[i], e);
+        i += 1;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn merge_in_place_avx2(out: &mut [u16], sm: &[u8]) {
+    merge_in_place_body(out, sm)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_bmi2() -> bool {
+    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *A.get_or_init(|| is_x86_feature_detected!("bmi2"))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *A.get_or_init(|| is_x86_feature_detected!("avx2"))
+}
+
+/// See [`merge_in_place_body`]; AVX2 code where the CPU has it.
+fn merge_in_place(out: &mut [u16], sm: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time); the function is safe code.
+        unsafe { merge_in_place_avx2(out, sm) };
+        return;
+    }
+    merge_in_place_body(out, sm)
+}
+
 impl Df11Decoder {
     /// Build the tables for `lengths` after checking they form a valid prefix code
     /// (see [`validate_lengths`]); invalid lengths are [`Error::BadModel`].
@@ -207,12 +327,35 @@ impl Df11Decoder {
                 *f = entry | ((k as u64) << 6 | used as u64) << 48;
             }
         }
-        Ok(Df11Decoder {
+        let mut dec = Df11Decoder {
             lengths: *lengths,
             nsym,
             fast,
+            multi: Box::new([0u64; 1 << MULTI_BITS]),
             tables,
-        })
+        };
+        for x in 0..1usize << MULTI_BITS {
+            let mut used = 0u32;
+            let mut k = 0u32;
+            let mut entry = 0u64;
+            while k < MULTI_MAX {
+                // The window's bits after `used` at the top of a u64, zeros after it: a code
+                // found with a length inside the window is made of real window bits only.
+                let b = ((x as u64) << (64 - MULTI_BITS)) << used;
+                match dec.decode_one(b) {
+                    Some((sym, len)) if len <= MULTI_BITS - used => {
+                        entry |= (sym as u64) << (8 * k);
+                        used += len;
+                        k += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if k > 0 {
+                dec.multi[x] = entry | (used as u64) << 48 | (k as u64) << 56;
+            }
+        }
+        Ok(dec)
     }
 
     /// The code lengths this decoder was built for.
@@ -234,7 +377,7 @@ impl Df11Decoder {
 
     /// Memory held by the tables, in bytes.
     pub fn table_bytes(&self) -> usize {
-        256 * 8 + 4 * self.tables.len()
+        256 * 8 + 8 * (1 << MULTI_BITS) + 4 * self.tables.len()
     }
 
     /// Decode one code from the top of `b` (≥ 32 valid bits): (exponent, length).
@@ -314,23 +457,9 @@ impl Df11Decoder {
                 return Err(bad(format!("bit pattern near bit {} is not a code", s.pos)));
             }
         }
-        let total_bits = bs.len() * 8;
         let mut pos = s.pos;
         for o in &mut out[s.i..] {
-            let (sym, len) = match self.decode_one(peek(bs, pos)) {
-                Some(x) => x,
-                None if pos + 32 > total_bits => {
-                    return Err(bad(format!(
-                        "bitstream truncated (or invalid code) at bit {pos} of {total_bits}"
-                    )))
-                }
-                None => return Err(bad(format!("bit pattern at bit {pos} is not a code"))),
-            };
-            if pos + len as usize > total_bits {
-                return Err(bad(format!(
-                    "bitstream truncated: code at bit {pos} needs {len} bits, only {total_bits} bits"
-                )));
-            }
+            let (sym, len) = self.reference_one(bs, pos)?;
             *o = (sym as u16) << 7;
             pos += len as usize;
         }
@@ -372,6 +501,282 @@ impl Df11Decoder {
         Ok(ends)
     }
 
+    /// One refill of the Multi12 loop on stream `s`, writing exponent bytes to `eb`: an
+    /// unaligned 64-bit load, then up to four 12-bit lookups (or short lookups followed by
+    /// one long code). Requires `s.i + MULTI_MARGIN <= eb.len()` and
+    /// `s.pos / 8 + 8 <= bs.len()`. `None`: a bit pattern that is no code.
+    #[inline(always)]
+    fn multi_step(&self, bs: &[u8], eb: &mut [u8], s: &mut Stream) -> Option<()> {
+        let byte = s.pos >> 3;
+        let w = u64::from_be_bytes(bs[byte..byte + 8].try_into().expect("8 bytes"));
+        // ≥ 57 valid bits at the top of b.
+        let mut b = w << (s.pos & 7);
+        let o: &mut [u8; MULTI_MARGIN] = (&mut eb[s.i..s.i + MULTI_MARGIN])
+            .try_into()
+            .expect("margin");
+        // Σ (bits | count << 8) of the entries used.
+        let mut acc = 0u64;
+        let mut k = 0usize;
+        for _ in 0..MULTI_LOOKUPS {
+            let e = self.multi[(b >> (64 - MULTI_BITS)) as usize];
+            if e == 0 {
+                // A code longer than 12 bits (or no code) needs 32 valid bits: 57 - 25.
+                if acc & 0xff <= 25 {
+                    let (sym, len) = self.decode_one(b)?;
+                    o[k & (MULTI_MARGIN - 1)] = sym;
+                    k += 1;
+                    acc += len as u64;
+                }
+                break;
+            }
+            // k ≤ MULTI_STORE - 8 here, so the store stays inside the margin; the `min`
+            // (a no-op) only lets the compiler drop the bounds check.
+            let at = k.min(MULTI_MARGIN - 8);
+            o[at..at + 8].copy_from_slice(&e.to_le_bytes());
+            let meta = e >> 48;
+            k += (meta >> 8) as usize;
+            acc += meta;
+            b = b.wrapping_shl(meta as u32); // shifts by meta & 63 = code bits
+        }
+        s.pos += (acc & 0xff) as usize;
+        s.i += k;
+        Some(())
+    }
+
+    /// [`Self::multi_step`] without bounds checks, for the unchecked rounds of
+    /// [`Self::multi_spans`]. `false`: a bit pattern that is no code (nothing consumed at it).
+    ///
+    /// # Safety
+    /// The 8 bytes at `bs + *pos / 8` are readable and the `MULTI_STORE` bytes at
+    /// `eb + *idx` writable.
+    #[inline(always)]
+    unsafe fn multi_step_raw(
+        &self,
+        bs: *const u8,
+        eb: *mut u8,
+        pos: &mut usize,
+        idx: &mut usize,
+    ) -> bool {
+        // SAFETY: the caller guarantees the 8 bytes at pos/8.
+        let w = unsafe { bs.add(*pos >> 3).cast::<u64>().read_unaligned() };
+        let mut b = u64::from_be(w) << (*pos & 7);
+        // SAFETY: the caller guarantees MULTI_STORE writable bytes at idx.
+        let o = unsafe { eb.add(*idx) };
+        let mut acc = 0u64;
+        let mut k = 0usize;
+        let mut ok = true;
+        for _ in 0..MULTI_LOOKUPS {
+            let e = self.multi[(b >> (64 - MULTI_BITS)) as usize];
+            if e == 0 {
+                if acc & 0xff <= 25 {
+                    match self.decode_one(b) {
+                        Some((sym, len)) => {
+                            // SAFETY: k ≤ MULTI_STORE - 8 (below).
+                            unsafe { o.add(k).write(sym) };
+                            k += 1;
+                            acc += len as u64;
+                        }
+                        None => ok = false,
+                    }
+                }
+                break;
+            }
+            // SAFETY: k ≤ (lookups - 1) × MULTI_MAX before the last lookup, so
+            // k + 8 ≤ MULTI_STORE.
+            unsafe { o.add(k).cast::<u64>().write_unaligned(e.to_le()) };
+            let meta = e >> 48;
+            k += (meta >> 8) as usize;
+            acc += meta;
+            b = b.wrapping_shl(meta as u32);
+        }
+        *pos += (acc & 0xff) as usize;
+        *idx += k;
+        ok
+    }
+
+    /// `rounds` refills of four streams, unrolled so that every stream's state stays in
+    /// registers. `false`: a bit pattern that is no code.
+    ///
+    /// # Safety
+    /// As [`Self::multi_step_raw`], for `rounds` refills of each stream.
+    #[inline(always)]
+    unsafe fn multi_rounds4(
+        &self,
+        bs: *const u8,
+        eb: [*mut u8; 4],
+        pos: &mut [usize; 4],
+        idx: &mut [usize; 4],
+        rounds: usize,
+    ) -> bool {
+        let [mut p0, mut p1, mut p2, mut p3] = *pos;
+        let [mut i0, mut i1, mut i2, mut i3] = *idx;
+        let mut ok = true;
+        for _ in 0..rounds {
+            // SAFETY: the caller guarantees `rounds` refills of each stream are in bounds.
+            unsafe {
+                ok &= self.multi_step_raw(bs, eb[0], &mut p0, &mut i0);
+                ok &= self.multi_step_raw(bs, eb[1], &mut p1, &mut i1);
+                ok &= self.multi_step_raw(bs, eb[2], &mut p2, &mut i2);
+                ok &= self.multi_step_raw(bs, eb[3], &mut p3, &mut i3);
+            }
+            if !ok {
+                break;
+            }
+        }
+        *pos = [p0, p1, p2, p3];
+        *idx = [i0, i1, i2, i3];
+        ok
+    }
+
+    /// Finish a Multi12 stream one code at a time (fast steps while possible, then
+    /// bounds-checked single codes). Returns the bit position after the last code.
+    fn multi_finish(&self, bs: &[u8], eb: &mut [u8], mut s: Stream) -> Result<usize> {
+        let n = eb.len();
+        while s.i + MULTI_MARGIN <= n && (s.pos >> 3) + 8 <= bs.len() {
+            if self.multi_step(bs, eb, &mut s).is_none() {
+                return Err(bad(format!("bit pattern near bit {} is not a code", s.pos)));
+            }
+        }
+        let mut pos = s.pos;
+        for o in &mut eb[s.i..] {
+            let (sym, len) = self.reference_one(bs, pos)?;
+            *o = sym;
+            pos += len as usize;
+        }
+        Ok(pos)
+    }
+
+    /// Multi12 counterpart of [`Self::decode_spans`]: span `j` is `ebs[j].len()` exponent
+    /// bytes from bit `starts[j]`. Compiled with BMI2 (flag-free variable shifts) where the
+    /// CPU has it.
+    fn multi_spans<const N: usize>(
+        &self,
+        bs: &[u8],
+        starts: [usize; N],
+        ebs: [&mut [u8]; N],
+    ) -> Result<[usize; N]> {
+        #[cfg(target_arch = "x86_64")]
+        if has_bmi2() {
+            // SAFETY: the CPU supports BMI2 (checked at run time); the function is safe code.
+            return unsafe { self.multi_spans_bmi2(bs, starts, ebs) };
+        }
+        self.multi_spans_body(bs, starts, ebs)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "bmi2")]
+    fn multi_spans_bmi2<const N: usize>(
+        &self,
+        bs: &[u8],
+        starts: [usize; N],
+        ebs: [&mut [u8]; N],
+    ) -> Result<[usize; N]> {
+        self.multi_spans_body(bs, starts, ebs)
+    }
+
+    #[inline(always)]
+    fn multi_spans_body<const N: usize>(
+        &self,
+        bs: &[u8],
+        starts: [usize; N],
+        ebs: [&mut [u8]; N],
+    ) -> Result<[usize; N]> {
+        let mut pos = starts;
+        let mut idx = [0usize; N];
+        let lens: [usize; N] = std::array::from_fn(|j| ebs[j].len());
+        let ptrs: [*mut u8; N] = ebs.each_ref().map(|e| e.as_ptr() as *mut u8);
+        'outer: loop {
+            // Refills every stream can take with no check at all. A refill reads the 8 bytes
+            // at byte pos/8 and consumes ≤ 57 bits; it stores to MULTI_STORE bytes from idx
+            // and advances idx by ≤ MULTI_ADVANCE. So R refills are in bounds when
+            // pos + 57(R-1) + 64 ≤ 8·bs.len() and idx + ADVANCE(R-1) + STORE ≤ len.
+            let mut rounds = usize::MAX;
+            for j in 0..N {
+                let (bits, p) = (8 * bs.len(), pos[j]);
+                let r_in = if bits >= p + 64 {
+                    (bits - p - 64) / 57 + 1
+                } else {
+                    0
+                };
+                let r_out = if lens[j] >= idx[j] + MULTI_STORE {
+                    (lens[j] - idx[j] - MULTI_STORE) / MULTI_ADVANCE + 1
+                } else {
+                    0
+                };
+                rounds = rounds.min(r_in).min(r_out);
+            }
+            if rounds == 0 {
+                break;
+            }
+            if let (Ok(p4), Ok(i4), Ok(e4)) = (
+                <&mut [usize; 4]>::try_from(&mut pos[..]),
+                <&mut [usize; 4]>::try_from(&mut idx[..]),
+                <&[*mut u8; 4]>::try_from(&ptrs[..]),
+            ) {
+                // SAFETY: as below, for the four streams.
+                if !unsafe { self.multi_rounds4(bs.as_ptr(), *e4, p4, i4, rounds) } {
+                    break 'outer;
+                }
+                continue;
+            }
+            for _ in 0..rounds {
+                let mut ok = true;
+                for j in 0..N {
+                    // SAFETY: `rounds` refills stay inside `bs` and `ebs[j]` (bounds above);
+                    // the spans are disjoint (separate `&mut` slices).
+                    ok &= unsafe {
+                        self.multi_step_raw(bs.as_ptr(), ptrs[j], &mut pos[j], &mut idx[j])
+                    };
+                }
+                if !ok {
+                    break 'outer; // `multi_finish` reports it with the position
+                }
+            }
+        }
+        let st: [Stream; N] = std::array::from_fn(|j| Stream {
+            pos: pos[j],
+            i: idx[j],
+        });
+        let mut ends = [0usize; N];
+        for j in 0..N {
+            let s = Stream { ..st[j] };
+            ends[j] = self.multi_finish(bs, ebs[j], s)?;
+        }
+        Ok(ends)
+    }
+
+    /// One code at bit `pos`, bounds-checked: (exponent, length).
+    #[inline]
+    fn reference_one(&self, bs: &[u8], pos: usize) -> Result<(u8, u32)> {
+        let total_bits = bs.len() * 8;
+        let (sym, len) = match self.decode_one(peek(bs, pos)) {
+            Some(x) => x,
+            None if pos + 32 > total_bits => {
+                return Err(bad(format!(
+                    "bitstream truncated (or invalid code) at bit {pos} of {total_bits}"
+                )))
+            }
+            None => return Err(bad(format!("bit pattern at bit {pos} is not a code"))),
+        };
+        if pos + len as usize > total_bits {
+            return Err(bad(format!(
+                "bitstream truncated: code at bit {pos} needs {len} bits, only {total_bits} bits"
+            )));
+        }
+        Ok((sym, len))
+    }
+
+    /// The reference decoder: one code at a time, `e << 7` into `out`. Returns the end bit.
+    fn reference_span(&self, bs: &[u8], start: usize, out: &mut [u16]) -> Result<usize> {
+        let mut pos = start;
+        for o in out.iter_mut() {
+            let (sym, len) = self.reference_one(bs, pos)?;
+            *o = (sym as u16) << 7;
+            pos += len as usize;
+        }
+        Ok(pos)
+    }
+
     fn check_tensor(&self, t: &Df11View<'_>) -> Result<()> {
         if t.lengths != &self.lengths {
             return Err(Error::invalid(
@@ -393,6 +798,17 @@ impl Df11Decoder {
     /// and every code; any mismatch is [`Error::BadModel`].
     pub fn decode_range<'a>(
         &self,
+        t: impl Into<Df11View<'a>>,
+        chunks: Range<usize>,
+        out: &mut [u16],
+    ) -> Result<()> {
+        self.decode_range_with(Kernel::Multi12, t, chunks, out)
+    }
+
+    /// [`Self::decode_range`] with a chosen [`Kernel`] (tests and benchmarks compare them).
+    pub fn decode_range_with<'a>(
+        &self,
+        kernel: Kernel,
         t: impl Into<Df11View<'a>>,
         chunks: Range<usize>,
         out: &mut [u16],
@@ -436,30 +852,34 @@ impl Df11Decoder {
                 rest = tail;
             }
             let st: [usize; INTERLEAVE] = std::array::from_fn(|j| plans[j].start);
-            let [o0, o1, o2, o3] = outs;
             let mut ends = [0usize; INTERLEAVE];
-            match m {
-                0 => continue,
-                1 => ends[..1].copy_from_slice(&self.decode_spans(bs, [st[0]], [&mut *o0])?),
-                2 => ends[..2].copy_from_slice(&self.decode_spans(
-                    bs,
-                    [st[0], st[1]],
-                    [&mut *o0, &mut *o1],
-                )?),
-                3 => ends[..3].copy_from_slice(&self.decode_spans(
-                    bs,
-                    [st[0], st[1], st[2]],
-                    [&mut *o0, &mut *o1, &mut *o2],
-                )?),
-                _ => ends.copy_from_slice(&self.decode_spans(
-                    bs,
-                    st,
-                    [&mut *o0, &mut *o1, &mut *o2, &mut *o3],
-                )?),
+            match kernel {
+                Kernel::Reference => {
+                    for j in 0..m {
+                        ends[j] = self.reference_span(bs, st[j], outs[j])?;
+                    }
+                }
+                Kernel::Table8 => {
+                    let [o0, o1, o2, o3] = &mut outs;
+                    interleave!(self, decode_spans, bs, st, ends, m, o0, o1, o2, o3);
+                }
+                Kernel::Multi12 => {
+                    // Exponent bytes go to the upper half of each span's output.
+                    let mut ebs = outs.each_mut().map(|o| {
+                        let n = o.len();
+                        &mut bytemuck::cast_slice_mut::<u16, u8>(o)[n..]
+                    });
+                    let [o0, o1, o2, o3] = &mut ebs;
+                    interleave!(self, multi_spans, bs, st, ends, m, o0, o1, o2, o3);
+                }
             }
-            for (j, o) in [o0, o1, o2, o3].into_iter().take(m).enumerate() {
+            for (j, o) in outs.into_iter().take(m).enumerate() {
                 check_end(&t, plans[j].index, ends[j])?;
-                combine(o, &sm[plans[j].elems.clone()]);
+                let sm = &sm[plans[j].elems.clone()];
+                match kernel {
+                    Kernel::Multi12 => merge_in_place(o, sm),
+                    _ => combine(o, sm),
+                }
             }
         }
         Ok(())
@@ -488,6 +908,17 @@ impl Df11Decoder {
         out: &mut [u16],
         threads: usize,
     ) -> Result<()> {
+        self.decode_parallel_with(Kernel::Multi12, t, out, threads)
+    }
+
+    /// [`Self::decode_parallel`] with a chosen [`Kernel`] (tests and benchmarks).
+    pub fn decode_parallel_with<'a>(
+        &self,
+        kernel: Kernel,
+        t: impl Into<Df11View<'a>>,
+        out: &mut [u16],
+        threads: usize,
+    ) -> Result<()> {
         let t = t.into();
         if threads == 0 {
             return Err(Error::invalid("DFloat11: thread count must be at least 1"));
@@ -504,7 +935,7 @@ impl Df11Decoder {
         let nch = t.num_chunks();
         let threads = threads.min(nch.max(1));
         if threads <= 1 {
-            return self.decode_range(t, 0..nch, out);
+            return self.decode_range_with(kernel, t, 0..nch, out);
         }
         // Contiguous chunk runs; each gets the matching slice of `out`.
         let mut jobs = Vec::with_capacity(threads);
@@ -522,9 +953,9 @@ impl Df11Decoder {
         let (first_chunks, first_out) = jobs.next().expect("threads >= 2");
         std::thread::scope(|s| {
             let handles: Vec<_> = jobs
-                .map(|(c, o)| s.spawn(move || self.decode_range(t, c, o)))
+                .map(|(c, o)| s.spawn(move || self.decode_range_with(kernel, t, c, o)))
                 .collect();
-            let mut res = self.decode_range(t, first_chunks, first_out);
+            let mut res = self.decode_range_with(kernel, t, first_chunks, first_out);
             for h in handles {
                 let r = h.join().unwrap_or_else(|_| {
                     Err(Error::Internal("DFloat11 decode thread panicked".into()))

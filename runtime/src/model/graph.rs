@@ -8,12 +8,11 @@ use super::config::ModelConfig;
 use super::weights::{Linear, RowScratch, Weights};
 use crate::backend::cpu::attention::AttnShape;
 use crate::backend::cpu::matmul::matmul_many;
-use crate::backend::cpu::matmul::WeightView;
 use crate::backend::cpu::ops::{
     add_bias_rows, add_inplace, rms_norm, rms_norm_heads, rope, rope_cos_sin, silu_mul,
 };
 use crate::backend::cpu::Pool;
-use crate::dfloat::decode_pool;
+use crate::dfloat::{decode_matmul_many, Df11Job};
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile};
 use crate::kv::KvCache;
@@ -110,7 +109,6 @@ impl Scratch {
             proj: ProjScratch {
                 acts: vec![0; cap * widest * 4],
                 tables: Vec::new(),
-                df11: Vec::new(),
             },
             rows: RowScratch::default(),
             scores: vec![0.0; n_threads * n_ctx],
@@ -151,13 +149,12 @@ impl Scratch {
 }
 
 /// Buffers of the projections: converted activations (ggml formats), per-token lookup
-/// tables (LUT matrices), decoded BF16 weights (DFloat11 matrices: one projection group at a
-/// time, so peak memory is the compressed model plus the largest group, e.g. Q/K/V of one
-/// block). They grow to their working size on the first pass and are reused after.
+/// tables (LUT matrices). They grow to their working size on the first pass and are reused
+/// after. (DFloat11 matrices decode into small per-thread blocks, `dfloat::decode_matmul_many`:
+/// peak memory is the compressed model plus ~200 KB per thread.)
 pub(crate) struct ProjScratch {
     acts: Vec<u8>,
     tables: Vec<LutTables>,
-    df11: Vec<u16>,
 }
 
 /// How a matrix is applied; consecutive jobs of one class share a pool pass.
@@ -240,17 +237,6 @@ fn project_many(
                 gemm_many(pool, pairs, &ps.tables[..n])?;
             }
             Class::Df11 => {
-                let total: usize = jobs[i..j].iter().map(|(w, _)| w.rows * w.cols).sum();
-                if ps.df11.len() < total {
-                    ps.df11.resize(total, 0);
-                }
-                let mut rest = &mut ps.df11[..total];
-                for (w, _) in jobs[i..j].iter() {
-                    let (mine, tail) = rest.split_at_mut(w.rows * w.cols);
-                    let (t, dec) = w.df11(file)?;
-                    decode_pool(pool, dec, t, mine)?;
-                    rest = tail;
-                }
                 let rb = ActFormat::F32.row_bytes(cols);
                 for (xr, ar) in x
                     .chunks_exact(cols)
@@ -259,21 +245,21 @@ fn project_many(
                 {
                     quantize_row(ActFormat::F32, xr, ar);
                 }
-                let mut at = 0;
-                let decoded = &ps.df11[..total];
-                let views = jobs[i..j].iter_mut().map(|(w, out)| {
-                    let len = w.rows * w.cols;
-                    let data: &[u8] = bytemuck::cast_slice(&decoded[at..at + len]);
-                    at += len;
-                    let v = WeightView {
-                        ty: GgmlType::BF16,
+                // Decode fused into the GEMV: each thread decodes the chunks of its rows a
+                // block at a time and applies them while they are in cache (bitwise the
+                // BF16 matrix's results, through the same row kernel).
+                let mut dj = Vec::with_capacity(j - i);
+                for (w, out) in jobs[i..j].iter_mut() {
+                    let (t, dec) = w.df11(file)?;
+                    dj.push(Df11Job {
+                        dec,
+                        t,
                         rows: w.rows,
                         cols: w.cols,
-                        data,
-                    };
-                    (v, &mut **out)
-                });
-                matmul_many(pool, views, &ps.acts, rb, n);
+                        out,
+                    });
+                }
+                decode_matmul_many(pool, &mut dj, &ps.acts, rb, n)?;
             }
         }
         for (w, out) in jobs[i..j].iter_mut() {
