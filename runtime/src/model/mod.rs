@@ -236,11 +236,14 @@ impl Model {
         if let Some(g) = &self.gpu {
             return format!("gpu ({})", g.device().adapter_name());
         }
-        format!(
-            "cpu ({}, {} threads)",
-            crate::backend::cpu::dot::simd_level(),
-            self.n_threads()
-        )
+        let dot = crate::backend::cpu::dot::simd_level();
+        let lut = crate::lut::gemv::simd_level();
+        if lut == dot {
+            format!("cpu ({dot}, {} threads)", self.n_threads())
+        } else {
+            // LUT kernels have an AVX-512 version; the ggml block dots do not.
+            format!("cpu ({dot}, lut {lut}, {} threads)", self.n_threads())
+        }
     }
 
     /// Why `BackendKind::Auto` chose the CPU, if it did.
