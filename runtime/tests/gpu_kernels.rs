@@ -5,7 +5,9 @@
 //! test failure with instructions, never a skip.
 #![cfg(feature = "gpu")]
 
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use common::gpu::dev;
 
 use half::{bf16, f16};
 use suanpan::backend::cpu::dot::dot_ref;
@@ -13,16 +15,6 @@ use suanpan::backend::cpu::ops::{self as cpu, RopeStyle};
 use suanpan::backend::gpu::{ops, Frame, GpuBuffer, GpuDevice, GpuMatrix, GpuOptions, Recorder};
 use suanpan::format::GgmlType;
 use suanpan::quant::ggml::{dequantize_row, quantize_row, ActFormat};
-
-fn dev() -> Arc<GpuDevice> {
-    static D: OnceLock<Arc<GpuDevice>> = OnceLock::new();
-    D.get_or_init(|| {
-        GpuDevice::new(&GpuOptions::default()).unwrap_or_else(|e| {
-            panic!("{e}\nGPU tests need an adapter: apt-get install mesa-vulkan-drivers libvulkan1")
-        })
-    })
-    .clone()
-}
 
 struct Rng(u64);
 impl Rng {

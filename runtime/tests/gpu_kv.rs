@@ -11,36 +11,18 @@
 
 mod common;
 
+use common::gpu::dev;
+use common::synth::Rng;
+
 use std::sync::{Arc, OnceLock};
 
 use suanpan::backend::cpu::attention::AttnShape;
 use suanpan::backend::cpu::Pool;
-use suanpan::backend::gpu::{Frame, GpuDevice, GpuOptions, GpuQuantKv, Recorder};
+use suanpan::backend::gpu::{Frame, GpuQuantKv, Recorder};
 use suanpan::kv::{KvGeom, KvMode, KvParams, Overflow, QuantCache};
 use suanpan::model::Logits;
 use suanpan::sample::argmax;
 use suanpan::{BackendKind, Error, Model, ModelParams, SessionParams};
-
-fn dev() -> Arc<GpuDevice> {
-    static D: OnceLock<Arc<GpuDevice>> = OnceLock::new();
-    D.get_or_init(|| {
-        GpuDevice::new(&GpuOptions::default()).unwrap_or_else(|e| {
-            panic!("{e}\nGPU tests need an adapter: apt-get install mesa-vulkan-drivers libvulkan1")
-        })
-    })
-    .clone()
-}
-
-struct Rng(u64);
-impl Rng {
-    /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
 
 /// Keys with two outlier channels per head and a per-channel offset (like real keys, and
 /// what the q2 key outliers are for); values plain.

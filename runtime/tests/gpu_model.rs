@@ -7,7 +7,9 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use common::gpu::dev;
+
+use std::sync::Arc;
 
 use suanpan::backend::gpu::forward::{forward, GpuModel, GpuState};
 use suanpan::backend::gpu::{GpuDevice, GpuOptions};
@@ -16,16 +18,6 @@ use suanpan::format::GgmlType;
 use suanpan::model::Logits;
 use suanpan::sample::argmax;
 use suanpan::{Model, ModelParams, SessionParams};
-
-fn dev() -> Arc<GpuDevice> {
-    static D: OnceLock<Arc<GpuDevice>> = OnceLock::new();
-    D.get_or_init(|| {
-        GpuDevice::new(&GpuOptions::default()).unwrap_or_else(|e| {
-            panic!("{e}\nGPU tests need an adapter: apt-get install mesa-vulkan-drivers libvulkan1")
-        })
-    })
-    .clone()
-}
 
 const PROMPTS: [&str; 4] = [
     "The capital of France is",

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod synth;
 
 use std::path::PathBuf;

@@ -33,9 +33,11 @@ impl Default for Synth {
     }
 }
 
-struct Rng(u64);
+/// xorshift64: reproducible test data.
+pub struct Rng(pub u64);
 impl Rng {
-    fn f(&mut self) -> f32 {
+    /// Uniform in [-1, 1).
+    pub fn f(&mut self) -> f32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
