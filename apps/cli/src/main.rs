@@ -721,17 +721,37 @@ fn estimate(a: EstimateArgs) -> Result<()> {
 
 fn info(a: InfoArgs) -> Result<()> {
     let path = model_path(&a.model)?;
-    let model = load_with_bar(
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    // The tensor types come from the header alone, so a file the runtime cannot run still
+    // says what it holds and which of its types are missing kernels.
+    let header = suanpan::format::gguf::GgufFile::open(&path)?;
+    let types = tensor_types_line(&header);
+    let model = match load_with_bar(
         &path,
         ModelParams {
             n_threads: 1,
             backend: a.backend,
             ..Default::default()
         },
-    )?;
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            println!(
+                "file:          {} ({:.1} MB, GGUF v{})",
+                path.display(),
+                size as f64 / 1e6,
+                header.version
+            );
+            if let Some(arch) = header.get_str("general.architecture") {
+                println!("architecture:  {arch}");
+            }
+            println!("tensor types:  {types}");
+            return Err(e);
+        }
+    };
+    drop(header);
     let c = model.config();
     let f = model.file();
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!(
         "file:          {} ({:.1} MB, GGUF v{})",
         path.display(),
@@ -754,12 +774,7 @@ fn info(a: InfoArgs) -> Result<()> {
         c.n_vocab, c.n_ctx_train
     );
     println!("parameters:    {:.1} M", model.n_params() as f64 / 1e6);
-    let types: Vec<String> = model
-        .tensor_types()
-        .iter()
-        .map(|(t, n)| format!("{t}×{n}"))
-        .collect();
-    println!("tensor types:  {}", types.join(", "));
+    println!("tensor types:  {types}");
     println!("tied output:   {}", model.weights().tied_output);
     let kv_per_tok = c.n_layer * c.kv_dim() * 4;
     let ctx = c.n_ctx_train.min(4096);
@@ -788,6 +803,28 @@ fn info(a: InfoArgs) -> Result<()> {
     }
     print_gpu_adapters();
     Ok(())
+}
+
+/// `Q4_K×60 (no kernels yet), F32×61`: every tensor type of a file with its count, in
+/// order of first use, marking the types the runtime cannot compute with.
+fn tensor_types_line(f: &suanpan::format::gguf::GgufFile) -> String {
+    let mut v: Vec<(suanpan::format::GgmlType, usize)> = Vec::new();
+    for t in &f.tensors {
+        match v.iter_mut().find(|(ty, _)| *ty == t.ty) {
+            Some(e) => e.1 += 1,
+            None => v.push((t.ty, 1)),
+        }
+    }
+    v.iter()
+        .map(|(t, n)| {
+            if t.is_supported() {
+                format!("{t}×{n}")
+            } else {
+                format!("{t}×{n} (no kernels yet)")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The GPU adapters wgpu sees and what each can do (for `info`).

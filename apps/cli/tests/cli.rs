@@ -86,6 +86,50 @@ fn info_describes_the_model() {
     }
 }
 
+/// A file with block types that have no kernels yet: `info` still lists every type, marks
+/// the ones it cannot run, and fails with the loader's error (no panic).
+#[test]
+fn info_names_types_it_cannot_run() {
+    use suanpan::format::gguf::{GgufWriter, Value};
+    use suanpan::format::GgmlType;
+    let mut w = GgufWriter::new();
+    w.add_meta("general.architecture", Value::String("llama".into()));
+    w.add_meta("llama.block_count", Value::U32(1));
+    w.add_tensor(
+        "token_embd.weight",
+        &[256, 4],
+        GgmlType::Q4K,
+        vec![0; 4 * 144],
+    );
+    w.add_tensor(
+        "blk.0.ffn_down.weight",
+        &[256, 2],
+        GgmlType::Q6K,
+        vec![0; 2 * 210],
+    );
+    w.add_tensor("output_norm.weight", &[256], GgmlType::F32, vec![0; 1024]);
+    let path = std::env::temp_dir().join(format!("suanpan-kquant-{}.gguf", std::process::id()));
+    std::fs::write(&path, w.to_bytes()).unwrap();
+    let out = suanpan()
+        .args(["info", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for want in [
+        "Q4_K×1 (no kernels yet)",
+        "Q6_K×1 (no kernels yet)",
+        "F32×1",
+    ] {
+        assert!(text.contains(want), "info lacks {want:?}:\n{text}");
+    }
+    assert!(!text.contains("F32×1 (no"), "{text}");
+    assert!(err.contains("error:"), "{err}");
+}
+
 #[test]
 fn perplexity_prints_ppl_last() {
     let dir = std::env::temp_dir().join(format!("suanpan-ppl-{}", std::process::id()));

@@ -31,6 +31,8 @@ pub enum GgmlType {
     BF16,
     TQ1_0,
     TQ2_0,
+    Iq4Nl,
+    Iq4Xs,
     /// suanpan: a [`LutMatrix`](crate::lut::LutMatrix) in its serialized form (bit planes in
     /// kernel order, then f16 scales and zeros). `dims = [cols, rows]`; rows are padded to
     /// whole 32-row chunks in the data. Type id `1000 + 10·bits + g` with `g` = 0, 1, 2 for
@@ -76,6 +78,8 @@ impl GgmlType {
             30 => BF16,
             34 => TQ1_0,
             35 => TQ2_0,
+            20 => Iq4Nl,
+            23 => Iq4Xs,
             DF11_TYPE_ID => Df11,
             1010..=1042 => {
                 let (bits, g) = ((id - SUANPAN_TYPE_BASE) / 10, (id - SUANPAN_TYPE_BASE) % 10);
@@ -117,6 +121,8 @@ impl GgmlType {
             BF16 => 30,
             TQ1_0 => 34,
             TQ2_0 => 35,
+            Iq4Nl => 20,
+            Iq4Xs => 23,
             Lut { bits, group } => {
                 SUANPAN_TYPE_BASE + 10 * bits as u32 + (group as u32 / 32).trailing_zeros()
             }
@@ -146,6 +152,8 @@ impl GgmlType {
             Q8K => (256, 292),
             TQ1_0 => (256, 54),
             TQ2_0 => (256, 66),
+            Iq4Nl => (32, 18),
+            Iq4Xs => (256, 136),
             // Per row, ignoring the padding to 32-row chunks (see `tensor_bytes`).
             Lut { bits, group } => (group as usize, bits as usize * group as usize / 8 + 4),
             Df11 => (1, 1),
@@ -196,6 +204,32 @@ impl GgmlType {
         )
     }
 
+    /// Whether a scalar reference dequantizer exists for this type
+    /// ([`crate::quant::ggml::dequantize_row`]): such tensors can be read by the converter
+    /// and inspected, even where the runtime cannot compute with them yet.
+    pub fn can_dequantize(self) -> bool {
+        use GgmlType::*;
+        matches!(
+            self,
+            F32 | F16
+                | BF16
+                | Q8_0
+                | Q4_0
+                | Q4_1
+                | Q5_0
+                | Q5_1
+                | Q2K
+                | Q3K
+                | Q4K
+                | Q5K
+                | Q6K
+                | Iq4Nl
+                | Iq4Xs
+                | TQ1_0
+                | TQ2_0
+        )
+    }
+
     /// The name llama.cpp prints for this type.
     pub fn name(self) -> &'static str {
         use GgmlType::*;
@@ -222,6 +256,8 @@ impl GgmlType {
             BF16 => "BF16",
             TQ1_0 => "TQ1_0",
             TQ2_0 => "TQ2_0",
+            Iq4Nl => "IQ4_NL",
+            Iq4Xs => "IQ4_XS",
             Lut { bits, group } => match (bits, group) {
                 (1, 32) => "LUT1_G32",
                 (1, 64) => "LUT1_G64",

@@ -24,6 +24,8 @@
 
 use half::{bf16, f16};
 
+use super::kquant::QK_K;
+use super::{iq4, kquant, q5, ternary};
 use crate::format::GgmlType;
 
 /// Elements per block for every 32-element format here.
@@ -31,14 +33,15 @@ pub const QK: usize = 32;
 /// Bytes of one Q8_0 weight block.
 pub const Q8_0_BYTES: usize = 34;
 
+/// The f16 at byte offset `at` of `b`, widened to f32.
 #[inline]
-fn f16_at(b: &[u8], at: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
 }
 
 /// Dequantize one row (`out.len()` elements) of a tensor of type `ty` from its bytes.
 /// `row` must hold exactly the bytes of `out.len()` elements. Supports every type for which
-/// [`GgmlType::is_supported`] is true; returns false otherwise.
+/// [`GgmlType::can_dequantize`] is true; returns false otherwise.
 pub fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut [f32]) -> bool {
     match ty {
         GgmlType::F32 => {
@@ -83,9 +86,40 @@ pub fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut [f32]) -> bool {
                 }
             }
         }
+        GgmlType::Q5_0 => blocks(row, out, 32, q5::Q5_0_BYTES, q5::dequantize_q5_0),
+        GgmlType::Q5_1 => blocks(row, out, 32, q5::Q5_1_BYTES, q5::dequantize_q5_1),
+        GgmlType::Q2K => blocks(row, out, QK_K, 84, kquant::dequantize_q2_k),
+        GgmlType::Q3K => blocks(row, out, QK_K, 110, kquant::dequantize_q3_k),
+        GgmlType::Q4K => blocks(row, out, QK_K, 144, kquant::dequantize_q4_k),
+        GgmlType::Q5K => blocks(row, out, QK_K, 176, kquant::dequantize_q5_k),
+        GgmlType::Q6K => blocks(row, out, QK_K, 210, kquant::dequantize_q6_k),
+        GgmlType::Iq4Nl => blocks(row, out, 32, iq4::IQ4_NL_BYTES, iq4::dequantize_iq4_nl),
+        GgmlType::Iq4Xs => blocks(row, out, QK_K, iq4::IQ4_XS_BYTES, iq4::dequantize_iq4_xs),
+        GgmlType::TQ1_0 => blocks(
+            row,
+            out,
+            QK_K,
+            ternary::TQ1_0_BYTES,
+            ternary::dequantize_tq1_0,
+        ),
+        GgmlType::TQ2_0 => blocks(
+            row,
+            out,
+            QK_K,
+            ternary::TQ2_0_BYTES,
+            ternary::dequantize_tq2_0,
+        ),
         _ => return false,
     }
     true
+}
+
+/// Apply a one-block dequantizer (`bl` values from `bb` bytes) over a whole row.
+#[inline]
+fn blocks(row: &[u8], out: &mut [f32], bl: usize, bb: usize, f: fn(&[u8], &mut [f32])) {
+    for (o, b) in out.chunks_exact_mut(bl).zip(row.chunks_exact(bb)) {
+        f(b, o);
+    }
 }
 
 /// Which 8-bit activation format a weight type's dot product consumes.
@@ -215,9 +249,41 @@ mod tests {
         }
     }
 
+    /// Every block type with a dequantizer against gguf-py's (llama.cpp's numpy port) on
+    /// the golden blocks of `tests/golden/ggml_blocks` (see `make_ggml_blocks.py` there):
+    /// random and quantized-from-normal blocks. Exact: same operations in the same order.
+    #[test]
+    fn dequantizers_equal_gguf_py_bitwise() {
+        use GgmlType::*;
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/ggml_blocks");
+        let types = [
+            Q5_0, Q5_1, Q2K, Q3K, Q4K, Q5K, Q6K, Iq4Nl, Iq4Xs, TQ1_0, TQ2_0,
+        ];
+        for ty in types {
+            let path = dir.join(format!("{}.bin", ty.name()));
+            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let (bl, bb) = ty.block_geometry();
+            assert_eq!(data.len() % (bb + 4 * bl), 0, "{ty}: file size");
+            let nb = data.len() / (bb + 4 * bl);
+            let (blocks, want) = data.split_at(nb * bb);
+            let mut got = vec![0f32; nb * bl];
+            assert!(ty.can_dequantize(), "{ty}");
+            assert!(dequantize_row(ty, blocks, &mut got), "{ty}");
+            for (i, (g, w)) in got.iter().zip(want.chunks_exact(4)).enumerate() {
+                let w = f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{ty} value {i}: {g} vs gguf-py {w}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn unsupported_type_is_refused() {
         let mut out = [0f32; 256];
-        assert!(!dequantize_row(GgmlType::Q6K, &[0u8; 210], &mut out));
+        assert!(!dequantize_row(GgmlType::Q8K, &[0u8; 292], &mut out));
     }
 }
