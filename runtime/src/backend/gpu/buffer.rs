@@ -4,9 +4,6 @@
 //! Every storage buffer is bound as an array of 32-bit words, so sizes are rounded up to a
 //! multiple of 4 bytes (padding is zero).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use super::device::GpuDevice;
 use crate::error::{Error, Result};
 
@@ -172,43 +169,5 @@ impl GpuDevice {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
-    }
-}
-
-/// Reusable scratch buffers by size class (powers of two), so repeated operations (tests,
-/// per-call scratch) do not allocate device memory each time.
-#[derive(Default)]
-pub struct BufferPool {
-    free: Mutex<HashMap<u64, Vec<GpuBuffer>>>,
-}
-
-impl BufferPool {
-    /// A buffer of at least `bytes` bytes (contents undefined), from the pool if one is free.
-    pub fn take(&self, dev: &GpuDevice, what: &str, bytes: u64) -> Result<GpuBuffer> {
-        let class = round4(bytes).next_power_of_two();
-        if let Some(b) = self
-            .free
-            .lock()
-            .ok()
-            .and_then(|mut f| f.get_mut(&class).and_then(|v| v.pop()))
-        {
-            return Ok(b);
-        }
-        dev.buffer(what, class)
-    }
-
-    /// Return a buffer for reuse.
-    pub fn give(&self, b: GpuBuffer) {
-        if let Ok(mut f) = self.free.lock() {
-            f.entry(b.bytes).or_default().push(b);
-        }
-    }
-
-    /// Buffers waiting for reuse.
-    pub fn n_free(&self) -> usize {
-        self.free
-            .lock()
-            .map(|f| f.values().map(Vec::len).sum())
-            .unwrap_or(0)
     }
 }

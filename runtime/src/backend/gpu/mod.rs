@@ -25,7 +25,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod record;
 
-pub use buffer::{BufferPool, GpuBuffer};
+pub use buffer::GpuBuffer;
 pub use device::{Caps, GpuDevice, GpuOptions};
 pub use forward::{GpuModel, GpuState};
 pub use kv_quant::GpuQuantKv;
