@@ -241,16 +241,16 @@ fn merge_in_place_avx2(out: &mut [u16], sm: &[u8]) {
     merge_in_place_body(out, sm)
 }
 
+/// BMI2, unless `SUANPAN_FORCE_SCALAR` (see [`crate::backend::cpu::features`]).
 #[cfg(target_arch = "x86_64")]
 fn has_bmi2() -> bool {
-    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *A.get_or_init(|| is_x86_feature_detected!("bmi2"))
+    crate::backend::cpu::features::cpu().bmi2
 }
 
+/// AVX2, unless `SUANPAN_FORCE_SCALAR`.
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
-    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *A.get_or_init(|| is_x86_feature_detected!("avx2"))
+    crate::backend::cpu::features::cpu().avx2
 }
 
 /// See [`merge_in_place_body`]; AVX2 code where the CPU has it.

@@ -31,55 +31,21 @@ pub fn simd_level() -> &'static str {
     }
 }
 
+/// AVX2 + F16C (with FMA), unless `SUANPAN_FORCE_SCALAR` (see
+/// [`crate::backend::cpu::features`]).
 pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static A: OnceLock<bool> = OnceLock::new();
-        *A.get_or_init(|| {
-            std::env::var_os("SUANPAN_FORCE_SCALAR").is_none()
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("f16c")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::backend::cpu::features::cpu().avx2
 }
 
 /// AVX-512 BW (with AVX2 and F16C) for the lookup kernels, unless `SUANPAN_FORCE_SCALAR` or
-/// `SUANPAN_NO_AVX512` is set (read once; the latter lets a benchmark compare it with AVX2).
+/// `SUANPAN_NO_AVX512` is set (the latter lets a benchmark compare it with AVX2).
 pub(crate) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static A: OnceLock<bool> = OnceLock::new();
-        *A.get_or_init(|| {
-            has_avx2()
-                && std::env::var_os("SUANPAN_NO_AVX512").is_none()
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::backend::cpu::features::cpu().avx512bw
 }
 
-/// NEON is baseline on aarch64: used unless `SUANPAN_FORCE_SCALAR` is set (read once).
+/// NEON is baseline on aarch64: used unless `SUANPAN_FORCE_SCALAR` is set.
 pub(crate) fn has_neon() -> bool {
-    #[cfg(target_arch = "aarch64")]
-    {
-        use std::sync::OnceLock;
-        static N: OnceLock<bool> = OnceLock::new();
-        *N.get_or_init(|| std::env::var_os("SUANPAN_FORCE_SCALAR").is_none())
-    }
-    #[cfg(not(target_arch = "aarch64"))]
-    {
-        false
-    }
+    crate::backend::cpu::features::cpu().neon
 }
 
 /// The per-group float epilogue, shared by every kernel (the SIMD one mirrors it lane-wise).

@@ -71,34 +71,14 @@ pub fn simd_level() -> &'static str {
     }
 }
 
+/// AVX2 + FMA + F16C, unless `SUANPAN_FORCE_SCALAR` (see [`super::features`]).
 pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static A: OnceLock<bool> = OnceLock::new();
-        *A.get_or_init(|| {
-            std::env::var_os("SUANPAN_FORCE_SCALAR").is_none()
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::features::cpu().avx2
 }
 
-/// NEON is baseline on aarch64: used unless `SUANPAN_FORCE_SCALAR` is set (read once).
+/// NEON (baseline on aarch64), unless `SUANPAN_FORCE_SCALAR`.
 fn has_neon() -> bool {
-    #[cfg(target_arch = "aarch64")]
-    {
-        static N: OnceLock<bool> = OnceLock::new();
-        *N.get_or_init(|| std::env::var_os("SUANPAN_FORCE_SCALAR").is_none())
-    }
-    #[cfg(not(target_arch = "aarch64"))]
-    {
-        false
-    }
+    super::features::cpu().neon
 }
 
 /// Dot product of a weight row of type `ty` with an activation row already converted to the
