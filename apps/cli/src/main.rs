@@ -805,8 +805,9 @@ fn info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// `Q4_K×60 (no kernels yet), F32×61`: every tensor type of a file with its count, in
-/// order of first use, marking the types the runtime cannot compute with.
+/// `Q4_K×60 (scalar CPU kernels only), F32×61`: every tensor type of a file with its count,
+/// in order of first use, marking the types the runtime cannot compute with or runs only
+/// through its scalar reference kernels.
 fn tensor_types_line(f: &suanpan::format::gguf::GgufFile) -> String {
     let mut v: Vec<(suanpan::format::GgmlType, usize)> = Vec::new();
     for t in &f.tensors {
@@ -817,10 +818,12 @@ fn tensor_types_line(f: &suanpan::format::gguf::GgufFile) -> String {
     }
     v.iter()
         .map(|(t, n)| {
-            if t.is_supported() {
-                format!("{t}×{n}")
-            } else {
+            if !t.is_supported() {
                 format!("{t}×{n} (no kernels yet)")
+            } else if t.scalar_only() {
+                format!("{t}×{n} (scalar CPU kernels only)")
+            } else {
+                format!("{t}×{n}")
             }
         })
         .collect::<Vec<_>>()

@@ -86,8 +86,8 @@ fn info_describes_the_model() {
     }
 }
 
-/// A file with block types that have no kernels yet: `info` still lists every type, marks
-/// the ones it cannot run, and fails with the loader's error (no panic).
+/// A file that cannot load: `info` still lists every tensor type, marks those without
+/// kernels or with scalar kernels only, and fails with the loader's error (no panic).
 #[test]
 fn info_names_types_it_cannot_run() {
     use suanpan::format::gguf::{GgufWriter, Value};
@@ -108,6 +108,7 @@ fn info_names_types_it_cannot_run() {
         vec![0; 2 * 210],
     );
     w.add_tensor("output_norm.weight", &[256], GgmlType::F32, vec![0; 1024]);
+    w.add_tensor("odd.weight", &[4], GgmlType::F64, vec![0; 32]);
     let path = std::env::temp_dir().join(format!("suanpan-kquant-{}.gguf", std::process::id()));
     std::fs::write(&path, w.to_bytes()).unwrap();
     let out = suanpan()
@@ -120,13 +121,14 @@ fn info_names_types_it_cannot_run() {
     assert_eq!(out.status.code(), Some(1), "{text}\n{err}");
     assert!(!err.contains("panicked"), "{err}");
     for want in [
-        "Q4_K×1 (no kernels yet)",
-        "Q6_K×1 (no kernels yet)",
+        "Q4_K×1 (scalar CPU kernels only)",
+        "Q6_K×1 (scalar CPU kernels only)",
+        "F64×1 (no kernels yet)",
         "F32×1",
     ] {
         assert!(text.contains(want), "info lacks {want:?}:\n{text}");
     }
-    assert!(!text.contains("F32×1 (no"), "{text}");
+    assert!(!text.contains("F32×1 ("), "{text}");
     assert!(err.contains("error:"), "{err}");
 }
 

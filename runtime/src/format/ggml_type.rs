@@ -198,10 +198,24 @@ impl GgmlType {
     /// Whether the runtime can load and compute with tensors of this type.
     pub fn is_supported(self) -> bool {
         use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Lut { .. } | Df11
-        )
+        matches!(self, Lut { .. } | Df11) || self.can_dequantize()
+    }
+
+    /// Whether the CPU computes with this type only through the scalar reference dot
+    /// products ([`crate::backend::cpu::dot::blocks_ref`]): no SIMD kernel, no GPU kernel yet.
+    pub fn scalar_only(self) -> bool {
+        self.is_supported()
+            && !matches!(
+                self,
+                GgmlType::F32
+                    | GgmlType::F16
+                    | GgmlType::BF16
+                    | GgmlType::Q8_0
+                    | GgmlType::Q4_0
+                    | GgmlType::Q4_1
+                    | GgmlType::Lut { .. }
+                    | GgmlType::Df11
+            )
     }
 
     /// Whether a scalar reference dequantizer exists for this type

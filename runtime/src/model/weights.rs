@@ -169,7 +169,7 @@ fn find<'f>(f: &'f GgufFile, name: &str) -> Result<&'f TensorInfo> {
 fn check_type(t: &TensorInfo) -> Result<()> {
     if !t.ty.is_supported() {
         return Err(Error::bad_model(format!(
-            "tensor {} has type {}, which suanpan does not support yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, suanpan LUT1-4 and DF11)",
+            "tensor {} has type {}, which suanpan does not support yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K-Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, suanpan LUT1-4 and DF11)",
             t.name, t.ty
         )));
     }

@@ -16,7 +16,11 @@
 //! one row of n activations, nb = n/32 blocks
 //! Q8_0 acts  [ qs: n × i8 ][ d: nb × f32 ]
 //! Q8_1 acts  [ qs: n × i8 ][ d: nb × f32 ][ s: nb × f32 ]
+//! Q8_K acts  [ qs: n × i8 ][ d: nk × f32 ][ bsums: 16·nk × i16 ]      nk = n/256 super-blocks
 //! ```
+//! Q8_K (for the K-quants, IQ4_XS and the ternary types) is llama.cpp's: per 256 values the
+//! value `max` of largest magnitude gives `d = max/−127` (kept in f32), codes
+//! `min(127, round(x/d))` (round half to even), and the sum of every 16 codes.
 //!
 //! Matching llama.cpp: it multiplies Q4_0/Q8_0 weights by activations quantized to Q8_0 and
 //! Q4_1 weights by activations quantized to Q8_1 (round to nearest even, scale = amax/127).
@@ -129,16 +133,26 @@ pub enum ActFormat {
     F32,
     /// Q8_0 blocks (for Q4_0 and Q8_0 weights).
     Q8_0,
-    /// Q8_1 blocks (for Q4_1 weights).
+    /// Q8_1 blocks (for Q4_1 and Q5_1 weights).
     Q8_1,
+    /// Q8_K super-blocks of 256 (for the K-quants, IQ4_XS, TQ1_0 and TQ2_0).
+    Q8K,
 }
 
 impl ActFormat {
     /// The activation format llama.cpp pairs with weight type `ty`.
     pub fn for_weights(ty: GgmlType) -> ActFormat {
         match ty {
-            GgmlType::Q4_0 | GgmlType::Q8_0 => ActFormat::Q8_0,
-            GgmlType::Q4_1 => ActFormat::Q8_1,
+            GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Iq4Nl => ActFormat::Q8_0,
+            GgmlType::Q4_1 | GgmlType::Q5_1 => ActFormat::Q8_1,
+            GgmlType::Q2K
+            | GgmlType::Q3K
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K
+            | GgmlType::Iq4Xs
+            | GgmlType::TQ1_0
+            | GgmlType::TQ2_0 => ActFormat::Q8K,
             _ => ActFormat::F32,
         }
     }
@@ -149,6 +163,7 @@ impl ActFormat {
             ActFormat::F32 => n * 4,
             ActFormat::Q8_0 => n + n / QK * 4,
             ActFormat::Q8_1 => n + n / QK * 8,
+            ActFormat::Q8K => n + n / QK_K * (4 + 32),
         }
     }
 }
@@ -196,12 +211,52 @@ pub fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
     quantize_row_q8(x, out, true)
 }
 
+/// Quantize `x` (a multiple of 256 long) into the Q8_K activation layout.
+pub fn quantize_row_q8_k(x: &[f32], out: &mut [u8]) {
+    let n = x.len();
+    let nk = n / QK_K;
+    let (qs, rest) = out.split_at_mut(n);
+    let (ds, sums) = rest.split_at_mut(4 * nk);
+    for (i, (xb, qb)) in x
+        .chunks_exact(QK_K)
+        .zip(qs.chunks_exact_mut(QK_K))
+        .enumerate()
+    {
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            qb.fill(0);
+            ds[4 * i..4 * i + 4].copy_from_slice(&0f32.to_le_bytes());
+            sums[32 * i..32 * i + 32].fill(0);
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = round_even(iscale * v).min(127) as i8 as u8;
+        }
+        for j in 0..16 {
+            let s: i32 = qb[16 * j..16 * j + 16]
+                .iter()
+                .map(|&c| c as i8 as i32)
+                .sum();
+            sums[32 * i + 2 * j..32 * i + 2 * j + 2].copy_from_slice(&(s as i16).to_le_bytes());
+        }
+        ds[4 * i..4 * i + 4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    }
+}
+
 /// Quantize a row of activations into `fmt` (F32 copies the floats as bytes).
 pub fn quantize_row(fmt: ActFormat, x: &[f32], out: &mut [u8]) {
     match fmt {
         ActFormat::F32 => out.copy_from_slice(bytemuck::cast_slice(x)),
         ActFormat::Q8_0 => quantize_row_q8_0(x, out),
         ActFormat::Q8_1 => quantize_row_q8_1(x, out),
+        ActFormat::Q8K => quantize_row_q8_k(x, out),
     }
 }
 

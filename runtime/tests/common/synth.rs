@@ -109,7 +109,7 @@ fn encode(ty: GgmlType, vals: &[f32]) -> Vec<u8> {
                 out
             })
             .collect(),
-        other => panic!("synth does not encode {other}"),
+        other => random_blocks(other, vals),
     }
 }
 
@@ -289,4 +289,41 @@ impl Synth {
         );
         w.to_bytes()
     }
+}
+
+/// Random blocks of a type the tests cannot quantize to (K-quants, IQ4, Q5, ternary): random
+/// code bytes (seeded by `vals`) with finite f16 scales sized so a block's values stay near
+/// `vals`' magnitude. Not a quantization of `vals`: a random-weight matrix of that type.
+fn random_blocks(ty: GgmlType, vals: &[f32]) -> Vec<u8> {
+    use GgmlType::*;
+    // Byte offsets of each block's f16 scale fields, and the largest |code × sub-scale|.
+    let (fields, span): (&[usize], f32) = match ty {
+        Q5_0 => (&[0], 16.0),
+        Q5_1 => (&[0, 2], 31.0),
+        Q2K => (&[80, 82], 45.0),
+        Q3K => (&[108], 128.0),
+        Q4K => (&[0, 2], 945.0),
+        Q5K => (&[0, 2], 1953.0),
+        Q6K => (&[208], 4096.0),
+        Iq4Nl => (&[0], 127.0),
+        Iq4Xs => (&[0], 4064.0),
+        TQ1_0 => (&[52], 1.0),
+        TQ2_0 => (&[64], 1.0),
+        other => panic!("synth does not encode {other}"),
+    };
+    let (bl, bb) = ty.block_geometry();
+    let amax = vals.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+    let mut rng = Rng((vals.len() as u64 * 0x9E37_79B9 + amax.to_bits() as u64) | 1);
+    let mut out = Vec::with_capacity(vals.len() / bl * bb);
+    for _ in 0..vals.len() / bl {
+        let start = out.len();
+        for _ in 0..bb {
+            out.push(((rng.f() + 1.0) * 127.9) as u8);
+        }
+        for &f in fields {
+            let d = half::f16::from_f32(amax / span * (0.5 + 0.5 * rng.f().abs()));
+            out[start + f..start + f + 2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
+    out
 }

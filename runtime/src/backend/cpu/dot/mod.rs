@@ -170,6 +170,17 @@ pub fn dot_ref(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
             dot_dense_ref(ty, w, bytemuck::cast_slice(a))
         }
+        GgmlType::Q5_0 => blocks_ref::dot_q5_0_q8_0_ref(w, a),
+        GgmlType::Q5_1 => blocks_ref::dot_q5_1_q8_1_ref(w, a),
+        GgmlType::Iq4Nl => blocks_ref::dot_iq4_nl_q8_0_ref(w, a),
+        GgmlType::Q2K
+        | GgmlType::Q3K
+        | GgmlType::Q4K
+        | GgmlType::Q5K
+        | GgmlType::Q6K
+        | GgmlType::Iq4Xs
+        | GgmlType::TQ1_0
+        | GgmlType::TQ2_0 => blocks_ref::dot_q8k_ref(ty, w, a),
         _ => f32::NAN,
     }
 }
@@ -254,6 +265,7 @@ pub fn dot_dense_ref(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
     lanes.iter().sum()
 }
 
+pub mod blocks_ref;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
