@@ -330,6 +330,63 @@ mod tests {
         }
     }
 
+    /// The AVX2 Q4_K and Q6_K kernels equal the reference bit for bit: random blocks (any
+    /// code bytes, finite scales), random activations of zero, tiny, unit and huge
+    /// magnitude, one to nine super-blocks per row.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kquant_kernels_equal_reference_bitwise() {
+        use GgmlType::*;
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
+            return;
+        }
+        type Kernel = unsafe fn(&[u8], &[u8]) -> f32;
+        let kernels: [(GgmlType, Kernel, &[usize]); 2] = [
+            (Q4K, super::super::kquant_x86::dot_q4_k_q8_k, &[0, 2]),
+            (Q6K, super::super::kquant_x86::dot_q6_k_q8_k, &[208]),
+        ];
+        let mut seed = 0xC0FFEEu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut checked = 0;
+        for (ty, kernel, fields) in kernels {
+            let bb = ty.block_geometry().1;
+            for case in 0..60 {
+                let nk = 1 + case % 9;
+                let mut w: Vec<u8> = (0..nk * bb).map(|_| next() as u8).collect();
+                for k in 0..nk {
+                    for &f in fields {
+                        let v = half::f16::from_f32(((next() % 2000) as f32 - 1000.0) * 1e-5);
+                        w[k * bb + f..k * bb + f + 2].copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                let mag = [0.0f32, 1e-6, 1.0, 3e4][case % 4];
+                let x: Vec<f32> = (0..nk * QK_K)
+                    .map(|_| ((next() % 2001) as f32 / 1000.0 - 1.0) * mag)
+                    .collect();
+                let mut a = vec![0u8; ActFormat::Q8K.row_bytes(x.len())];
+                quantize_row(ActFormat::Q8K, &x, &mut a);
+                let want = dot_q8k_ref(ty, &w, &a);
+                // SAFETY: AVX2, FMA and F16C were detected above.
+                let got = unsafe { kernel(&w, &a) };
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{ty} case {case}: {got} vs {want}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 120);
+    }
+
     #[test]
     fn q8k_codes_sums_and_scale() {
         let x: Vec<f32> = (0..512)

@@ -94,6 +94,8 @@ pub fn dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
                 GgmlType::Q4_0 => x86::dot_q4_0_q8_0(w, a),
                 GgmlType::Q4_1 => x86::dot_q4_1_q8_1(w, a),
                 GgmlType::Q8_0 => x86::dot_q8_0_q8_0(w, a),
+                GgmlType::Q4K => kquant_x86::dot_q4_k_q8_k(w, a),
+                GgmlType::Q6K => kquant_x86::dot_q6_k_q8_k(w, a),
                 GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
                     x86::dot4_dense(ty, w, [bytemuck::cast_slice(a); 1])[0]
                 }
@@ -266,6 +268,8 @@ pub fn dot_dense_ref(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
 }
 
 pub mod blocks_ref;
+#[cfg(target_arch = "x86_64")]
+mod kquant_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

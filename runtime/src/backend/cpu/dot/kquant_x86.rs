@@ -1,0 +1,179 @@
+//! AVX2 kernels of the K-quant dot products against Q8_K activations (Q4_K and Q6_K, the
+//! types of llama.cpp's Q4_K_M files). Each computes the same integers as
+//! [`super::blocks_ref::dot_q8k_ref`] (exact: `maddubs` pair sums fit i16, `madd` by the
+//! sub-block scale into i32 lanes) and then the same float expression per super-block, so
+//! its result equals the reference bit for bit (tested).
+
+use std::arch::x86_64::*;
+
+use crate::quant::kquant::{scale_min_k4, QK_K};
+
+/// The f16 at `p` as f32 (F16C; exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY (caller): two bytes at `p` are readable.
+    let bits = std::ptr::read_unaligned(p as *const u16);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Sum of 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// A Q8_K activation row split into codes, scales and 16-sums; `None` if too short.
+#[inline]
+fn q8k_parts(a: &[u8], nk: usize) -> Option<(&[u8], &[u8], &[u8])> {
+    let n = nk * QK_K;
+    if a.len() < n + nk * 36 {
+        return None;
+    }
+    let (qs, rest) = a.split_at(n);
+    let (ds, sums) = rest.split_at(4 * nk);
+    Some((qs, ds, sums))
+}
+
+#[inline(always)]
+fn bsum(sums: &[u8], i: usize, j: usize) -> i32 {
+    let at = 32 * i + 2 * j;
+    i16::from_le_bytes([sums[at], sums[at + 1]]) as i32
+}
+
+#[inline(always)]
+fn d_at(ds: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([ds[4 * i], ds[4 * i + 1], ds[4 * i + 2], ds[4 * i + 3]])
+}
+
+/// Q4_K weights (144-byte super-blocks) against a Q8_K activation row.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let nk = w.len() / 144;
+    let Some((qs, ds, sums)) = q8k_parts(a, nk) else {
+        return f32::NAN;
+    };
+    let mask = _mm256_set1_epi8(15);
+    let mut acc = 0f32;
+    for (i, b) in w.chunks_exact(144).enumerate() {
+        let mut sc = [0i16; 8];
+        let mut imin = 0i32;
+        for (j, s) in sc.iter_mut().enumerate() {
+            let (scale, m) = scale_min_k4(j, &b[4..16]);
+            *s = scale as i16;
+            if m != 0 {
+                imin += m as i32 * (bsum(sums, i, 2 * j) + bsum(sums, i, 2 * j + 1));
+            }
+        }
+        let q8 = &qs[QK_K * i..QK_K * (i + 1)];
+        let mut iacc = _mm256_setzero_si256();
+        for p in 0..4 {
+            // SAFETY: 32 bytes at 16 + 32p ≤ 144 of `b`, and at 64p (+32) ≤ 256 of `q8`.
+            let (q4, a_lo, a_hi) = unsafe {
+                (
+                    _mm256_loadu_si256(b.as_ptr().add(16 + 32 * p) as *const __m256i),
+                    _mm256_loadu_si256(q8.as_ptr().add(64 * p) as *const __m256i),
+                    _mm256_loadu_si256(q8.as_ptr().add(64 * p + 32) as *const __m256i),
+                )
+            };
+            let lo = _mm256_and_si256(q4, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), mask);
+            let p_lo =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), _mm256_set1_epi16(sc[2 * p]));
+            let p_hi = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, a_hi),
+                _mm256_set1_epi16(sc[2 * p + 1]),
+            );
+            iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(p_lo, p_hi));
+        }
+        let isum = hsum_i32(iacc);
+        // SAFETY: the super-block's first four bytes are d and dmin.
+        let (d, dmin) = unsafe { (f16_at(b.as_ptr()), f16_at(b.as_ptr().add(2))) };
+        let da = d_at(ds, i);
+        acc += d * da * isum as f32 - dmin * da * imin as f32;
+    }
+    acc
+}
+
+/// Six-bit codes: `low` (0..15 per byte) with bits 0-1 of each byte of `high` as bits 4-5.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn six_bits(low: __m256i, high: __m256i, m3: __m256i) -> __m256i {
+    _mm256_or_si256(low, _mm256_slli_epi16(_mm256_and_si256(high, m3), 4))
+}
+
+/// Q6_K weights (210-byte super-blocks) against a Q8_K activation row. Codes are taken as
+/// unsigned 0..63 for `maddubs`; the −32 offset comes back as `32·Σ scale·(16-sum of a)`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let nk = w.len() / 210;
+    let Some((qs, ds, sums)) = q8k_parts(a, nk) else {
+        return f32::NAN;
+    };
+    let (m4, m3) = (_mm256_set1_epi8(15), _mm256_set1_epi8(3));
+    let mut acc = 0f32;
+    for (i, b) in w.chunks_exact(210).enumerate() {
+        let sc = &b[192..208];
+        let mut corr = 0i32;
+        for (j, &s) in sc.iter().enumerate() {
+            corr += s as i8 as i32 * bsum(sums, i, j);
+        }
+        let q8 = &qs[QK_K * i..QK_K * (i + 1)];
+        let mut iacc = _mm256_setzero_si256();
+        for h in 0..2 {
+            // SAFETY: 32-byte loads at 64h, 64h + 32 (ql) and 128 + 32h (qh) lie in the
+            // 210-byte block; at 128h + 32k in the 256 activation codes.
+            let (ql0, ql1, qh) = unsafe {
+                (
+                    _mm256_loadu_si256(b.as_ptr().add(64 * h) as *const __m256i),
+                    _mm256_loadu_si256(b.as_ptr().add(64 * h + 32) as *const __m256i),
+                    _mm256_loadu_si256(b.as_ptr().add(128 + 32 * h) as *const __m256i),
+                )
+            };
+            let codes = [
+                six_bits(_mm256_and_si256(ql0, m4), qh, m3),
+                six_bits(_mm256_and_si256(ql1, m4), _mm256_srli_epi16(qh, 2), m3),
+                six_bits(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                    _mm256_srli_epi16(qh, 4),
+                    m3,
+                ),
+                six_bits(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                    _mm256_srli_epi16(qh, 6),
+                    m3,
+                ),
+            ];
+            for (k, c) in codes.into_iter().enumerate() {
+                // SAFETY: see above.
+                let av = unsafe {
+                    _mm256_loadu_si256(q8.as_ptr().add(128 * h + 32 * k) as *const __m256i)
+                };
+                let j = 8 * h + 2 * k;
+                let scales = _mm256_set_m128i(
+                    _mm_set1_epi16(sc[j + 1] as i8 as i16),
+                    _mm_set1_epi16(sc[j] as i8 as i16),
+                );
+                let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(c, av), scales);
+                iacc = _mm256_add_epi32(iacc, prod);
+            }
+        }
+        let isum = hsum_i32(iacc) - 32 * corr;
+        // SAFETY: bytes 208..210 of the block are d.
+        let d = unsafe { f16_at(b.as_ptr().add(208)) };
+        let da = d_at(ds, i);
+        let (dmin, imin) = (0f32, 0i32);
+        acc += d * da * isum as f32 - dmin * da * imin as f32;
+    }
+    acc
+}
