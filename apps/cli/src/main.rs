@@ -805,9 +805,9 @@ fn info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// `Q4_K×60 (scalar CPU kernels only), F32×61`: every tensor type of a file with its count,
-/// in order of first use, marking the types the runtime cannot compute with or runs only
-/// through its scalar reference kernels.
+/// `Q4_K×60 (CPU only), F32×61`: every tensor type of a file with its count, in order of
+/// first use, marking the types the runtime cannot compute with, those only its CPU backend
+/// runs, and those it runs through scalar reference kernels on this machine.
 fn tensor_types_line(f: &suanpan::format::gguf::GgufFile) -> String {
     let mut v: Vec<(suanpan::format::GgmlType, usize)> = Vec::new();
     for t in &f.tensors {
@@ -820,8 +820,10 @@ fn tensor_types_line(f: &suanpan::format::gguf::GgufFile) -> String {
         .map(|(t, n)| {
             if !t.is_supported() {
                 format!("{t}×{n} (no kernels yet)")
-            } else if t.scalar_only() {
-                format!("{t}×{n} (scalar CPU kernels only)")
+            } else if t.cpu_only() && !suanpan::backend::cpu::dot::has_simd(*t) {
+                format!("{t}×{n} (CPU only, scalar kernels)")
+            } else if t.cpu_only() {
+                format!("{t}×{n} (CPU only)")
             } else {
                 format!("{t}×{n}")
             }

@@ -201,9 +201,9 @@ impl GgmlType {
         matches!(self, Lut { .. } | Df11) || self.can_dequantize()
     }
 
-    /// Whether the CPU computes with this type only through the scalar reference dot
-    /// products ([`crate::backend::cpu::dot::blocks_ref`]): no SIMD kernel, no GPU kernel yet.
-    pub fn scalar_only(self) -> bool {
+    /// Whether only the CPU backend computes with this type (no WGSL kernel yet). Which of
+    /// them have SIMD kernels on this machine: [`crate::backend::cpu::dot::has_simd`].
+    pub fn cpu_only(self) -> bool {
         self.is_supported()
             && !matches!(
                 self,

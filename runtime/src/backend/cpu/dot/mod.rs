@@ -81,6 +81,15 @@ fn has_neon() -> bool {
     super::features::cpu().neon
 }
 
+/// Whether [`dot`] runs a SIMD kernel for `ty` on this machine (else the scalar reference).
+pub fn has_simd(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    if has_avx2() {
+        return matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q6K);
+    }
+    has_neon() && matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32)
+}
+
 /// Dot product of a weight row of type `ty` with an activation row already converted to the
 /// format [`crate::quant::ggml::ActFormat::for_weights`] gives for `ty`.
 #[inline]
