@@ -74,6 +74,7 @@ fn main() {
                 ctx - 1,
                 1,
                 0.125,
+                0,
                 &mut scores,
                 &mut out,
             );

@@ -517,6 +517,7 @@ fn attention_matches_cpu_decode_and_prefill() {
             pos0,
             nt,
             scale,
+            0,
             &mut scores,
             &mut want,
         );

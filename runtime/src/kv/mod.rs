@@ -487,8 +487,9 @@ impl KvCache {
     }
 
     /// Attention of the batch's queries `q` (`n × n_head × head_dim`) over layer `layer`,
-    /// including the batch's own keys (causal), into `out`. `scores`: f16 path scratch of
-    /// `n_threads × capacity` floats.
+    /// including the batch's own keys (causal), into `out`. `window` > 0 limits each query
+    /// to its last `window` keys, itself included (sliding-window layers); 0 = all.
+    /// `scores`: f16 path scratch of `n_threads × capacity` floats.
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &mut self,
@@ -498,17 +499,27 @@ impl KvCache {
         q: &[f32],
         n: usize,
         scale: f32,
+        window: usize,
         scores: &mut [f32],
         out: &mut [f32],
     ) -> Result<()> {
+        let len = self.len();
         match &mut self.store {
             Store::F16 { cache, .. } => {
                 let pos0 = cache.len();
                 let (k, v) = cache.layer(layer);
-                attention(pool, shape, q, k, v, pos0, n, scale, scores, out);
+                attention(pool, shape, q, k, v, pos0, n, scale, window, scores, out);
                 Ok(())
             }
-            Store::Quant(qc) => qc.attend(pool, layer, shape, q, n, scale, out),
+            Store::Quant(qc) => {
+                // The quantized pages have no window mask yet: refuse once it would matter.
+                if window > 0 && len + n > window {
+                    return Err(Error::invalid(format!(
+                        "sliding-window attention (window {window}) over a quantized KV cache is not supported yet; use --kv f16 or a context of at most {window} tokens"
+                    )));
+                }
+                qc.attend(pool, layer, shape, q, n, scale, out)
+            }
         }
     }
 

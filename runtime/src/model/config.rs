@@ -13,6 +13,19 @@ pub enum Arch {
     Qwen2,
     /// Qwen3: per-head RMSNorm on Q and K; NeoX RoPE.
     Qwen3,
+    /// Gemma 3: embeddings scaled by √n_embd, Q/K norms, norms after attention and after
+    /// the FFN too, GELU (tanh) gated FFN, NeoX RoPE, and sliding-window attention on five
+    /// layers of six (RoPE base 10,000 there, as llama.cpp sets it).
+    Gemma3,
+}
+
+/// The gate's activation in the gated FFN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU: `silu(gate) · up`.
+    Silu,
+    /// GeGLU with the tanh approximation of GELU: `gelu(gate) · up`.
+    GeluTanh,
 }
 
 impl Arch {
@@ -21,9 +34,10 @@ impl Arch {
             "llama" | "mistral" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
+            "gemma3" => Arch::Gemma3,
             other => {
                 return Err(Error::bad_model(format!(
-                "architecture {other:?} is not supported (supported: llama, mistral, qwen2, qwen3)"
+                "architecture {other:?} is not supported (supported: llama, mistral, qwen2, qwen3, gemma3)"
             )))
             }
         })
@@ -35,6 +49,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
         }
     }
 }
@@ -61,6 +76,20 @@ pub struct ModelConfig {
     /// Linear RoPE scaling: positions are multiplied by this (1.0 = none).
     pub rope_freq_scale: f32,
     pub norm_eps: f32,
+    /// The gated FFN's activation.
+    pub act: Activation,
+    /// Factor on the token embeddings (Gemma: √n_embd; else 1).
+    pub embd_scale: f32,
+    /// RMSNorm on the attention output and on the FFN output before each residual add
+    /// (Gemma 2/3's `post_attention_norm`, `post_ffw_norm`).
+    pub post_norms: bool,
+    /// Keys a sliding-window layer attends to (itself included); 0 when no layer slides.
+    pub sliding_window: usize,
+    /// Every `swa_pattern`-th layer (the last of each group) attends globally; the others
+    /// slide. 0 = no sliding layers.
+    pub swa_pattern: usize,
+    /// RoPE base of the sliding layers.
+    pub rope_base_swa: f32,
 }
 
 /// Upper bounds that no real model of this decade exceeds; anything larger is hostile.
@@ -176,7 +205,21 @@ impl ModelConfig {
         };
         let rope_style = match arch {
             Arch::Llama => RopeStyle::Interleaved,
-            Arch::Qwen2 | Arch::Qwen3 => RopeStyle::Neox,
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => RopeStyle::Neox,
+        };
+        let gemma = arch == Arch::Gemma3;
+        let sliding_window = if gemma {
+            let w = f
+                .get_u64(&format!("{a}.attention.sliding_window"))?
+                .unwrap_or(0);
+            if w > MAX_DIM {
+                return Err(Error::bad_model(format!(
+                    "attention.sliding_window {w} is out of range"
+                )));
+            }
+            w as usize
+        } else {
+            0
         };
         Ok(ModelConfig {
             arch,
@@ -194,7 +237,25 @@ impl ModelConfig {
             rope_style,
             rope_freq_scale,
             norm_eps,
+            act: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            embd_scale: if gemma { (n_embd as f32).sqrt() } else { 1.0 },
+            post_norms: gemma,
+            sliding_window,
+            // llama.cpp's gemma3 hparams: five sliding layers, then one global.
+            swa_pattern: if sliding_window > 0 { 6 } else { 0 },
+            rope_base_swa: if gemma { 10_000.0 } else { rope_base },
         })
+    }
+
+    /// Whether layer `layer` attends over a sliding window ([`Self::sliding_window`]).
+    pub fn is_swa(&self, layer: usize) -> bool {
+        self.sliding_window > 0
+            && self.swa_pattern > 0
+            && !(layer + 1).is_multiple_of(self.swa_pattern)
     }
 
     /// Width of all query heads together.

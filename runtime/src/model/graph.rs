@@ -4,12 +4,13 @@
 //! norms, RoPE style), never by copies of this code. It decides what runs; the CPU backend
 //! decides how. A batch of tokens (prefill) and a single token (decode) take the same path.
 
-use super::config::ModelConfig;
+use super::config::{Activation, ModelConfig};
 use super::weights::{Linear, RowScratch, Weights};
 use crate::backend::cpu::attention::AttnShape;
 use crate::backend::cpu::matmul::matmul_many;
 use crate::backend::cpu::ops::{
-    add_bias_rows, add_inplace, rms_norm, rms_norm_heads, rope, rope_cos_sin, silu_mul,
+    add_bias_rows, add_inplace, gelu_tanh_mul, rms_norm, rms_norm_heads, rope, rope_cos_sin,
+    silu_mul,
 };
 use crate::backend::cpu::Pool;
 use crate::dfloat::{decode_matmul_many, Df11Job};
@@ -81,6 +82,8 @@ pub struct Scratch {
     rows: RowScratch,
     scores: Vec<f32>,
     rope_cs: Vec<(f32, f32)>,
+    /// RoPE angles at the sliding layers' base (empty without sliding layers).
+    rope_cs_swa: Vec<(f32, f32)>,
     logits: Vec<f32>,
 }
 
@@ -113,6 +116,14 @@ impl Scratch {
             rows: RowScratch::default(),
             scores: vec![0.0; n_threads * n_ctx],
             rope_cs: vec![(0.0, 0.0); cap * c.n_rot / 2],
+            rope_cs_swa: vec![
+                (0.0, 0.0);
+                if c.sliding_window > 0 {
+                    cap * c.n_rot / 2
+                } else {
+                    0
+                }
+            ],
             logits: vec![0.0; if all_logits { cap } else { 1 } * c.n_vocab],
         }
     }
@@ -144,7 +155,7 @@ impl Scratch {
         ];
         f32s.iter().map(|b| b.len() * 4).sum::<usize>()
             + self.proj.acts.len()
-            + self.rope_cs.len() * std::mem::size_of::<(f32, f32)>()
+            + (self.rope_cs.len() + self.rope_cs_swa.len()) * std::mem::size_of::<(f32, f32)>()
     }
 }
 
@@ -323,8 +334,11 @@ pub fn forward<'s>(
                 c.n_vocab
             )));
         }
-        w.token_embd
-            .row_into(file, t as usize, &mut s.x[i * d..(i + 1) * d], &mut s.rows)?;
+        let row = &mut s.x[i * d..(i + 1) * d];
+        w.token_embd.row_into(file, t as usize, row, &mut s.rows)?;
+        if c.embd_scale != 1.0 {
+            row.iter_mut().for_each(|v| *v *= c.embd_scale);
+        }
     }
     kv.begin(n)?;
     // RoPE angles for the batch, shared by all layers.
@@ -338,6 +352,15 @@ pub fn forward<'s>(
             w.rope_freqs.as_deref(),
             &mut s.rope_cs[i * half..(i + 1) * half],
         );
+        if !s.rope_cs_swa.is_empty() {
+            rope_cos_sin(
+                pos,
+                c.n_rot,
+                c.rope_base_swa,
+                w.rope_freqs.as_deref(),
+                &mut s.rope_cs_swa[i * half..(i + 1) * half],
+            );
+        }
     }
     let shape = AttnShape {
         n_head: c.n_head,
@@ -347,6 +370,12 @@ pub fn forward<'s>(
     let scale = 1.0 / (c.head_dim as f32).sqrt();
     let (qd, kvd) = (c.q_dim(), c.kv_dim());
     for (li, l) in w.layers.iter().enumerate() {
+        let swa = c.is_swa(li);
+        let (window, layer_cs) = if swa {
+            (c.sliding_window, &s.rope_cs_swa)
+        } else {
+            (0, &s.rope_cs)
+        };
         for i in 0..n {
             rms_norm(
                 &s.x[i * d..(i + 1) * d],
@@ -371,7 +400,7 @@ pub fn forward<'s>(
             rms_norm_heads(&mut s.k[..n * kvd], kn, c.norm_eps);
         }
         for i in 0..n {
-            let cs = &s.rope_cs[i * half..(i + 1) * half];
+            let cs = &layer_cs[i * half..(i + 1) * half];
             rope(
                 &mut s.q[i * qd..(i + 1) * qd],
                 c.head_dim,
@@ -388,11 +417,24 @@ pub fn forward<'s>(
             );
         }
         kv.store(li, &s.k[..n * kvd], &s.v[..n * kvd])?;
-        kv.attend(pool, li, shape, &s.q, n, scale, &mut s.scores, &mut s.attn)?;
+        kv.attend(
+            pool,
+            li,
+            shape,
+            &s.q,
+            n,
+            scale,
+            window,
+            &mut s.scores,
+            &mut s.attn,
+        )?;
         if let Some(tap) = &mut s.tap {
             tap(li, TapSite::AttnOut, &s.attn[..n * qd], n);
         }
         project(pool, file, &l.wo, &s.attn, n, &mut s.proj, &mut s.tmp)?;
+        if let Some(pn) = &l.post_attn_norm {
+            norm_rows_inplace(&mut s.tmp[..n * d], pn, c.norm_eps, &mut s.xn[..n * d]);
+        }
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
 
         for i in 0..n {
@@ -414,11 +456,17 @@ pub fn forward<'s>(
             n,
             &mut s.proj,
         )?;
-        silu_mul(&mut s.gate[..n * c.n_ff], &s.up[..n * c.n_ff]);
+        match c.act {
+            Activation::Silu => silu_mul(&mut s.gate[..n * c.n_ff], &s.up[..n * c.n_ff]),
+            Activation::GeluTanh => gelu_tanh_mul(&mut s.gate[..n * c.n_ff], &s.up[..n * c.n_ff]),
+        }
         if let Some(tap) = &mut s.tap {
             tap(li, TapSite::FfnDown, &s.gate[..n * c.n_ff], n);
         }
         project(pool, file, &l.w_down, &s.gate, n, &mut s.proj, &mut s.tmp)?;
+        if let Some(pn) = &l.post_ffn_norm {
+            norm_rows_inplace(&mut s.tmp[..n * d], pn, c.norm_eps, &mut s.xn[..n * d]);
+        }
         add_inplace(&mut s.x[..n * d], &s.tmp[..n * d]);
     }
     kv.commit();
@@ -439,4 +487,13 @@ pub fn forward<'s>(
     }
     project(pool, file, &w.output, &s.xn, m, &mut s.proj, &mut s.logits)?;
     Ok(&s.logits[..m * c.n_vocab])
+}
+
+/// RMSNorm of every `w.len()`-wide row of `x` in place (through `tmp`, same size).
+fn norm_rows_inplace(x: &mut [f32], w: &[f32], eps: f32, tmp: &mut [f32]) {
+    let d = w.len();
+    for (row, t) in x.chunks_exact_mut(d).zip(tmp.chunks_exact_mut(d)) {
+        rms_norm(row, w, eps, t);
+        row.copy_from_slice(t);
+    }
 }

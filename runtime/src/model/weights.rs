@@ -142,6 +142,9 @@ pub struct Layer {
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
+    /// Gemma: RMSNorm weights on the attention output and on the FFN output.
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub post_ffn_norm: Option<Vec<f32>>,
     pub w_gate: Linear,
     pub w_up: Linear,
     pub w_down: Linear,
@@ -296,7 +299,7 @@ impl Weights {
         let qkv_bias = c.arch == Arch::Qwen2;
         for i in 0..c.n_layer {
             let p = format!("blk.{i}");
-            let (q_norm, k_norm) = if c.arch == Arch::Qwen3 {
+            let (q_norm, k_norm) = if matches!(c.arch, Arch::Qwen3 | Arch::Gemma3) {
                 (
                     Some(vector(f, &format!("{p}.attn_q_norm.weight"), c.head_dim)?),
                     Some(vector(f, &format!("{p}.attn_k_norm.weight"), c.head_dim)?),
@@ -313,6 +316,14 @@ impl Weights {
                 q_norm,
                 k_norm,
                 ffn_norm: vector(f, &format!("{p}.ffn_norm.weight"), c.n_embd)?,
+                post_attn_norm: c
+                    .post_norms
+                    .then(|| vector(f, &format!("{p}.post_attention_norm.weight"), c.n_embd))
+                    .transpose()?,
+                post_ffn_norm: c
+                    .post_norms
+                    .then(|| vector(f, &format!("{p}.post_ffw_norm.weight"), c.n_embd))
+                    .transpose()?,
                 w_gate: linear(f, &format!("{p}.ffn_gate"), c.n_ff, c.n_embd, false)?,
                 w_up: linear(f, &format!("{p}.ffn_up"), c.n_ff, c.n_embd, false)?,
                 w_down: linear(f, &format!("{p}.ffn_down"), c.n_embd, c.n_ff, false)?,

@@ -5,8 +5,9 @@
 //! k, v [n_ctx][n_kv_head][head_dim]      f16, positions 0..pos0+n_tokens filled
 //! out  [n_tokens][n_head][head_dim]      f32
 //! ```
-//! Token t (at position pos0 + t) attends to positions 0..=pos0+t. Query head h reads KV
-//! head h / (n_head / n_kv_head). Work is split over (token, head) pairs.
+//! Token t (at position pos0 + t) attends to positions 0..=pos0+t, or with a sliding window
+//! of w keys to pos0+t+1−w..=pos0+t. Query head h reads KV head h / (n_head / n_kv_head).
+//! Work is split over (token, head) pairs.
 
 use half::f16;
 
@@ -26,7 +27,8 @@ struct OutPtr(*mut f32);
 // SAFETY: every (token, head) pair writes its own head_dim-long slice of the output.
 unsafe impl Sync for OutPtr {}
 
-/// `scores` is scratch of at least `n_threads × (pos0 + n_tokens)` floats.
+/// `scores` is scratch of at least `n_threads × (pos0 + n_tokens)` floats; `window` 0 means
+/// no sliding window.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &Pool,
@@ -37,6 +39,7 @@ pub fn attention(
     pos0: usize,
     n_tokens: usize,
     scale: f32,
+    window: usize,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
@@ -62,13 +65,19 @@ pub fn attention(
         for pair in range {
             let (t, h) = (pair / n_head, pair % n_head);
             let kvh = h / group;
-            let n_keys = pos0 + t + 1;
+            let end = pos0 + t + 1;
+            let first = if window > 0 {
+                end.saturating_sub(window)
+            } else {
+                0
+            };
+            let n_keys = end - first;
             let qsrc = &q[(t * n_head + h) * hd..][..hd];
             for (d, &s) in qh.iter_mut().zip(qsrc) {
                 *d = f16::from_f32(s).to_f32();
             }
             let qh = &qh[..hd];
-            for (j, s) in sc[..n_keys].iter_mut().enumerate() {
+            for (j, s) in (first..end).zip(sc[..n_keys].iter_mut()) {
                 *s = dot_f16(&k[j * kv_dim + kvh * hd..][..hd], qh) * scale;
             }
             softmax(&mut sc[..n_keys]);
@@ -76,7 +85,7 @@ pub fn attention(
             // belongs to this pair alone.
             let o = unsafe { std::slice::from_raw_parts_mut(op.0.add(pair * hd), hd) };
             o.fill(0.0);
-            for (j, &p) in sc[..n_keys].iter().enumerate() {
+            for (j, &p) in (first..end).zip(sc[..n_keys].iter()) {
                 // llama.cpp multiplies V by the probabilities converted to f16.
                 let p = f16::from_f32(p).to_f32();
                 axpy_f16(o, p, &v[j * kv_dim + kvh * hd..][..hd]);
@@ -137,42 +146,51 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         let mut scores = vec![0f32; 2 * (pos0 + nt)];
         let mut out = vec![0f32; nt * 32];
-        attention(
-            &pool,
-            shape,
-            &q,
-            &k,
-            &v,
-            pos0,
-            nt,
-            0.35,
-            &mut scores,
-            &mut out,
-        );
-        for t in 0..nt {
-            for h in 0..4 {
-                let kvh = h / 2;
-                let n = pos0 + t + 1;
-                let ks: Vec<Vec<f32>> = (0..n)
-                    .map(|j| {
-                        k[j * kv_dim + kvh * 8..][..8]
-                            .iter()
-                            .map(|x| x.to_f32())
-                            .collect()
-                    })
-                    .collect();
-                let vs: Vec<Vec<f32>> = (0..n)
-                    .map(|j| {
-                        v[j * kv_dim + kvh * 8..][..8]
-                            .iter()
-                            .map(|x| x.to_f32())
-                            .collect()
-                    })
-                    .collect();
-                let want = naive(&q[(t * 4 + h) * 8..][..8], &ks, &vs, 0.35);
-                let got = &out[(t * 4 + h) * 8..][..8];
-                for (a, b) in want.iter().zip(got) {
-                    assert!((a - b).abs() < 1e-5, "t{t} h{h}: {a} vs {b}");
+        // Window 0 (all keys), and a sliding window of 2 keys that cuts both tokens' view.
+        for window in [0usize, 2] {
+            attention(
+                &pool,
+                shape,
+                &q,
+                &k,
+                &v,
+                pos0,
+                nt,
+                0.35,
+                window,
+                &mut scores,
+                &mut out,
+            );
+            for t in 0..nt {
+                for h in 0..4 {
+                    let kvh = h / 2;
+                    let n = pos0 + t + 1;
+                    let first = if window > 0 {
+                        n.saturating_sub(window)
+                    } else {
+                        0
+                    };
+                    let ks: Vec<Vec<f32>> = (first..n)
+                        .map(|j| {
+                            k[j * kv_dim + kvh * 8..][..8]
+                                .iter()
+                                .map(|x| x.to_f32())
+                                .collect()
+                        })
+                        .collect();
+                    let vs: Vec<Vec<f32>> = (first..n)
+                        .map(|j| {
+                            v[j * kv_dim + kvh * 8..][..8]
+                                .iter()
+                                .map(|x| x.to_f32())
+                                .collect()
+                        })
+                        .collect();
+                    let want = naive(&q[(t * 4 + h) * 8..][..8], &ks, &vs, 0.35);
+                    let got = &out[(t * 4 + h) * 8..][..8];
+                    for (a, b) in want.iter().zip(got) {
+                        assert!((a - b).abs() < 1e-5, "w{window} t{t} h{h}: {a} vs {b}");
+                    }
                 }
             }
         }

@@ -87,6 +87,17 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `gate = gelu(gate) · up`, GELU by its tanh approximation (as llama.cpp's `ggml_gelu`):
+/// `0.5·v·(1 + tanh(√(2/π)·(v + 0.044715·v³)))`.
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const A: f32 = 0.044_715;
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let v = *g;
+        *g = 0.5 * v * (1.0 + (SQRT_2_OVER_PI * v * (1.0 + A * v * v)).tanh()) * u;
+    }
+}
+
 /// `x += y`.
 pub fn add_inplace(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {

@@ -181,6 +181,17 @@ impl GpuModel {
         file: &GgufFile,
         lut: &mut LutChooser<'_>,
     ) -> Result<GpuModel> {
+        // The WGSL graph has SwiGLU, no post-norms, no embedding scale and no sliding window.
+        if cfg.act != crate::model::config::Activation::Silu
+            || cfg.post_norms
+            || cfg.embd_scale != 1.0
+            || cfg.sliding_window > 0
+        {
+            return Err(Error::Backend(format!(
+                "architecture {} is not supported by the GPU backend yet (GELU FFN, post-norms, embedding scale or sliding-window attention)",
+                cfg.arch_name
+            )));
+        }
         let d = &*dev;
         let mut linear = |l: &Linear| -> Result<GpuLinear> {
             let weights = match lut(l)? {
