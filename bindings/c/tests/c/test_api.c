@@ -361,10 +361,16 @@ static void test_cancel(suanpan_model *m) {
     pthread_create(&t, NULL, canceller, &a);
     /* Counting goes on for hundreds of tokens unless cancelled. */
     suanpan_generate_params gp = greedy(900);
-    CHECK_STATUS(suanpan_generate(s, "Count: one, two, three, four,", &gp, on_piece, &c, NULL),
+    /* The result describes the failed call: the tokens streamed before the cancel. */
+    suanpan_generate_result cr = suanpan_generate_result_default();
+    cr.generated_tokens = 12345;
+    CHECK_STATUS(suanpan_generate(s, "Count: one, two, three, four,", &gp, on_piece, &c, &cr),
                  SUANPAN_CANCELLED);
     atomic_store(&a.done, 1);
     pthread_join(t, NULL);
+    CHECK(cr.stop_reason == SUANPAN_STOP_ERROR, "stop reason %d", (int)cr.stop_reason);
+    CHECK(cr.generated_tokens >= (uint32_t)c.pieces && cr.generated_tokens < 900,
+          "result says %u tokens after %d pieces", cr.generated_tokens, c.pieces);
     CHECK(a.busy_status == SUANPAN_BUSY, "second thread got %s",
           suanpan_status_name(a.busy_status));
     CHECK(c.pieces >= 5 && c.pieces < 400, "cancelled after %d pieces", c.pieces);
@@ -388,9 +394,22 @@ static void test_context_full(suanpan_model *m) {
     suanpan_generate_params gp = greedy(100);
     static collector c;
     collector_init(&c);
-    CHECK_STATUS(suanpan_generate(s, "Count: one, two, three, four,", &gp, on_piece, &c, NULL),
+    /* A result left from a previous call must not survive the failed one. */
+    suanpan_generate_result fr = suanpan_generate_result_default();
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, &fr), SUANPAN_CONTEXT_FULL);
+    suanpan_session_reset(s);
+    uint32_t stale = fr.generated_tokens;
+    CHECK_STATUS(suanpan_generate(s, "Count: one, two, three, four,", &gp, on_piece, &c, &fr),
                  SUANPAN_CONTEXT_FULL);
     CHECK(strstr(suanpan_last_error(), "context") != NULL, "message: %s", suanpan_last_error());
+    CHECK(fr.stop_reason == SUANPAN_STOP_ERROR, "stop reason %d", (int)fr.stop_reason);
+    CHECK(fr.generated_tokens >= (uint32_t)c.pieces && fr.generated_tokens > 0 &&
+              fr.generated_tokens < 24,
+          "result says %u tokens (%d pieces, %u before)", fr.generated_tokens, c.pieces, stale);
+    /* Bad arguments reset it too. */
+    fr.generated_tokens = 77;
+    CHECK_STATUS(suanpan_generate(s, NULL, &gp, NULL, NULL, &fr), SUANPAN_INVALID_ARG);
+    CHECK(fr.generated_tokens == 0 && fr.stop_reason == SUANPAN_STOP_ERROR, "after a bad call");
     suanpan_usage u = suanpan_usage_default();
     suanpan_session_usage(s, &u);
     CHECK(u.tokens == 24, "%u tokens", u.tokens);
