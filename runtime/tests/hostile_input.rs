@@ -391,6 +391,7 @@ fn convert_refuses_to_overwrite_its_input() {
     }
     assert_eq!(std::fs::read(&input).unwrap(), bytes, "the input changed");
     assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -413,6 +414,7 @@ fn convert_asks_before_overwriting_and_keeps_inputs_named_partial() {
     convert(&input, &out, &p, &|_| {}).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), first);
     assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[cfg(unix)]
@@ -429,6 +431,7 @@ fn convert_refuses_device_and_folder_outputs() {
     }
     assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
     assert!(leftovers(&d).is_empty());
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -532,6 +532,7 @@ fn hostile_chat_templates_end_with_an_error_not_a_crash() {
         assert!(err.contains("error:") && err.contains(want), "{name}: {err}");
         // `run` does not use the template.
         ok_stdout(&["run", "-m", &m, "-p", "hi", "-n", "2"]);
+        std::fs::remove_file(&m).unwrap();
     }
 }
 
@@ -548,6 +549,7 @@ fn a_template_that_does_not_parse_only_breaks_chat() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("does not parse"), "{err}");
+    std::fs::remove_file(&m).unwrap();
 }
 
 #[test]
@@ -576,6 +578,7 @@ fn convert_protects_its_input_and_existing_files() {
     assert_eq!(std::fs::metadata(&input).unwrap().len(), before);
     assert_eq!(std::fs::read(&existing).unwrap(), b"keep");
     assert!(!std::fs::metadata("/dev/full").unwrap().is_file());
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[cfg(unix)]
@@ -633,6 +636,7 @@ fn convert_interrupted_leaves_no_temporary_file() {
         assert_eq!(status.code(), Some(130));
         assert!(!out.exists());
     }
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]

@@ -538,6 +538,48 @@ static void test_chat(suanpan_model *m) {
     suanpan_session_free(s);
 }
 
+/* ---- hostile chat templates (issue 18) ----------------------------------------------- */
+
+static void *cancel_after_50ms(void *p) {
+    struct timespec ms50 = {0, 50000000};
+    nanosleep(&ms50, NULL);
+    suanpan_session_cancel((suanpan_session *)p);
+    return NULL;
+}
+
+/* `doubling` asks for 206 GB while rendering its template (ns.l + ns.l), `loops` runs for
+ * 10^10 iterations: chat returns a status, the process and the session live on. */
+static void test_hostile_templates(const char *doubling, const char *loops) {
+    suanpan_model *m = NULL;
+    CHECK_STATUS(suanpan_model_load(doubling, NULL, &m), SUANPAN_OK);
+    if (!m) return;
+    suanpan_session *s = new_session(m, 128);
+    suanpan_chat_message msgs[1] = {{"user", "hi"}};
+    suanpan_generate_params gp = greedy(2);
+    suanpan_generate_result r = suanpan_generate_result_default();
+    CHECK_STATUS(suanpan_chat(s, msgs, 1, &gp, NULL, NULL, &r), SUANPAN_OOM);
+    CHECK(strstr(suanpan_last_error(), "memory") != NULL, "message: %s", suanpan_last_error());
+    CHECK(r.stop_reason == SUANPAN_STOP_ERROR && r.generated_tokens == 0, "result after OOM");
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, &r), SUANPAN_OK);
+    suanpan_session_free(s);
+    suanpan_model_free(m);
+
+    CHECK_STATUS(suanpan_model_load(loops, NULL, &m), SUANPAN_OK);
+    if (!m) return;
+    s = new_session(m, 128);
+    pthread_t t;
+    pthread_create(&t, NULL, cancel_after_50ms, s);
+    CHECK_STATUS(suanpan_chat(s, msgs, 1, &gp, NULL, NULL, &r), SUANPAN_CANCELLED);
+    pthread_join(t, NULL);
+    /* Uncancelled, it runs out of fuel. */
+    CHECK_STATUS(suanpan_chat(s, msgs, 1, &gp, NULL, NULL, &r), SUANPAN_INVALID_ARG);
+    CHECK(strstr(suanpan_last_error(), "instructions") != NULL, "message: %s",
+          suanpan_last_error());
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, &r), SUANPAN_OK);
+    suanpan_session_free(s);
+    suanpan_model_free(m);
+}
+
 /* ---- panics become SUANPAN_INTERNAL ------------------------------------------------- */
 
 static void test_internal(suanpan_model *m) {
@@ -577,6 +619,7 @@ int main(int argc, char **argv) {
     test_save_restore(m);
     test_chat(m);
     test_internal(m);
+    if (argc >= 5) test_hostile_templates(argv[3], argv[4]);
     /* Sessions outlive the model handle. */
     suanpan_session *s = new_session(m, 64);
     suanpan_model_free(m);
