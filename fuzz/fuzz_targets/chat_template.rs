@@ -1,6 +1,6 @@
 //! Fuzz chat templates and messages: any template text and any conversation must render to
 //! `Ok` or an error (template, out of memory), never panic, hang or abort. Renders run
-//! with small limits (fuel 200,000 instructions, 4 MB of memory, 1 MB of output) so that
+//! with small limits (fuel 200,000 instructions, 1 MB of memory and of output) so that
 //! each execution is short.
 //!
 //! Input layout: template text, a NUL byte, then message contents separated by NUL bytes
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         fuel: 200_000,
         recursion: 100,
         max_output: 1 << 20,
-        max_memory: 4 << 20,
+        max_memory: 1 << 20,
     };
     let Ok(t) = ChatTemplate::with_limits(&source, "<s>", "</s>", &limits) else {
         return;

@@ -13,6 +13,7 @@
 
 pub mod render;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -55,6 +56,11 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Renders over the memory budget after which a template is refused without rendering:
+/// each leaves a sleeping thread holding up to its budget, so a hostile template in a
+/// long-lived process costs at most this many budgets.
+pub const MAX_MEMORY_TRIPS: usize = 3;
+
 /// A parsed chat template, ready to render conversations (cheap to clone: the parsed
 /// template is shared).
 #[derive(Clone)]
@@ -63,6 +69,8 @@ pub struct ChatTemplate(Arc<Inner>);
 struct Inner {
     env: Environment<'static>,
     limits: RenderLimits,
+    /// Renders that went over their memory budget (each leaves its thread asleep).
+    memory_trips: AtomicUsize,
     source: String,
     bos: String,
     eos: String,
@@ -216,6 +224,7 @@ impl ChatTemplate {
         Ok(ChatTemplate(Arc::new(Inner {
             env,
             limits: limits.clone(),
+            memory_trips: AtomicUsize::new(0),
             source: source.to_string(),
             bos: bos.to_string(),
             eos: eos.to_string(),
@@ -276,9 +285,15 @@ impl ChatTemplate {
         if cancel.is_some_and(|c| c.is_cancelled()) {
             return Err(Error::Cancelled);
         }
+        if self.0.memory_trips.load(Ordering::Relaxed) >= MAX_MEMORY_TRIPS {
+            return Err(Error::OutOfMemory(format!(
+                "the chat template went over its memory budget {MAX_MEMORY_TRIPS} times; it \
+                 is not rendered again (each time leaves up to the budget behind)"
+            )));
+        }
         let inner = self.0.clone();
         let messages = messages.to_vec();
-        render::guarded(limits, cancel, move |out| {
+        let r = render::guarded(limits, cancel, move |out| {
             let msgs: Vec<Value> = messages
                 .iter()
                 .map(|m| {
@@ -300,7 +315,11 @@ impl ChatTemplate {
                 .map_err(template_err)?;
             tmpl.render_captured_to(ctx, out).map_err(template_err)?;
             Ok(())
-        })
+        });
+        if matches!(r, Err(Error::OutOfMemory(_))) {
+            self.0.memory_trips.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 
     /// The template source.

@@ -95,6 +95,25 @@ fn constant_folding_at_parse_time_is_bounded() {
     assert!(m.chat_template_error().is_some());
 }
 
+/// A template that keeps going over its memory budget is refused without rendering after
+/// `MAX_MEMORY_TRIPS` times, so the memory its sleeping threads hold stays bounded.
+#[test]
+fn repeated_memory_trips_disable_the_template() {
+    let t = tmpl(LIST_DOUBLING);
+    for _ in 0..suanpan::chat::MAX_MEMORY_TRIPS {
+        let e = t.render(&hi(), true).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutOfMemory(m) if m.contains("needs more")),
+            "{e:?}"
+        );
+    }
+    let e = t.render(&hi(), true).unwrap_err();
+    assert!(
+        matches!(&e, Error::OutOfMemory(m) if m.contains("not rendered again")),
+        "{e:?}"
+    );
+}
+
 /// A memory budget smaller than the default is honoured.
 #[test]
 fn memory_budget_is_per_render() {
