@@ -534,6 +534,12 @@ fn chat_turn(
             false
         }
         Err(suanpan::Error::Cancelled) if stopped() => true,
+        Err(e @ suanpan::Error::ContextFull(_)) if interrupt.is_some() && reply.is_empty() => {
+            // In the REPL a message too long for the context is dropped, not the chat.
+            eprintln!("[suanpan] {e}; that message was not added");
+            msgs.pop();
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     if interrupted {

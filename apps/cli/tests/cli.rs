@@ -673,3 +673,41 @@ fn messages_say_each_thing_once() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--chunks must be at least 1"), "{err}");
 }
+
+/// The REPL survives a line that is not UTF-8 and a message too long for the context.
+#[test]
+fn chat_repl_survives_bad_lines() {
+    use std::io::Write;
+    let mut child = suanpan()
+        .args([
+            "chat",
+            "-m",
+            &model(),
+            "-c",
+            "128",
+            "-n",
+            "2",
+            "--temp",
+            "0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"caf\xe9 au lait\n").unwrap();
+    stdin.write_all("word ".repeat(2000).as_bytes()).unwrap();
+    stdin.write_all(b"\nHi\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("not UTF-8"), "{err}");
+    assert!(
+        err.contains("context full") && err.contains("not added"),
+        "{err}"
+    );
+    // Three prompts, each answered or refused, then end of input.
+    assert_eq!(err.matches("> ").count(), 4, "{err}");
+}
