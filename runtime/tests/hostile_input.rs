@@ -433,6 +433,15 @@ fn convert_asks_before_overwriting_and_keeps_inputs_named_partial() {
     convert(&input, &out, &p, &|_| {}).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), first);
     assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+    // A conversion killed outright (pid 4294967295 never runs) left its file: the next
+    // conversion to that output removes it; one of a live process stays.
+    let stale = d.join(".x.gguf.suanpan-4294967295-0.tmp");
+    let live = d.join(format!(".x.gguf.suanpan-{}-999999.tmp", std::process::id()));
+    std::fs::write(&stale, b"half a model").unwrap();
+    std::fs::write(&live, b"in progress").unwrap();
+    convert(&input, &out, &p, &|_| {}).unwrap();
+    assert!(!stale.exists());
+    assert!(live.exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
 

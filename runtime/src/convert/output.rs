@@ -7,7 +7,9 @@
 //! (`.NAME.suanpan-PID-N.tmp`, created exclusively, so no other file is ever truncated)
 //! which is renamed over the output at the end; on error, or when dropped, the temporary
 //! file is removed. [`remove_temporaries`] removes those of conversions still running (for
-//! a Ctrl-C handler).
+//! a Ctrl-C handler). A conversion that was killed outright leaves its file behind; the next
+//! conversion to the same output removes those whose process is gone (Linux: no
+//! `/proc/PID`).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -97,6 +99,7 @@ impl TempOutput {
             .ok_or_else(|| Error::invalid(format!("output {} names no file", output.display())))?
             .to_string_lossy()
             .into_owned();
+        remove_stale(&dir, &name);
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let path = dir.join(format!(".{name}.suanpan-{}-{n}.tmp", std::process::id()));
@@ -156,6 +159,33 @@ fn forget(path: &Path) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// Remove `.NAME.suanpan-PID-N.tmp` files in `dir` left by processes that no longer run.
+fn remove_stale(dir: &Path, name: &str) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let prefix = format!(".{name}.suanpan-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest
+            .strip_suffix(".tmp")
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
