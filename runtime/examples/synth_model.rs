@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n_kv_head: num(5, 8)?,
         ty,
         seed: 7,
+        meta: Vec::new(),
     };
     std::fs::write(out, s.gguf())?;
     eprintln!("wrote {out}: {s:?}");

@@ -7,13 +7,23 @@
 //! string/dict methods used by real templates (`.strip()`, `.startswith()`, `.items()`,
 //! `.split()` ...) come from `minijinja_contrib::pycompat`. A template that does not parse,
 //! or that fails or raises while rendering, is an [`Error::Template`].
+//!
+//! Templates come with model files, so rendering is bounded in work, memory and output and
+//! can be cancelled ([`render`], [`RenderLimits`]).
 
+pub mod render;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use render::RenderLimits;
 
 use minijinja::{Environment, ErrorKind, Value};
 
 use crate::error::{Error, Result};
 use crate::format::gguf::GgufFile;
+use crate::session::CancelToken;
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,9 +56,21 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>
 
 const TEMPLATE_NAME: &str = "chat_template";
 
-/// A parsed chat template, ready to render conversations.
-pub struct ChatTemplate {
+/// Renders over the memory budget after which a template is refused without rendering:
+/// each leaves a sleeping thread holding up to its budget, so a hostile template in a
+/// long-lived process costs at most this many budgets.
+pub const MAX_MEMORY_TRIPS: usize = 3;
+
+/// A parsed chat template, ready to render conversations (cheap to clone: the parsed
+/// template is shared).
+#[derive(Clone)]
+pub struct ChatTemplate(Arc<Inner>);
+
+struct Inner {
     env: Environment<'static>,
+    limits: RenderLimits,
+    /// Renders that went over their memory budget (each leaves its thread asleep).
+    memory_trips: AtomicUsize,
     source: String,
     bos: String,
     eos: String,
@@ -57,9 +79,9 @@ pub struct ChatTemplate {
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatTemplate")
-            .field("source_len", &self.source.len())
-            .field("bos", &self.bos)
-            .field("eos", &self.eos)
+            .field("source_len", &self.0.source.len())
+            .field("bos", &self.0.bos)
+            .field("eos", &self.0.eos)
             .finish()
     }
 }
@@ -67,6 +89,14 @@ impl std::fmt::Debug for ChatTemplate {
 fn template_err(e: minijinja::Error) -> Error {
     // minijinja's message has the kind, the detail and "(in chat_template:LINE)".
     Error::Template(e.to_string())
+}
+
+/// Bytes of text in a conversation.
+pub(crate) fn input_bytes(messages: &[ChatMessage]) -> usize {
+    messages
+        .iter()
+        .map(|m| m.role.len() + m.content.len())
+        .sum()
 }
 
 /// `raise_exception(msg)`: what HF templates call to reject a conversation.
@@ -168,21 +198,37 @@ fn format_time(secs: i64, fmt: &str) -> String {
 
 impl ChatTemplate {
     /// Parse a template. `bos` and `eos` are the texts bound to `bos_token` / `eos_token`.
+    /// Renders are bounded by [`RenderLimits::default`].
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self> {
+        Self::with_limits(source, bos, eos, &RenderLimits::default())
+    }
+
+    /// [`ChatTemplate::new`] with other bounds for [`ChatTemplate::render`] (the fuel
+    /// holds for every render of this template).
+    pub fn with_limits(source: &str, bos: &str, eos: &str, limits: &RenderLimits) -> Result<Self> {
         let mut env = Environment::new();
+        env.set_fuel(Some(limits.fuel));
+        env.set_recursion_limit(limits.recursion);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(template_err)?;
-        Ok(ChatTemplate {
+        // Parsed under the memory budget too: compiling folds constants (`'a' * 10**8`).
+        let src = source.to_string();
+        let env = render::on_guarded_thread(limits, None, move || {
+            env.add_template_owned(TEMPLATE_NAME, src)
+                .map_err(template_err)?;
+            Ok(env)
+        })?;
+        Ok(ChatTemplate(Arc::new(Inner {
             env,
+            limits: limits.clone(),
+            memory_trips: AtomicUsize::new(0),
             source: source.to_string(),
             bos: bos.to_string(),
             eos: eos.to_string(),
-        })
+        })))
     }
 
     /// The generic ChatML template, for models whose file has no template.
@@ -219,38 +265,74 @@ impl ChatTemplate {
     }
 
     /// Render a conversation; with `add_generation_prompt` the text ends where the
-    /// assistant's reply begins.
+    /// assistant's reply begins. Bounded by the template's limits widened for the
+    /// messages' size ([`RenderLimits::for_input`]); see [`ChatTemplate::render_limited`].
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let msgs: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                Value::from_iter([
-                    ("role", Value::from(m.role.as_str())),
-                    ("content", Value::from(m.content.as_str())),
-                ])
-            })
-            .collect();
-        let ctx = Value::from_iter([
-            ("messages", Value::from(msgs)),
-            ("add_generation_prompt", Value::from(add_generation_prompt)),
-            ("bos_token", Value::from(self.bos.as_str())),
-            ("eos_token", Value::from(self.eos.as_str())),
-        ]);
-        let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
-        tmpl.render(ctx).map_err(template_err)
+        let limits = self.0.limits.for_input(input_bytes(messages));
+        self.render_limited(messages, add_generation_prompt, &limits, None)
+    }
+
+    /// [`ChatTemplate::render`] within `limits` (but with the fuel and recursion limit the
+    /// template was built with), returning [`Error::Cancelled`] as soon as `cancel` is set.
+    /// Running out of fuel, output or memory is an [`Error::Template`] that says which.
+    pub fn render_limited(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        limits: &RenderLimits,
+        cancel: Option<&CancelToken>,
+    ) -> Result<String> {
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::Cancelled);
+        }
+        if self.0.memory_trips.load(Ordering::Relaxed) >= MAX_MEMORY_TRIPS {
+            return Err(Error::OutOfMemory(format!(
+                "the chat template went over its memory budget {MAX_MEMORY_TRIPS} times; it \
+                 is not rendered again (each time leaves up to the budget behind)"
+            )));
+        }
+        let inner = self.0.clone();
+        let messages = messages.to_vec();
+        let r = render::guarded(limits, cancel, move |out| {
+            let msgs: Vec<Value> = messages
+                .iter()
+                .map(|m| {
+                    Value::from_iter([
+                        ("role", Value::from(m.role.as_str())),
+                        ("content", Value::from(m.content.as_str())),
+                    ])
+                })
+                .collect();
+            let ctx = Value::from_iter([
+                ("messages", Value::from(msgs)),
+                ("add_generation_prompt", Value::from(add_generation_prompt)),
+                ("bos_token", Value::from(inner.bos.as_str())),
+                ("eos_token", Value::from(inner.eos.as_str())),
+            ]);
+            let tmpl = inner
+                .env
+                .get_template(TEMPLATE_NAME)
+                .map_err(template_err)?;
+            tmpl.render_captured_to(ctx, out).map_err(template_err)?;
+            Ok(())
+        });
+        if matches!(r, Err(Error::OutOfMemory(_))) {
+            self.0.memory_trips.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 
     /// The template source.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.0.source
     }
     /// The text bound to `bos_token`.
     pub fn bos_token(&self) -> &str {
-        &self.bos
+        &self.0.bos
     }
     /// The text bound to `eos_token`.
     pub fn eos_token(&self) -> &str {
-        &self.eos
+        &self.0.eos
     }
 }
 

@@ -4,6 +4,7 @@
 //! backends that run its ops ([`backend`]), a KV cache ([`kv`]), sampling ([`sample`]) and
 //! the session API that ties them together.
 
+pub mod alloc_guard;
 pub mod error;
 pub mod format;
 

@@ -171,6 +171,8 @@ pub struct Session {
     n_batch: usize,
     all_logits: bool,
     cancel: CancelToken,
+    /// Tokens the last generation handed out (kept when it ends with an error).
+    generated: usize,
     /// KV cache and scratch on the GPU when the model runs there (then `kv` and `scratch`
     /// are empty placeholders).
     #[cfg(feature = "gpu")]
@@ -243,6 +245,7 @@ impl Session {
             n_batch,
             all_logits: params.all_logits,
             cancel: CancelToken::new(),
+            generated: 0,
             #[cfg(feature = "gpu")]
             gpu,
         })
@@ -406,6 +409,12 @@ impl Session {
         self.kv_bytes() + self.scratch.bytes()
     }
 
+    /// Tokens the last generation produced and handed out, also when it ended with an
+    /// error (cancelled, context full): they are in the context.
+    pub fn last_generated(&self) -> usize {
+        self.generated
+    }
+
     /// A handle that cancels this session's generation from any thread.
     pub fn cancel_token(&self) -> CancelToken {
         self.cancel.clone()
@@ -537,10 +546,13 @@ impl Session {
         params: &GenerateParams,
         on_piece: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenerateStats> {
-        let ids = self
-            .model
-            .tokenizer
-            .encode(prompt, params.add_special, params.parse_special)?;
+        let room = self.prompt_room(self.context_tokens().len());
+        let ids = (self.model.tokenizer).encode_bounded(
+            prompt,
+            params.add_special,
+            params.parse_special,
+            room,
+        )?;
         self.generate_tokens(&ids, params, on_piece)
     }
 
@@ -551,8 +563,21 @@ impl Session {
         &mut self,
         prompt: &[u32],
         params: &GenerateParams,
+        on_piece: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenerateStats> {
+        self.cancel.reset();
+        self.generate_uncleared(prompt, params, on_piece)
+    }
+
+    /// [`Session::generate_tokens`] without clearing the cancel token first (for callers
+    /// that cleared it earlier and did work that a cancel must also stop, e.g. `chat`).
+    fn generate_uncleared(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
         mut on_piece: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenerateStats> {
+        self.generated = 0;
         params.sampling.validate()?;
         if params.stop.iter().any(|s| s.is_empty()) {
             return Err(Error::invalid("a stop string is empty"));
@@ -563,7 +588,6 @@ impl Session {
         if input.is_empty() {
             return Err(Error::invalid("the prompt is empty"));
         }
-        self.cancel.reset();
         let model = self.model.clone();
         let tok = &model.tokenizer;
         let mut sampler = Sampler::new(params.sampling.clone(), model.config.n_vocab);
@@ -602,6 +626,7 @@ impl Session {
                 )));
             }
             out.push(next);
+            self.generated = out.len();
             self.pending = Some(next);
             let piece = dec.push(tok.token_bytes(next));
             if !piece.is_empty() {

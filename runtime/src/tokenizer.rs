@@ -1116,6 +1116,44 @@ impl Tokenizer {
         Ok(out)
     }
 
+    /// Most bytes of text one token stands for (at least 4: an unknown character).
+    pub fn max_token_bytes(&self) -> usize {
+        let longest = self
+            .piece_offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize);
+        longest.max().unwrap_or(0).max(4)
+    }
+
+    /// [`Tokenizer::encode`] for at most `max_tokens` tokens: text that cannot fit is an
+    /// [`Error::ContextFull`] before anything is allocated for it (no token stands for more
+    /// than [`Tokenizer::max_token_bytes`] bytes, so longer text needs more tokens), and
+    /// text that encodes to more tokens than that is one after encoding.
+    pub fn encode_bounded(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        max_tokens: usize,
+    ) -> Result<Vec<u32>> {
+        let per = self.max_token_bytes();
+        if text.len() / per > max_tokens {
+            return Err(Error::ContextFull(format!(
+                "a text of {} bytes needs more than the {max_tokens} tokens of room left \
+                 (no token covers more than {per} bytes)",
+                text.len()
+            )));
+        }
+        let ids = self.encode(text, add_special, parse_special)?;
+        if ids.len() > max_tokens {
+            return Err(Error::ContextFull(format!(
+                "the text is {} tokens, the room left is {max_tokens}",
+                ids.len()
+            )));
+        }
+        Ok(ids)
+    }
+
     fn check_id(&self, id: u32) -> Result<()> {
         if (id as usize) < self.texts.len() {
             Ok(())

@@ -5,8 +5,6 @@
 //! `SUANPAN_WRITE_FUZZ_SEEDS=1 cargo test -p suanpan --test gguf_bad_input fuzz_seed_corpus_parses` writes
 //! the seed corpus for `cargo fuzz run gguf_parse` (see fuzz/README.md).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use suanpan::format::gguf::{GgufFile, GgufWriter, Value};
@@ -14,48 +12,19 @@ use suanpan::format::GgmlType;
 use suanpan::Error;
 
 // ---------------------------------------------------------------------------------------------
-// Allocation tracking: the largest single allocation made by the current thread.
-
-struct Tracking;
-
-thread_local! {
-    static LARGEST_ALLOC: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_alloc(size: usize) {
-    let _ = LARGEST_ALLOC.try_with(|c| {
-        if size > c.get() {
-            c.set(size);
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_alloc(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Tracking = Tracking;
+// Allocation tracking: the largest single allocation made by the current thread, metered by
+// the runtime's global allocator (feature `alloc-guard`, which this test requires).
 
 /// Run `f` and return its result with the largest single allocation it made on this thread.
 fn largest_alloc_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST_ALLOC.with(|c| c.set(0));
-    let out = f();
-    (out, LARGEST_ALLOC.with(|c| c.get()))
+    const {
+        assert!(
+            suanpan::alloc_guard::ENABLED,
+            "needs the alloc-guard feature"
+        )
+    };
+    let (out, stats) = suanpan::alloc_guard::measure(f);
+    (out, stats.largest)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -51,6 +51,9 @@ pub struct ConvertArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Replace the output file if it exists (never the input, never a device or folder).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
@@ -60,6 +63,8 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             *method = suanpan::lut::Method::Rtn;
         }
     }
+    // Before any work (calibration can take minutes); convert() checks again.
+    suanpan::convert::output::check(&a.input, &a.output, a.force)?;
     let rest = match a.rest.as_str() {
         "source" => Rest::Source,
         "bf16" => Rest::Bf16,
@@ -109,8 +114,14 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         cast: a.cast,
         mix: !a.no_mix,
         threads: a.threads,
+        overwrite: a.force,
         ..ConvertParams::new(target)
     };
+    // Ctrl-C: remove the temporary output file before exiting (nothing else to undo).
+    let _ = ctrlc::set_handler(|| {
+        suanpan::convert::output::remove_temporaries();
+        std::process::exit(130);
+    });
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{spinner} converting [{bar:30}] {pos}/{len} {msg}")

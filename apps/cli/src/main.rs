@@ -300,6 +300,14 @@ fn load_with_bar(path: &Path, params: ModelParams) -> Result<Model> {
 
 fn load(args: &ModelArgs) -> Result<Arc<Model>> {
     let path = model_path(&args.model)?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if args.threads > cores {
+        eprintln!(
+            "[suanpan] warning: --threads {} on {cores} cores: threads beyond the core count \
+             wait on each other and make every token slower",
+            args.threads
+        );
+    }
     // The GPU backend's KV cache does f16 and q8/q4/q2 but not rotation, budgets or sliding
     // (`KvParams::gpu_unsupported`): `auto` stays on the CPU when the cache flags ask for
     // those (an explicit `--backend gpu` gets the session's clear error instead).
@@ -369,7 +377,7 @@ fn report(model: &Model, stats: &suanpan::GenerateStats) {
 fn run(a: RunArgs) -> Result<()> {
     if a.json {
         return run_json(&a).inspect_err(|e| {
-            emit("error", &[("message", format!("{e:#}").into())]);
+            emit("error", &[("message", error_text(e).into())]);
         });
     }
     let model = load(&a.model)?;
@@ -526,6 +534,12 @@ fn chat_turn(
             false
         }
         Err(suanpan::Error::Cancelled) if stopped() => true,
+        Err(e @ suanpan::Error::ContextFull(_)) if interrupt.is_some() && reply.is_empty() => {
+            // In the REPL a message too long for the context is dropped, not the chat.
+            eprintln!("[suanpan] {e}; that message was not added");
+            msgs.pop();
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     if interrupted {
@@ -565,8 +579,18 @@ fn chat(a: ChatArgs) -> Result<()> {
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+        let mut raw = Vec::new();
+        if stdin.lock().read_until(b'\n', &mut raw)? == 0 {
+            return Ok(());
+        }
+        let line = match String::from_utf8(raw) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("[suanpan] that line is not UTF-8 text; invalid bytes became U+FFFD");
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            }
+        };
+        if line.trim().is_empty() {
             return Ok(());
         }
         msgs.push(ChatMessage {
@@ -591,6 +615,9 @@ fn perplexity(a: PplArgs) -> Result<()> {
     let text = suanpan::perplexity::read_text_file(&a.file)?;
     let n_ctx = if a.model.ctx == 0 { 512 } else { a.model.ctx };
     let kv = a.model.kv.params()?;
+    if a.chunks == Some(0) {
+        bail!("--chunks must be at least 1");
+    }
     let limit = a.chunks.unwrap_or(usize::MAX);
     let run = |kv: &KvParams| -> Result<(suanpan::perplexity::PerplexityResult, f64)> {
         let t0 = Instant::now();
@@ -789,14 +816,12 @@ fn info(a: InfoArgs) -> Result<()> {
         "weights read per token: {:.1} MB",
         model.weights().bytes_per_token() as f64 / 1e6
     );
-    println!(
-        "chat template: {}",
-        if model.chat_template().is_some() {
-            "yes"
-        } else {
-            "no (ChatML fallback)"
-        }
-    );
+    let template = match (model.chat_template(), model.chat_template_error()) {
+        (Some(_), _) => "yes".to_string(),
+        (None, Some(e)) => format!("broken, chat unavailable ({e})"),
+        (None, None) => "no (ChatML fallback)".to_string(),
+    };
+    println!("chat template: {template}");
     println!("backend:       {}", model.backend_name());
     if let Some(note) = model.backend_note() {
         println!("               {note}");
@@ -1046,9 +1071,26 @@ fn main() {
         Cmd::Estimate(a) => estimate(a),
     };
     if let Err(e) = r {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_text(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes on one line, each cause once: a runtime error that already
+/// ends with its cause's text (`I/O error on X: No such file`) does not repeat it.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 #[cfg(test)]

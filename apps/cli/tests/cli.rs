@@ -525,3 +525,235 @@ fn convert_calib_refuses_what_it_cannot_calibrate() {
         assert!(!out_path.exists(), "{args:?} left an output file");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input (issue 18).
+
+fn hostile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("suanpan-hostile-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The default model with `tokenizer.chat_template` replaced.
+fn model_with_template(name: &str, template: &str) -> String {
+    use suanpan::format::gguf::{GgufFile, GgufWriter, Value};
+    let path = hostile_dir().join(format!("{name}.gguf"));
+    let f = GgufFile::open(model()).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in &f.metadata {
+        w.add_meta(k, v.clone());
+    }
+    w.add_meta("tokenizer.chat_template", Value::String(template.into()));
+    for t in &f.tensors {
+        w.add_tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec());
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    w.write_to(&mut out).unwrap();
+    drop(out);
+    path.display().to_string()
+}
+
+#[test]
+fn hostile_chat_templates_end_with_an_error_not_a_crash() {
+    for (name, template, want) in [
+        (
+            "loops",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x",
+            "instructions",
+        ),
+        (
+            "doubling",
+            "{% set ns = namespace(l=[1]) %}{% for i in range(100) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
+            "memory",
+        ),
+    ] {
+        let m = model_with_template(name, template);
+        let out = suanpan()
+            .args(["chat", "-m", &m, "-p", "hi", "-n", "2"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("error:") && err.contains(want), "{name}: {err}");
+        // `run` does not use the template.
+        ok_stdout(&["run", "-m", &m, "-p", "hi", "-n", "2"]);
+        std::fs::remove_file(&m).unwrap();
+    }
+}
+
+#[test]
+fn a_template_that_does_not_parse_only_breaks_chat() {
+    let m = model_with_template("broken", "{% if %}");
+    ok_stdout(&["run", "-m", &m, "-p", "hi", "-n", "2"]);
+    let info = ok_stdout(&["info", &m]);
+    assert!(info.contains("broken, chat unavailable"), "{info}");
+    let out = suanpan()
+        .args(["chat", "-m", &m, "-p", "hi", "-n", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not parse"), "{err}");
+    std::fs::remove_file(&m).unwrap();
+}
+
+#[test]
+fn convert_protects_its_input_and_existing_files() {
+    let d = hostile_dir().join("convert");
+    std::fs::create_dir_all(&d).unwrap();
+    let input = d.join("in.gguf");
+    std::fs::copy(model(), &input).unwrap();
+    let before = std::fs::metadata(&input).unwrap().len();
+    let input_s = input.to_str().unwrap();
+    let existing = d.join("existing.gguf");
+    std::fs::write(&existing, b"keep").unwrap();
+    for (out, extra, want) in [
+        (input_s, "--force", "is the input"),
+        (existing.to_str().unwrap(), "-t1", "--force"),
+        ("/dev/full", "--force", "not a regular file"),
+    ] {
+        let o = suanpan()
+            .args(["convert", input_s, out, "--to", "bf16", extra])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{out}: {err}");
+        assert!(err.contains(want), "{out}: {err}");
+    }
+    assert_eq!(std::fs::metadata(&input).unwrap().len(), before);
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep");
+    assert!(!std::fs::metadata("/dev/full").unwrap().is_file());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn convert_interrupted_leaves_no_temporary_file() {
+    let d = hostile_dir().join("interrupt");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let out = d.join("out.gguf");
+    let mut child = suanpan()
+        .args([
+            "convert",
+            &model(),
+            out.to_str().unwrap(),
+            "--to",
+            "df11",
+            "--cast",
+            "-t",
+            "1",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the temporary file (the conversion writes it at the end), then Ctrl-C.
+    let tmp = loop {
+        let found = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .find(|n| n.contains(".suanpan-"));
+        if let Some(n) = found {
+            break Some(n);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let status = if tmp.is_some() {
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap()
+    } else {
+        child.wait().unwrap()
+    };
+    let left: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".suanpan-"))
+        .collect();
+    eprintln!("temporary file seen: {tmp:?}; exit {status:?}");
+    assert!(left.is_empty(), "{left:?} left after {status:?}");
+    if tmp.is_some() && !status.success() {
+        assert_eq!(status.code(), Some(130));
+        assert!(!out.exists());
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn messages_say_each_thing_once() {
+    let d = hostile_dir();
+    let missing = d.join("missing.gguf");
+    let out = suanpan()
+        .args(["run", "-m", missing.to_str().unwrap(), "-p", "hi"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    let out = suanpan()
+        .args(["run", "-m", d.to_str().unwrap(), "-p", "hi"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a folder"), "{err}");
+    let text = d.join("text.txt");
+    std::fs::write(&text, "some words ".repeat(200)).unwrap();
+    let out = suanpan()
+        .args([
+            "perplexity",
+            "-m",
+            &model(),
+            "-f",
+            text.to_str().unwrap(),
+            "--chunks",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--chunks must be at least 1"), "{err}");
+}
+
+/// The REPL survives a line that is not UTF-8 and a message too long for the context.
+#[test]
+fn chat_repl_survives_bad_lines() {
+    use std::io::Write;
+    let mut child = suanpan()
+        .args([
+            "chat",
+            "-m",
+            &model(),
+            "-c",
+            "128",
+            "-n",
+            "2",
+            "--temp",
+            "0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"caf\xe9 au lait\n").unwrap();
+    stdin.write_all("word ".repeat(2000).as_bytes()).unwrap();
+    stdin.write_all(b"\nHi\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("not UTF-8"), "{err}");
+    assert!(
+        err.contains("context full") && err.contains("not added"),
+        "{err}"
+    );
+    // Three prompts, each answered or refused, then end of input.
+    assert_eq!(err.matches("> ").count(), 4, "{err}");
+}

@@ -87,6 +87,11 @@ typedef enum suanpan_stop_reason {
    * The output reached a stop string.
    */
   SUANPAN_STOP_STRING = 3,
+  /**
+   * The call failed (its status says why); generated_tokens says how many tokens were
+   * streamed before (they are in the context).
+   */
+  SUANPAN_STOP_ERROR = 4,
 } suanpan_stop_reason;
 
 /**

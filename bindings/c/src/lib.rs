@@ -348,11 +348,26 @@ impl PieceSink {
     }
 }
 
+/// Write the result of a generation into `result` (NULL or writable per the entry points'
+/// contracts, its size checked by `read_generate_args`): the stats on success, the tokens
+/// streamed before the error and SUANPAN_STOP_ERROR on failure.
 fn finish_generation(
     r: suanpan::Result<GenerateStats>,
     result: *mut suanpan_generate_result,
+    generated: usize,
 ) -> CResult {
-    let st = r?;
+    let st = match r {
+        Ok(st) => st,
+        Err(e) => {
+            // SAFETY: `result` is NULL or writable per the entry points' contracts.
+            if let Some(out) = unsafe { result.as_mut() } {
+                if out.size == size_of::<suanpan_generate_result>() {
+                    fill_failed_result(out, generated);
+                }
+            }
+            return Err(e.into());
+        }
+    };
     if log::enabled(SUANPAN_LOG_DEBUG) {
         log(
             SUANPAN_LOG_DEBUG,
@@ -378,19 +393,23 @@ fn finish_generation(
     Ok(())
 }
 
+/// Checks `result`'s size and marks it failed (no tokens, SUANPAN_STOP_ERROR) so that
+/// every later return path leaves it describing the call, then reads `params`.
+///
 /// # Safety
 /// Pointers as in suanpan_generate().
 unsafe fn read_generate_args(
     params: *const suanpan_generate_params,
-    result: *const suanpan_generate_result,
+    result: *mut suanpan_generate_result,
 ) -> CResult<GenerateParams> {
     // SAFETY: the caller's contract.
-    if let Some(r) = unsafe { result.as_ref() } {
+    if let Some(r) = unsafe { result.as_mut() } {
         check_size(
             r.size,
             size_of::<suanpan_generate_result>(),
             "suanpan_generate_result",
         )?;
+        fill_failed_result(r, 0);
     }
     // SAFETY: the caller's contract.
     let p = unsafe {
@@ -426,11 +445,11 @@ pub unsafe extern "C" fn suanpan_generate(
 ) -> suanpan_status {
     guard("suanpan_generate", || {
         // SAFETY: the caller's contract above.
+        let gp = unsafe { read_generate_args(params, result) }?;
+        // SAFETY: as above.
         let s = unsafe { handle(session, "session") }?;
         // SAFETY: as above.
         let prompt = unsafe { str_arg(prompt, "prompt") }?;
-        // SAFETY: as above.
-        let gp = unsafe { read_generate_args(params, result) }?;
         let mut sink = PieceSink {
             f: on_piece,
             user_data,
@@ -442,7 +461,7 @@ pub unsafe extern "C" fn suanpan_generate(
         } else {
             s.generate(prompt, &gp, |p| sink.call(p))
         };
-        finish_generation(r, result)
+        finish_generation(r, result, s.last_generated())
     })
 }
 
@@ -465,6 +484,8 @@ pub unsafe extern "C" fn suanpan_chat(
 ) -> suanpan_status {
     guard("suanpan_chat", || {
         // SAFETY: the caller's contract above.
+        let gp = unsafe { read_generate_args(params, result) }?;
+        // SAFETY: as above.
         let s = unsafe { handle(session, "session") }?;
         if messages.is_null() && n_messages > 0 {
             return Err(Failure::invalid("messages is NULL"));
@@ -480,15 +501,14 @@ pub unsafe extern "C" fn suanpan_chat(
                 unsafe { str_arg(m.content, "content") }?,
             ));
         }
-        // SAFETY: as above.
-        let gp = unsafe { read_generate_args(params, result) }?;
         let mut sink = PieceSink {
             f: on_piece,
             user_data,
             buf: Vec::with_capacity(64),
         };
-        let r = s.lock()?.chat(&msgs, &gp, |p| sink.call(p));
-        finish_generation(r, result)
+        let mut s = s.lock()?;
+        let r = s.chat(&msgs, &gp, |p| sink.call(p));
+        finish_generation(r, result, s.last_generated())
     })
 }
 

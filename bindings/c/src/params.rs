@@ -107,6 +107,9 @@ pub enum suanpan_stop_reason {
     SUANPAN_STOP_CALLBACK = 2,
     /// The output reached a stop string.
     SUANPAN_STOP_STRING = 3,
+    /// The call failed (its status says why); generated_tokens says how many tokens were
+    /// streamed before (they are in the context).
+    SUANPAN_STOP_ERROR = 4,
 }
 
 /// What a generation did. Initialize with suanpan_generate_result_default().
@@ -391,6 +394,15 @@ pub(crate) fn fill_result(out: &mut suanpan_generate_result, st: &GenerateStats)
     out.prompt_ms = st.prompt_ms;
     out.generate_ms = st.generate_ms;
     out.stop_reason = stop_reason(st.stop);
+}
+
+/// What a failed call reports: the tokens streamed before the error, nothing else.
+pub(crate) fn fill_failed_result(out: &mut suanpan_generate_result, generated: usize) {
+    *out = suanpan_generate_result {
+        generated_tokens: generated as u32,
+        stop_reason: suanpan_stop_reason::SUANPAN_STOP_ERROR,
+        ..suanpan_generate_result_default()
+    };
 }
 
 pub(crate) fn fill_usage(out: &mut suanpan_usage, u: &Usage) {

@@ -69,16 +69,47 @@ fn compile(src: &Path, out: &Path, static_link: bool) {
     );
 }
 
+/// The default model with its chat template replaced by `template`, written to `path`.
+fn with_template(path: &Path, template: &str) {
+    use suanpan::format::gguf::{GgufFile, GgufWriter, Value};
+    let f = GgufFile::open(model_path()).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in &f.metadata {
+        w.add_meta(k, v.clone());
+    }
+    w.add_meta("tokenizer.chat_template", Value::String(template.into()));
+    for t in &f.tensors {
+        w.add_tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec());
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    w.write_to(&mut out).unwrap();
+}
+
 #[test]
 fn c_tests_pass() {
     let exe = scratch().join("test_api");
     compile(&crate_dir().join("tests/c/test_api.c"), &exe, false);
+    // Hostile chat templates from issue 18.
+    let doubling = scratch().join("doubling.gguf");
+    with_template(
+        &doubling,
+        "{% set ns = namespace(l=[1]) %}{% for i in range(100) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
+    );
+    let loops = scratch().join("loops.gguf");
+    with_template(
+        &loops,
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x",
+    );
     let o = Command::new(&exe)
         .arg(model_path())
         .arg(scratch())
+        .arg(&doubling)
+        .arg(&loops)
         .env_remove("SUANPAN_C_DEBUG_PANIC")
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&doubling);
+    let _ = std::fs::remove_file(&loops);
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
     println!("{stdout}");

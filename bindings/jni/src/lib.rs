@@ -480,7 +480,8 @@ pub extern "system" fn Java_io_suanpan_NativeBridge_nativeUsage<'l>(
 /// Generate from `prompt` (UTF-8) or, when `chat` is non-null, from chat messages
 /// (records alternating role, content). Pieces go to `sink.onPiece(byte[]): boolean`
 /// (nullable). `out` = [prompt tokens, generated tokens, stop reason (0 end, 1 max
-/// tokens, 2 callback, 3 stop string), prompt µs, generate µs].
+/// tokens, 2 callback, 3 stop string, 4 error: the tokens streamed before it), prompt µs,
+/// generate µs], written on success and on errors from the session.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "system" fn Java_io_suanpan_NativeBridge_nativeGenerate<'l>(
@@ -570,12 +571,23 @@ pub extern "system" fn Java_io_suanpan_NativeBridge_nativeGenerate<'l>(
             }
         };
         let mut guard = s.lock()?;
-        let st = match &messages {
+        let r = match &messages {
             Some(m) => guard.chat(m, &params, &mut on_piece),
             None if prompt.is_empty() => guard.generate_tokens(&[], &params, &mut on_piece),
             None => guard.generate(&prompt, &params, &mut on_piece),
-        }?;
+        };
+        let generated = guard.last_generated();
         drop(guard);
+        let st = match r {
+            Ok(st) => st,
+            Err(e) => {
+                // `out` tells the tokens streamed before the error (stop reason 4 = error).
+                if java_failed.is_none() {
+                    let _ = write_longs(env, &out, &[0, generated as i64, 4, 0, 0]);
+                }
+                return Err(e.into());
+            }
+        };
         if let Some(f) = java_failed {
             return Err(f);
         }

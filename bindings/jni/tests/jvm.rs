@@ -93,6 +93,25 @@ fn kotlin_api_on_the_jvm() {
         "the default model is missing: run scripts/test"
     );
     let cp = std::env::join_paths([&jar_out, &stdlib, &coroutines]).unwrap();
+    // The default model with a chat template that doubles a list 100 times (issue 18).
+    let hostile = out_dir.join("hostile.gguf");
+    {
+        use suanpan::format::gguf::{GgufFile, GgufWriter, Value};
+        let f = GgufFile::open(&model).unwrap();
+        let mut w = GgufWriter::new();
+        for (k, v) in &f.metadata {
+            w.add_meta(k, v.clone());
+        }
+        w.add_meta(
+            "tokenizer.chat_template",
+            Value::String("{% set ns = namespace(l=[1]) %}{% for i in range(100) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}".into()),
+        );
+        for t in &f.tensors {
+            w.add_tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec());
+        }
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&hostile).unwrap());
+        w.write_to(&mut out).unwrap();
+    }
     let out = run(
         Command::new("java")
             .arg(format!("-Dsuanpan.library.path={}", native_lib().display()))
@@ -100,9 +119,11 @@ fn kotlin_api_on_the_jvm() {
             .arg(&cp)
             .arg("io.suanpan.SuanpanJvmTestKt")
             .arg(&model)
-            .arg(out_dir.join("scratch")),
+            .arg(out_dir.join("scratch"))
+            .arg(&hostile),
         "the JVM test",
     );
+    let _ = std::fs::remove_file(&hostile);
     println!("{out}");
     let last = out.lines().last().unwrap_or("");
     assert!(last.ends_with(" passed, 0 failed"), "{last}");

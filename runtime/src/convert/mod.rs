@@ -33,6 +33,7 @@
 //! ```
 
 pub mod calib;
+pub mod output;
 mod safetensors;
 mod tensor_io;
 
@@ -137,6 +138,9 @@ pub struct ConvertParams {
     /// LUT (error-minimizing method): input statistics of the block matrices; the matrices
     /// they cover are quantized with GPTQ ([`crate::lut::gptq`]). Default none.
     pub calib: Option<Arc<Calibration>>,
+    /// Replace an existing output file (never the input, never a non-regular file; see
+    /// [`output`]). Default false.
+    pub overwrite: bool,
 }
 
 impl ConvertParams {
@@ -151,6 +155,7 @@ impl ConvertParams {
             mix: true,
             threads: 0,
             calib: None,
+            overwrite: false,
         }
     }
 }
@@ -375,6 +380,7 @@ pub fn convert(
             crate::lut::layout::GROUPS
         )));
     }
+    output::check(input, output, p.overwrite)?;
     let src = Source::open(input)?;
     if src.is_safetensors() && matches!(p.target, Target::Lut { .. }) {
         return Err(Error::invalid(
@@ -465,19 +471,18 @@ pub fn convert(
         }
         w.add_tensor(&t.name, &o.dims, o.ty, o.data);
     }
-    let tmp = output.with_extension("partial");
-    let write = || -> std::io::Result<()> {
-        let f = std::fs::File::create(&tmp)?;
+    // Checked again: the output may have appeared while converting.
+    output::check(input, output, p.overwrite)?;
+    let mut tmp = output::TempOutput::create(output)?;
+    let tmp_path = tmp.path().to_path_buf();
+    let write = |f: &mut std::fs::File| -> std::io::Result<()> {
         let mut bw = std::io::BufWriter::new(f);
         w.write_to(&mut bw)?;
         use std::io::Write;
-        bw.flush()?;
-        std::fs::rename(&tmp, output)
+        bw.flush()
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(output, e)
-    })?;
+    write(tmp.file()).map_err(|e| Error::io(&tmp_path, e))?;
+    tmp.commit()?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }

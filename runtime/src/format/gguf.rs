@@ -335,6 +335,12 @@ impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(Error::invalid(format!(
+                "{} is a folder, not a model file",
+                path.display()
+            )));
+        }
         // SAFETY: the mapping is read-only; we accept that another process truncating the
         // file while it is mapped is outside what any mmap-based loader can defend against.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;

@@ -153,12 +153,18 @@ impl ModelConfig {
             .get_u64(&format!("{a}.rope.dimension_count"))?
             .map(|v| v as usize)
             .unwrap_or(head_dim);
-        if n_rot > head_dim || n_rot % 2 != 0 {
+        if n_rot == 0 || n_rot > head_dim || n_rot % 2 != 0 {
             return Err(Error::bad_model(format!(
-                "rope.dimension_count {n_rot} does not fit head dimension {head_dim}"
+                "rope.dimension_count {n_rot} does not fit head dimension {head_dim} (RoPE \
+                 needs an even count from 2 to the head dimension)"
             )));
         }
         let n_ctx_train = f.get_u64(&format!("{a}.context_length"))?.unwrap_or(2048) as usize;
+        if n_ctx_train == 0 {
+            return Err(Error::bad_model(format!(
+                "{a}.context_length is 0: the model was trained on no context"
+            )));
+        }
         let rope_base = f
             .get_f64(&format!("{a}.rope.freq_base"))?
             .unwrap_or(10000.0) as f32;

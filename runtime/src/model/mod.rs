@@ -84,6 +84,8 @@ pub struct Model {
     pub(crate) weights: Weights,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) chat_template: Option<ChatTemplate>,
+    /// Why the file's chat template does not parse (chat fails with it; the rest works).
+    pub(crate) chat_template_error: Option<String>,
     pub(crate) pool: Pool,
     pub(crate) load_ms: f64,
     /// The weights on the GPU when the GPU backend runs this model.
@@ -139,7 +141,14 @@ impl Model {
             )));
         }
         step(load::TOKENIZER_BUILT)?;
-        let chat_template = ChatTemplate::from_gguf(&file)?;
+        // A template that does not parse only breaks chat, not plain prompts.
+        let (chat_template, chat_template_error) = match ChatTemplate::from_gguf(&file) {
+            Ok(t) => (t, None),
+            Err(e @ (crate::Error::Template(_) | crate::Error::OutOfMemory(_))) => {
+                (None, Some(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
         load::touch_tensors(&file, progress)?;
         let pool = Pool::new(params.n_threads)?;
         let (gpu, backend_note) = gpu_for(params.backend, &config, &weights, &file)?;
@@ -153,6 +162,7 @@ impl Model {
             weights,
             tokenizer,
             chat_template,
+            chat_template_error,
             pool,
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
             #[cfg(feature = "gpu")]
@@ -170,9 +180,15 @@ impl Model {
         &self.tokenizer
     }
 
-    /// The chat template from the file, if it has one.
+    /// The chat template from the file, if it has one that parses.
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat_template.as_ref()
+    }
+
+    /// Why the file's chat template does not parse, if it does not (then
+    /// [`crate::Session::chat`] fails with [`crate::Error::Template`]).
+    pub fn chat_template_error(&self) -> Option<&str> {
+        self.chat_template_error.as_deref()
     }
 
     pub fn weights(&self) -> &Weights {

@@ -5,27 +5,46 @@
 use std::ops::ControlFlow;
 
 use super::{GenerateParams, GenerateStats, Session};
-use crate::chat::{ChatMessage, ChatTemplate};
+use crate::chat::{input_bytes, ChatMessage, ChatTemplate, RenderLimits};
 use crate::error::{Error, Result};
+use crate::kv::Overflow;
 
 impl Session {
+    /// Most tokens a prompt may have when `used` tokens of the context stay (`usize::MAX`
+    /// when the KV window slides and any length goes through).
+    pub(crate) fn prompt_room(&self, used: usize) -> usize {
+        if self.model.on_gpu() || self.kv.params().overflow == Overflow::Error {
+            self.n_ctx().saturating_sub(used)
+        } else {
+            usize::MAX
+        }
+    }
+
     /// The token ids of `messages` rendered with the model's template, ending where the
-    /// assistant's reply begins (special-token text becomes special tokens).
+    /// assistant's reply begins (special-token text becomes special tokens). The render is
+    /// bounded ([`RenderLimits`]) and stops when the session is cancelled; a conversation
+    /// that cannot fit in the context is an [`Error::ContextFull`] found without
+    /// tokenizing all of it.
     pub fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         if messages.is_empty() {
             return Err(Error::invalid("a chat needs at least one message"));
         }
         let model = &self.model;
-        let fallback;
+        if let Some(e) = model.chat_template_error() {
+            return Err(Error::Template(format!(
+                "the model's chat template does not parse, so chat is unavailable \
+                 (plain prompts still work): {e}"
+            )));
+        }
         let tmpl = match model.chat_template() {
-            Some(t) => t,
-            None => {
-                fallback = ChatTemplate::chatml();
-                &fallback
-            }
+            Some(t) => t.clone(),
+            None => ChatTemplate::chatml(),
         };
-        let text = tmpl.render(messages, true)?;
-        model.tokenizer().encode(&text, true, true)
+        let limits = RenderLimits::default().for_input(input_bytes(messages));
+        let text = tmpl.render_limited(messages, true, &limits, Some(&self.cancel))?;
+        // The rendered conversation is the whole context (a shared prefix is reused).
+        let room = self.prompt_room(0);
+        model.tokenizer().encode_bounded(&text, true, true, room)
     }
 
     /// Generate the assistant's reply to a conversation. Pass the whole conversation each
@@ -50,7 +69,13 @@ impl Session {
         params: &GenerateParams,
         on_piece: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenerateStats> {
+        // Cleared here, not when generation starts, so a cancel also stops the render.
+        self.cancel.reset();
+        self.generated = 0;
         let ids = self.chat_tokens(messages)?;
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let ctx = self.context_tokens();
         let mut keep = ctx.iter().zip(&ids).take_while(|(a, b)| a == b).count();
         if keep == ids.len() {
@@ -62,6 +87,6 @@ impl Session {
             self.reset();
         }
         let have = self.context_tokens().len();
-        self.generate_tokens(&ids[have..], params, on_piece)
+        self.generate_uncleared(&ids[have..], params, on_piece)
     }
 }

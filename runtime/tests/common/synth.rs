@@ -16,6 +16,8 @@ pub struct Synth {
     /// Type of the projection matrices.
     pub ty: GgmlType,
     pub seed: u64,
+    /// Metadata added after the model's own (a key already set is replaced).
+    pub meta: Vec<(String, Value)>,
 }
 
 impl Default for Synth {
@@ -29,6 +31,7 @@ impl Default for Synth {
             n_kv_head: 2,
             ty: GgmlType::F32,
             seed: 1,
+            meta: Vec::new(),
         }
     }
 }
@@ -175,6 +178,9 @@ impl Synth {
         );
         w.add_meta("tokenizer.ggml.bos_token_id", Value::U32(0));
         w.add_meta("tokenizer.ggml.eos_token_id", Value::U32(1));
+        for (k, v) in &self.meta {
+            w.add_meta(k, v.clone());
+        }
         let mut mat = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, ty: GgmlType| {
             let scale = 1.0 / (cols as f32).sqrt();
             let v: Vec<f32> = (0..rows * cols).map(|_| rng.f() * scale * 1.7).collect();

@@ -361,10 +361,16 @@ static void test_cancel(suanpan_model *m) {
     pthread_create(&t, NULL, canceller, &a);
     /* Counting goes on for hundreds of tokens unless cancelled. */
     suanpan_generate_params gp = greedy(900);
-    CHECK_STATUS(suanpan_generate(s, "Count: one, two, three, four,", &gp, on_piece, &c, NULL),
+    /* The result describes the failed call: the tokens streamed before the cancel. */
+    suanpan_generate_result cr = suanpan_generate_result_default();
+    cr.generated_tokens = 12345;
+    CHECK_STATUS(suanpan_generate(s, "Count: one, two, three, four,", &gp, on_piece, &c, &cr),
                  SUANPAN_CANCELLED);
     atomic_store(&a.done, 1);
     pthread_join(t, NULL);
+    CHECK(cr.stop_reason == SUANPAN_STOP_ERROR, "stop reason %d", (int)cr.stop_reason);
+    CHECK(cr.generated_tokens >= (uint32_t)c.pieces && cr.generated_tokens < 900,
+          "result says %u tokens after %d pieces", cr.generated_tokens, c.pieces);
     CHECK(a.busy_status == SUANPAN_BUSY, "second thread got %s",
           suanpan_status_name(a.busy_status));
     CHECK(c.pieces >= 5 && c.pieces < 400, "cancelled after %d pieces", c.pieces);
@@ -388,9 +394,22 @@ static void test_context_full(suanpan_model *m) {
     suanpan_generate_params gp = greedy(100);
     static collector c;
     collector_init(&c);
-    CHECK_STATUS(suanpan_generate(s, "Count: one, two, three, four,", &gp, on_piece, &c, NULL),
+    /* A result left from a previous call must not survive the failed one. */
+    suanpan_generate_result fr = suanpan_generate_result_default();
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, &fr), SUANPAN_CONTEXT_FULL);
+    suanpan_session_reset(s);
+    uint32_t stale = fr.generated_tokens;
+    CHECK_STATUS(suanpan_generate(s, "Count: one, two, three, four,", &gp, on_piece, &c, &fr),
                  SUANPAN_CONTEXT_FULL);
     CHECK(strstr(suanpan_last_error(), "context") != NULL, "message: %s", suanpan_last_error());
+    CHECK(fr.stop_reason == SUANPAN_STOP_ERROR, "stop reason %d", (int)fr.stop_reason);
+    CHECK(fr.generated_tokens >= (uint32_t)c.pieces && fr.generated_tokens > 0 &&
+              fr.generated_tokens < 24,
+          "result says %u tokens (%d pieces, %u before)", fr.generated_tokens, c.pieces, stale);
+    /* Bad arguments reset it too. */
+    fr.generated_tokens = 77;
+    CHECK_STATUS(suanpan_generate(s, NULL, &gp, NULL, NULL, &fr), SUANPAN_INVALID_ARG);
+    CHECK(fr.generated_tokens == 0 && fr.stop_reason == SUANPAN_STOP_ERROR, "after a bad call");
     suanpan_usage u = suanpan_usage_default();
     suanpan_session_usage(s, &u);
     CHECK(u.tokens == 24, "%u tokens", u.tokens);
@@ -519,6 +538,48 @@ static void test_chat(suanpan_model *m) {
     suanpan_session_free(s);
 }
 
+/* ---- hostile chat templates (issue 18) ----------------------------------------------- */
+
+static void *cancel_after_50ms(void *p) {
+    struct timespec ms50 = {0, 50000000};
+    nanosleep(&ms50, NULL);
+    suanpan_session_cancel((suanpan_session *)p);
+    return NULL;
+}
+
+/* `doubling` asks for 206 GB while rendering its template (ns.l + ns.l), `loops` runs for
+ * 10^10 iterations: chat returns a status, the process and the session live on. */
+static void test_hostile_templates(const char *doubling, const char *loops) {
+    suanpan_model *m = NULL;
+    CHECK_STATUS(suanpan_model_load(doubling, NULL, &m), SUANPAN_OK);
+    if (!m) return;
+    suanpan_session *s = new_session(m, 128);
+    suanpan_chat_message msgs[1] = {{"user", "hi"}};
+    suanpan_generate_params gp = greedy(2);
+    suanpan_generate_result r = suanpan_generate_result_default();
+    CHECK_STATUS(suanpan_chat(s, msgs, 1, &gp, NULL, NULL, &r), SUANPAN_OOM);
+    CHECK(strstr(suanpan_last_error(), "memory") != NULL, "message: %s", suanpan_last_error());
+    CHECK(r.stop_reason == SUANPAN_STOP_ERROR && r.generated_tokens == 0, "result after OOM");
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, &r), SUANPAN_OK);
+    suanpan_session_free(s);
+    suanpan_model_free(m);
+
+    CHECK_STATUS(suanpan_model_load(loops, NULL, &m), SUANPAN_OK);
+    if (!m) return;
+    s = new_session(m, 128);
+    pthread_t t;
+    pthread_create(&t, NULL, cancel_after_50ms, s);
+    CHECK_STATUS(suanpan_chat(s, msgs, 1, &gp, NULL, NULL, &r), SUANPAN_CANCELLED);
+    pthread_join(t, NULL);
+    /* Uncancelled, it runs out of fuel. */
+    CHECK_STATUS(suanpan_chat(s, msgs, 1, &gp, NULL, NULL, &r), SUANPAN_INVALID_ARG);
+    CHECK(strstr(suanpan_last_error(), "instructions") != NULL, "message: %s",
+          suanpan_last_error());
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, &r), SUANPAN_OK);
+    suanpan_session_free(s);
+    suanpan_model_free(m);
+}
+
 /* ---- panics become SUANPAN_INTERNAL ------------------------------------------------- */
 
 static void test_internal(suanpan_model *m) {
@@ -558,6 +619,7 @@ int main(int argc, char **argv) {
     test_save_restore(m);
     test_chat(m);
     test_internal(m);
+    if (argc >= 5) test_hostile_templates(argv[3], argv[4]);
     /* Sessions outlive the model handle. */
     suanpan_session *s = new_session(m, 64);
     suanpan_model_free(m);

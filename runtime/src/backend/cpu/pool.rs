@@ -127,9 +127,11 @@ impl Pool {
         } else {
             n
         };
-        if n > 1024 {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        if n > 1024 || n > 8 * cores.max(4) {
             return Err(Error::invalid(format!(
-                "{n} threads is not a sensible thread count"
+                "{n} threads on a machine with {cores} cores: more threads than 8× the cores \
+                 only wait on each other (use at most the core count)"
             )));
         }
         let shared = Arc::new(Shared {

@@ -10,7 +10,8 @@ import kotlin.system.exitProcess
 
 /**
  * The Kotlin API on the desktop JVM against the Linux build of libsuanpan_jni and the
- * real SmolLM2 model. Run by bindings/jni/tests/jvm.rs: `main MODEL SCRATCH_DIR`.
+ * real SmolLM2 model. Run by bindings/jni/tests/jvm.rs: `main MODEL SCRATCH_DIR [HOSTILE]`
+ * (HOSTILE: the model with a chat template that asks for too much memory).
  * Prints each failure and "N passed, M failed"; exits 1 on any failure.
  */
 private var passed = 0
@@ -198,6 +199,19 @@ fun main(args: Array<String>) {
         val r = s.chat(listOf(ChatMessage("user", "What is the capital of France?")), GenerateParams.greedy(24)) { reply.append(it); true }
         check(reply.isNotEmpty() && r.promptTokens > 10) { "chat: \"$reply\" $r" }
         println("chat reply: $reply")
+    }
+
+    // A chat template that asks for 206 GB while rendering (issue 18): OutOfMemory, not an
+    // aborted JVM; the session generates afterwards.
+    if (args.size >= 3) {
+        SuanpanEngine.load(args[2], EngineParams(threads = 2)).use { hostile ->
+            hostile.createSession(SessionParams(contextLength = 128)).use { s ->
+                expectThrows<SuanpanException.OutOfMemory>("hostile template") {
+                    s.chat(listOf(ChatMessage("user", "hi")), GenerateParams.greedy(2))
+                }?.let { check(it.message!!.contains("memory")) { "message: ${it.message}" } }
+                check(s.generate("Hi", GenerateParams.greedy(2)).generatedTokens == 2) { "after OOM" }
+            }
+        }
     }
 
     // A panic inside the native library arrives as a Kotlin exception; the JVM lives on.
