@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod constrain;
 mod convert;
 mod progress;
 
@@ -144,19 +145,22 @@ struct SampleArgs {
     /// Stop before this text (repeatable); it is not printed.
     #[arg(long = "stop")]
     stop: Vec<String>,
+    #[command(flatten)]
+    constrain: constrain::ConstrainArgs,
 }
 
 impl SampleArgs {
     /// Generation settings; `parse_special` lets special-token text in the prompt (chat
     /// templates) become special tokens.
-    fn generate_params(&self, parse_special: bool) -> GenerateParams {
-        GenerateParams {
+    fn generate_params(&self, parse_special: bool) -> Result<GenerateParams> {
+        Ok(GenerateParams {
             max_tokens: self.n,
             sampling: self.params(),
             add_special: true,
             parse_special,
             stop: self.stop.clone(),
-        }
+            constraint: self.constrain.constraint()?,
+        })
     }
 
     fn params(&self) -> SamplingParams {
@@ -374,7 +378,7 @@ fn run(a: RunArgs) -> Result<()> {
     }
     let model = load(&a.model)?;
     let mut s = session(&model, &a.model)?;
-    let params = a.sample.generate_params(false);
+    let params = a.sample.generate_params(false)?;
     let stats = s.generate(&a.prompt, &params, print_piece)?;
     // stdout holds exactly the generated text; the line break goes to stderr.
     report(&model, &stats);
@@ -421,7 +425,7 @@ fn run_json(a: &RunArgs) -> Result<()> {
         ],
     );
     let mut s = session(&model, &a.model)?;
-    let params = a.sample.generate_params(false);
+    let params = a.sample.generate_params(false)?;
     let mut index = 0usize;
     let stats = s.generate(&a.prompt, &params, |piece| {
         let ok = emit("token", &[("index", index.into()), ("text", piece.into())]);
@@ -542,7 +546,7 @@ fn chat_turn(
 fn chat(a: ChatArgs) -> Result<()> {
     let model = load(&a.model)?;
     let mut s = session(&model, &a.model)?;
-    let params = a.sample.generate_params(true);
+    let params = a.sample.generate_params(true)?;
     let mut msgs = Vec::new();
     if let Some(sys) = &a.system {
         msgs.push(ChatMessage {

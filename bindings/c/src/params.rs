@@ -373,6 +373,7 @@ pub(crate) unsafe fn generate_params(p: &suanpan_generate_params) -> CResult<Gen
         add_special: p.add_special,
         parse_special: p.parse_special,
         stop,
+        constraint: None,
     })
 }
 

@@ -524,6 +524,7 @@ pub extern "system" fn Java_io_suanpan_NativeBridge_nativeGenerate<'l>(
             add_special,
             parse_special,
             stop: utf8_list(env, &stops, "stop strings")?,
+            constraint: None,
         };
         let messages = if chat.is_null() {
             None
