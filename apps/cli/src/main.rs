@@ -13,6 +13,7 @@ use std::time::Instant;
 mod constrain;
 mod convert;
 mod progress;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -51,6 +52,8 @@ enum Cmd {
     Convert(convert::ConvertArgs),
     /// KV cache bytes per token in each mode and the context a memory budget buys.
     Estimate(EstimateArgs),
+    /// An OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models).
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -1006,6 +1009,7 @@ fn main() {
         Cmd::Bench(a) => bench(a),
         Cmd::Convert(a) => convert::run(a),
         Cmd::Estimate(a) => estimate(a),
+        Cmd::Serve(a) => serve::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
