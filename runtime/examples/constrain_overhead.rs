@@ -29,7 +29,7 @@ fn main() -> suanpan::Result<()> {
     let msgs = [ChatMessage::user(
         "Describe a fantasy character as JSON with name, age, class and a long backstory.",
     )];
-    let run = |c: Option<Constraint>, n: usize| -> suanpan::Result<(String, usize, f64)> {
+    let run = |c: Option<Constraint>, n: usize| -> suanpan::Result<(String, usize, f64, f64)> {
         let mut s = model.session(&SessionParams {
             n_ctx: 1024,
             ..Default::default()
@@ -47,7 +47,8 @@ fn main() -> suanpan::Result<()> {
         })?;
         // Decode time per token after the first (whose logits came from the prompt).
         let per = st.generate_ms / st.generated_tokens.saturating_sub(1).max(1) as f64;
-        Ok((text, st.generated_tokens, per))
+        let mask = st.mask_ms / st.generated_tokens.max(1) as f64;
+        Ok((text, st.generated_tokens, per, mask))
     };
     let schema = r#"{"type":"object","properties":{"name":{"type":"string"},
         "age":{"type":"integer"},"class":{"type":"string"},"backstory":{"type":"string"}},
@@ -56,18 +57,18 @@ fn main() -> suanpan::Result<()> {
     run(Some(Constraint::Regex("a".into())), 1)?;
     let n = 96;
     for rep in 0..3 {
-        let (text, n0, free) = run(None, n)?;
+        let (text, n0, free, _) = run(None, n)?;
         let literal = regex_escape(&text);
-        let (text2, n1, lit) = run(Some(Constraint::Regex(literal)), n)?;
+        let (text2, n1, lit, lit_mask) = run(Some(Constraint::Regex(literal)), n)?;
         assert_eq!(
             text, text2,
             "the literal regex must reproduce the greedy output"
         );
-        let (_, n2, json) = run(Some(Constraint::JsonSchema(schema.into())), n)?;
+        let (_, n2, json, json_mask) = run(Some(Constraint::JsonSchema(schema.into())), n)?;
         println!(
             "rep {rep}: unconstrained {free:.2} ms/token ({n0} tokens) | same tokens under a \
-             literal regex {lit:.2} ms/token ({n1}, {:+.1}%) | JSON schema {json:.2} ms/token \
-             ({n2} tokens, {:+.1}%)",
+             literal regex {lit:.2} ms/token ({n1}, {:+.1}%, mask {lit_mask:.2} ms/token) | \
+             JSON schema {json:.2} ms/token ({n2} tokens, {:+.1}%, mask {json_mask:.2} ms/token)",
             (lit / free - 1.0) * 100.0,
             (json / free - 1.0) * 100.0
         );

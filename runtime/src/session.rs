@@ -149,6 +149,9 @@ pub struct GenerateStats {
     pub stop: StopReason,
     /// The generated token ids.
     pub tokens: Vec<u32>,
+    /// Time spent computing constrained-decoding masks (0 without a constraint). It runs
+    /// on a helper thread beside the forward passes, so it is not all added to the time.
+    pub mask_ms: f64,
 }
 
 impl GenerateStats {
@@ -691,6 +694,7 @@ impl Session {
             generate_ms: t1.elapsed().as_secs_f64() * 1e3,
             stop,
             tokens: out,
+            mask_ms: guide.as_ref().map_or(0.0, Guide::mask_ms),
         })
     }
 }

@@ -179,6 +179,8 @@ pub(crate) struct Guide {
     mask: Option<SimpleVob>,
     /// Tokens accepted so far (for error messages).
     n: usize,
+    /// Time spent in [`Guide::compute_mask`], in ms.
+    mask_ms: f64,
 }
 
 impl Guide {
@@ -197,12 +199,25 @@ impl Guide {
             kind,
             mask: None,
             n: 0,
+            mask_ms: 0.0,
         })
     }
 
     /// Compute the mask of tokens allowed next (end-of-generation tokens only, once the
     /// output is complete).
     pub(crate) fn compute_mask(&mut self) -> Result<()> {
+        let t = std::time::Instant::now();
+        let r = self.compute_mask_inner();
+        self.mask_ms += t.elapsed().as_secs_f64() * 1e3;
+        r
+    }
+
+    /// Total time spent computing masks, in ms.
+    pub(crate) fn mask_ms(&self) -> f64 {
+        self.mask_ms
+    }
+
+    fn compute_mask_inner(&mut self) -> Result<()> {
         self.mask = None;
         let m = self.matcher.compute_mask_or_eos().map_err(|e| {
             Error::invalid(format!(
