@@ -233,15 +233,28 @@ impl Guide {
     }
 
     /// Run `f` (a forward pass) while the next mask is computed on a helper thread.
+    /// Where no thread can be started (e.g. wasm without threads) it runs `f`, then the
+    /// mask.
     pub(crate) fn overlapped<T>(&mut self, f: impl FnOnce() -> T) -> (T, Result<()>) {
-        std::thread::scope(|s| {
-            let h = s.spawn(|| self.compute_mask());
-            let r = f();
-            let m = h.join().unwrap_or_else(|_| {
-                Err(Error::Internal("the grammar mask thread panicked".into()))
-            });
-            (r, m)
-        })
+        let done = std::thread::scope(|s| {
+            match std::thread::Builder::new().spawn_scoped(s, || self.compute_mask()) {
+                Ok(h) => {
+                    let r = f();
+                    let m = h.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("the grammar mask thread panicked".into()))
+                    });
+                    Ok((r, m))
+                }
+                Err(_) => Err(f),
+            }
+        });
+        match done {
+            Ok(rm) => rm,
+            Err(f) => {
+                let r = f();
+                (r, self.compute_mask())
+            }
+        }
     }
 
     /// The allowed tokens (bit `i % 32` of word `i / 32` is token `i`); empty before the
