@@ -165,6 +165,7 @@ impl Pool {
                 return;
             };
             if flag.load(Ordering::SeqCst) || tx.is_closed() {
+                eprintln!("[serve] {}: cancelled before it started", job.id);
                 return; // the client left while queued
             }
             let _ = tokio::task::spawn_blocking(move || {
