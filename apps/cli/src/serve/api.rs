@@ -228,7 +228,11 @@ pub fn parse(body: &[u8], chat: bool) -> Result<Request, ApiError> {
     let temperature = opt_f32(&v, "temperature", 0.0, 2.0)?.unwrap_or(1.0);
     let top_p = opt_f32(&v, "top_p", 0.0, 1.0)?.unwrap_or(1.0);
     let seed = match v.get("seed") {
-        None | Some(Value::Null) => 0x5EED,
+        // No seed: a different draw each request, as OpenAI does.
+        None | Some(Value::Null) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5EED),
         Some(x) => x
             .as_i64()
             .map(|s| s as u64)
