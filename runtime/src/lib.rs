@@ -21,6 +21,7 @@ pub mod session;
 pub use error::{Error, Result};
 pub use model::{BackendKind, Model, ModelParams};
 pub use sample::SamplingParams;
+pub use session::constrain::Constraint;
 pub use session::{
     CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason, Usage,
 };

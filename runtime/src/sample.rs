@@ -127,6 +127,20 @@ impl Sampler {
 
     /// Pick the next token from `logits`, given the tokens generated or seen so far.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        // Without a mask every token is a candidate (an empty `logits` gives token 0).
+        self.sample_masked(logits, history, None).unwrap_or(0)
+    }
+
+    /// [`Sampler::sample`] among the tokens a bitmask allows (bit `i % 32` of word `i / 32`
+    /// is token `i`; constrained decoding). The mask applies after the repetition penalty
+    /// and before the other steps, so top-k/top-p/min-p see only allowed tokens. `None`
+    /// when the mask allows no token.
+    pub fn sample_masked(
+        &mut self,
+        logits: &[f32],
+        history: &[u32],
+        mask: Option<&[u32]>,
+    ) -> Option<u32> {
         let p = &self.params;
         self.cand.clear();
         self.cand
@@ -149,6 +163,16 @@ impl Sampler {
                 }
             }
         }
+        if let Some(m) = mask {
+            let allowed = |t: u32| {
+                m.get(t as usize / 32)
+                    .is_some_and(|w| w >> (t % 32) & 1 != 0)
+            };
+            self.cand.retain(|c| allowed(c.0));
+        }
+        if self.cand.is_empty() {
+            return None;
+        }
         if p.temperature <= 0.0 {
             let mut best = 0;
             for (i, c) in self.cand.iter().enumerate() {
@@ -156,7 +180,7 @@ impl Sampler {
                     best = i;
                 }
             }
-            return self.cand[best].0;
+            return Some(self.cand[best].0);
         }
         // Sort descending by logit (stable: ties keep the lower id first).
         let k = if p.top_k == 0 {
@@ -206,11 +230,11 @@ impl Sampler {
         let mut r = self.rng.next_f64() * total;
         for (c, wi) in self.cand.iter().zip(probs.iter()) {
             if r < *wi {
-                return c.0;
+                return Some(c.0);
             }
             r -= wi;
         }
-        self.cand[self.cand.len() - 1].0
+        Some(self.cand[self.cand.len() - 1].0)
     }
 }
 
@@ -343,6 +367,50 @@ mod tests {
         let zeros = (0..n).filter(|_| s.sample(&l, &[]) == 0).count();
         let frac = zeros as f64 / n as f64;
         assert!((frac - 0.75).abs() < 0.02, "{frac}");
+    }
+
+    #[test]
+    fn masked_draws_stay_in_the_mask() {
+        let l = logits();
+        // Allow tokens 3, 40 and 77 only.
+        let mut mask = vec![0u32; 4];
+        for t in [3u32, 40, 77] {
+            mask[t as usize / 32] |= 1 << (t % 32);
+        }
+        let allowed = [3u32, 40, 77];
+        let best = *allowed
+            .iter()
+            .max_by(|&&a, &&b| l[a as usize].total_cmp(&l[b as usize]))
+            .unwrap();
+        let mut g = Sampler::new(SamplingParams::greedy(), 100);
+        assert_eq!(g.sample_masked(&l, &[], Some(&mask)), Some(best));
+        let mut s = Sampler::new(
+            SamplingParams {
+                temperature: 2.0,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                seed: 3,
+                ..Default::default()
+            },
+            100,
+        );
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..300 {
+            let t = s.sample_masked(&l, &[], Some(&mask)).unwrap();
+            assert!(allowed.contains(&t), "{t}");
+            seen.insert(t);
+        }
+        assert_eq!(
+            seen.len(),
+            3,
+            "every allowed token is drawn at temperature 2"
+        );
+        // An empty mask (or one shorter than the vocabulary) allows nothing beyond it.
+        assert_eq!(g.sample_masked(&l, &[], Some(&[0; 4])), None);
+        assert_eq!(g.sample_masked(&l, &[], Some(&[])), None);
+        // No mask is the plain draw.
+        assert_eq!(g.sample_masked(&l, &[], None), Some(argmax(&l)));
     }
 
     #[test]

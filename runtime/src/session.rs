@@ -8,9 +8,11 @@
 //! follow-up prompt continues exactly after it.
 //!
 //! Submodules: [`stop`] (stop strings), [`state`] (save/restore), [`chat`] (chat messages
-//! through the model's template).
+//! through the model's template), [`constrain`] (output matching a JSON schema, regex or
+//! grammar).
 
 pub mod chat;
+pub mod constrain;
 pub mod state;
 pub mod stop;
 
@@ -26,6 +28,7 @@ use crate::model::graph::{forward, Logits, Scratch};
 use crate::model::Model;
 use crate::sample::{Sampler, SamplingParams};
 use crate::tokenizer::StreamDecoder;
+use constrain::{Constraint, Guide};
 use stop::StopMatcher;
 
 /// Stops a running generation from any thread; the session stays usable afterwards.
@@ -93,6 +96,8 @@ pub struct GenerateParams {
     /// after it is not handed to the callback, even when it spans several tokens (text
     /// that could be the start of a stop string is held back until it is known not to be).
     pub stop: Vec<String>,
+    /// Output must match this JSON schema, regex or grammar ([`constrain`]).
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateParams {
@@ -103,6 +108,7 @@ impl Default for GenerateParams {
             add_special: true,
             parse_special: false,
             stop: Vec::new(),
+            constraint: None,
         }
     }
 }
@@ -143,6 +149,9 @@ pub struct GenerateStats {
     pub stop: StopReason,
     /// The generated token ids.
     pub tokens: Vec<u32>,
+    /// Time spent computing constrained-decoding masks (0 without a constraint). It runs
+    /// on a helper thread beside the forward passes, so it is not all added to the time.
+    pub mask_ms: f64,
 }
 
 impl GenerateStats {
@@ -591,18 +600,30 @@ impl Session {
         let model = self.model.clone();
         let tok = &model.tokenizer;
         let mut sampler = Sampler::new(params.sampling.clone(), model.config.n_vocab);
+        let mut guide = match &params.constraint {
+            Some(c) => Some(Guide::new(&model, c)?),
+            None => None,
+        };
         let t0 = Instant::now();
         let mut next = {
             let pending = self.pending.take();
             let before = self.tokens.len();
-            match self.eval_raw(&input, Logits::Last) {
-                Ok(logits) => sampler.sample(logits, &input),
-                Err(e) => {
-                    if self.tokens.len() == before {
-                        self.pending = pending; // nothing went in: the context is unchanged
-                    }
-                    return Err(e);
+            // The first mask is computed while the prompt runs.
+            let (r, mask) = match &mut guide {
+                Some(g) => g.overlapped(|| self.eval_raw(&input, Logits::Last).map(|_| ())),
+                None => (self.eval_raw(&input, Logits::Last).map(|_| ()), Ok(())),
+            };
+            if let Err(e) = r.and(mask) {
+                if self.tokens.len() == before {
+                    self.pending = pending; // nothing went in: the context is unchanged
                 }
+                return Err(e);
+            }
+            let logits = self.last_logits(model.config.n_vocab);
+            let mask = guide.as_ref().map(|g| g.mask());
+            match sampler.sample_masked(logits, &input, mask) {
+                Some(t) => t,
+                None => return Err(guide.as_ref().map_or_else(dead_end, Guide::dead_end)),
             }
         };
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -628,6 +649,11 @@ impl Session {
             out.push(next);
             self.generated = out.len();
             self.pending = Some(next);
+            // A complete output ends the generation (as an end-of-generation token would).
+            let complete = match &mut guide {
+                Some(g) => g.commit(next)?,
+                None => false,
+            };
             let piece = dec.push(tok.token_bytes(next));
             if !piece.is_empty() {
                 let (text, hit) = stopper.push(piece);
@@ -640,16 +666,36 @@ impl Session {
                     break;
                 }
             }
+            if complete {
+                stop = StopReason::EndOfGeneration;
+                break;
+            }
             if out.len() == params.max_tokens {
                 break;
             }
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            self.eval_raw(&[next], Logits::Last)?;
-            self.pending = None;
+            match &mut guide {
+                Some(g) => {
+                    // The next mask is computed while the token runs through the model.
+                    let (r, mask) =
+                        g.overlapped(|| self.eval_raw(&[next], Logits::Last).map(|_| ()));
+                    r?;
+                    self.pending = None;
+                    mask?;
+                }
+                None => {
+                    self.eval_raw(&[next], Logits::Last)?;
+                    self.pending = None;
+                }
+            }
             let logits = self.last_logits(model.config.n_vocab);
-            next = sampler.sample(logits, &self.tokens);
+            let mask = guide.as_ref().map(|g| g.mask());
+            next = match sampler.sample_masked(logits, &self.tokens, mask) {
+                Some(t) => t,
+                None => return Err(guide.as_ref().map_or_else(dead_end, Guide::dead_end)),
+            };
         }
         if !matches!(stop, StopReason::Callback | StopReason::StopString) {
             // Bytes of an unfinished code point, then text held back for a stop string.
@@ -673,6 +719,12 @@ impl Session {
             generate_ms: t1.elapsed().as_secs_f64() * 1e3,
             stop,
             tokens: out,
+            mask_ms: guide.as_ref().map_or(0.0, Guide::mask_ms),
         })
     }
+}
+
+/// A draw without candidates (only a constrained draw can have none).
+fn dead_end() -> Error {
+    Error::Internal("the sampler had no candidate token".into())
 }

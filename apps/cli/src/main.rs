@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod constrain;
 mod convert;
 mod progress;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +52,8 @@ enum Cmd {
     Convert(convert::ConvertArgs),
     /// KV cache bytes per token in each mode and the context a memory budget buys.
     Estimate(EstimateArgs),
+    /// An OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models).
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -144,19 +148,22 @@ struct SampleArgs {
     /// Stop before this text (repeatable); it is not printed.
     #[arg(long = "stop")]
     stop: Vec<String>,
+    #[command(flatten)]
+    constrain: constrain::ConstrainArgs,
 }
 
 impl SampleArgs {
     /// Generation settings; `parse_special` lets special-token text in the prompt (chat
     /// templates) become special tokens.
-    fn generate_params(&self, parse_special: bool) -> GenerateParams {
-        GenerateParams {
+    fn generate_params(&self, parse_special: bool) -> Result<GenerateParams> {
+        Ok(GenerateParams {
             max_tokens: self.n,
             sampling: self.params(),
             add_special: true,
             parse_special,
             stop: self.stop.clone(),
-        }
+            constraint: self.constrain.constraint()?,
+        })
     }
 
     fn params(&self) -> SamplingParams {
@@ -382,7 +389,7 @@ fn run(a: RunArgs) -> Result<()> {
     }
     let model = load(&a.model)?;
     let mut s = session(&model, &a.model)?;
-    let params = a.sample.generate_params(false);
+    let params = a.sample.generate_params(false)?;
     let stats = s.generate(&a.prompt, &params, print_piece)?;
     // stdout holds exactly the generated text; the line break goes to stderr.
     report(&model, &stats);
@@ -429,7 +436,7 @@ fn run_json(a: &RunArgs) -> Result<()> {
         ],
     );
     let mut s = session(&model, &a.model)?;
-    let params = a.sample.generate_params(false);
+    let params = a.sample.generate_params(false)?;
     let mut index = 0usize;
     let stats = s.generate(&a.prompt, &params, |piece| {
         let ok = emit("token", &[("index", index.into()), ("text", piece.into())]);
@@ -556,7 +563,7 @@ fn chat_turn(
 fn chat(a: ChatArgs) -> Result<()> {
     let model = load(&a.model)?;
     let mut s = session(&model, &a.model)?;
-    let params = a.sample.generate_params(true);
+    let params = a.sample.generate_params(true)?;
     let mut msgs = Vec::new();
     if let Some(sys) = &a.system {
         msgs.push(ChatMessage {
@@ -1069,6 +1076,7 @@ fn main() {
         Cmd::Bench(a) => bench(a),
         Cmd::Convert(a) => convert::run(a),
         Cmd::Estimate(a) => estimate(a),
+        Cmd::Serve(a) => serve::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {}", error_text(&e));

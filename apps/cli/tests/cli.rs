@@ -757,3 +757,84 @@ fn chat_repl_survives_bad_lines() {
     // Three prompts, each answered or refused, then end of input.
     assert_eq!(err.matches("> ").count(), 4, "{err}");
 }
+
+#[test]
+fn run_and_chat_follow_json_schema_regex_and_grammar() {
+    let dir = std::env::temp_dir().join(format!("suanpan-cli-constrain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = dir.join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","properties":{"city":{"type":"string","maxLength":20},
+            "country":{"enum":["France","Spain","Italy"]}},
+            "required":["city","country"],"additionalProperties":false}"#,
+    )
+    .unwrap();
+    let grammar = dir.join("yn.lark");
+    std::fs::write(&grammar, "start: (\"yes\" | \"no\") \".\"\n").unwrap();
+    let cases: [(&str, [&str; 2]); 3] = [
+        ("chat", ["--json-schema", schema.to_str().unwrap()]),
+        ("run", ["--regex", "[0-9]{4}-[0-9]{2}"]),
+        ("chat", ["--grammar", grammar.to_str().unwrap()]),
+    ];
+    for (cmd, flag) in cases {
+        let out = suanpan()
+            .args([
+                cmd,
+                "-m",
+                &model(),
+                "-p",
+                "Where is Paris?",
+                "-n",
+                "48",
+                "-t",
+                "2",
+            ])
+            .args(flag)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{flag:?}: {err}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let text = text.trim_end_matches('\n');
+        match flag[0] {
+            "--json-schema" => {
+                let v: serde_json::Value =
+                    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+                let o = v.as_object().unwrap();
+                assert_eq!(o.len(), 2, "{text}");
+                assert!(o["city"].as_str().is_some_and(|c| c.chars().count() <= 20));
+                assert!(["France", "Spain", "Italy"].contains(&o["country"].as_str().unwrap()));
+            }
+            "--regex" => {
+                let b = text.as_bytes();
+                assert_eq!(b.len(), 7, "{text:?}");
+                assert!(b.iter().enumerate().all(|(i, c)| if i == 4 {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_digit()
+                }));
+            }
+            _ => assert!(text == "yes." || text == "no.", "{text:?}"),
+        }
+    }
+    // Two constraints at once, a missing file and a bad regex are clear errors.
+    for flags in [
+        vec!["--regex", "a", "--grammar", grammar.to_str().unwrap()],
+        vec!["--json-schema", "/nonexistent/schema.json"],
+        vec!["--regex", "(unclosed"],
+    ] {
+        let out = suanpan()
+            .args(["run", "-m", &model(), "-p", "Hi", "-n", "4", "-t", "2"])
+            .args(&flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {err}");
+        assert!(
+            err.contains("exclude each other") || err.contains("reading") || err.contains("regex"),
+            "{flags:?}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -85,6 +85,7 @@ impl Settings {
             add_special: true,
             parse_special: true,
             stop: parse_stops(&self.stop),
+            constraint: None,
         }
     }
 }

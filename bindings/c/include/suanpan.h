@@ -21,6 +21,31 @@
 #include <stdint.h>
 
 /**
+ * No constraint on the output.
+ */
+#define SUANPAN_CONSTRAINT_NONE 0
+
+/**
+ * The output is JSON matching the JSON schema in `constraint`.
+ */
+#define SUANPAN_CONSTRAINT_JSON_SCHEMA 1
+
+/**
+ * The output is a JSON object (`constraint` is NULL).
+ */
+#define SUANPAN_CONSTRAINT_JSON_OBJECT 2
+
+/**
+ * The output matches the regular expression in `constraint` (Rust regex syntax).
+ */
+#define SUANPAN_CONSTRAINT_REGEX 3
+
+/**
+ * The output matches the Lark-style grammar in `constraint` (llguidance syntax).
+ */
+#define SUANPAN_CONSTRAINT_GRAMMAR 4
+
+/**
  * What a call did. 0 is success; every other value comes with a message from
  * suanpan_last_error().
  */
@@ -289,6 +314,17 @@ typedef struct suanpan_generate_params {
    * Number of stop strings.
    */
   size_t n_stop;
+  /**
+   * What the output must match: one of the SUANPAN_CONSTRAINT_* values (default
+   * SUANPAN_CONSTRAINT_NONE). A constraint that does not compile or cannot be satisfied
+   * makes suanpan_generate return SUANPAN_INVALID_ARG, naming it in the message.
+   */
+  uint32_t constraint_kind;
+  /**
+   * The JSON schema, regular expression or Lark grammar (UTF-8, NUL-terminated); NULL
+   * for SUANPAN_CONSTRAINT_NONE and SUANPAN_CONSTRAINT_JSON_OBJECT.
+   */
+  const char *constraint;
 } suanpan_generate_params;
 
 /**

@@ -10,7 +10,9 @@
 use std::ffi::{c_char, c_void, CStr};
 
 use suanpan::model::{LoadProgress, MemoryEstimate};
-use suanpan::{GenerateParams, GenerateStats, ModelParams, SamplingParams, SessionParams};
+use suanpan::{
+    Constraint, GenerateParams, GenerateStats, ModelParams, SamplingParams, SessionParams,
+};
 use suanpan::{StopReason, Usage};
 
 use crate::status::{CResult, Failure};
@@ -92,7 +94,25 @@ pub struct suanpan_generate_params {
     pub stop: *const *const c_char,
     /// Number of stop strings.
     pub n_stop: usize,
+    /// What the output must match: one of the SUANPAN_CONSTRAINT_* values (default
+    /// SUANPAN_CONSTRAINT_NONE). A constraint that does not compile or cannot be satisfied
+    /// makes suanpan_generate return SUANPAN_INVALID_ARG, naming it in the message.
+    pub constraint_kind: u32,
+    /// The JSON schema, regular expression or Lark grammar (UTF-8, NUL-terminated); NULL
+    /// for SUANPAN_CONSTRAINT_NONE and SUANPAN_CONSTRAINT_JSON_OBJECT.
+    pub constraint: *const c_char,
 }
+
+/// No constraint on the output.
+pub const SUANPAN_CONSTRAINT_NONE: u32 = 0;
+/// The output is JSON matching the JSON schema in `constraint`.
+pub const SUANPAN_CONSTRAINT_JSON_SCHEMA: u32 = 1;
+/// The output is a JSON object (`constraint` is NULL).
+pub const SUANPAN_CONSTRAINT_JSON_OBJECT: u32 = 2;
+/// The output matches the regular expression in `constraint` (Rust regex syntax).
+pub const SUANPAN_CONSTRAINT_REGEX: u32 = 3;
+/// The output matches the Lark-style grammar in `constraint` (llguidance syntax).
+pub const SUANPAN_CONSTRAINT_GRAMMAR: u32 = 4;
 
 /// Why a generation ended.
 #[repr(C)]
@@ -223,6 +243,8 @@ pub extern "C" fn suanpan_generate_params_default() -> suanpan_generate_params {
         parse_special: d.parse_special,
         stop: std::ptr::null(),
         n_stop: 0,
+        constraint_kind: SUANPAN_CONSTRAINT_NONE,
+        constraint: std::ptr::null(),
     }
 }
 
@@ -347,8 +369,37 @@ pub(crate) fn session_params(p: &suanpan_session_params) -> CResult<SessionParam
     })
 }
 
+/// The constraint of `p`.
+///
 /// # Safety
-/// `p.stop` points to `p.n_stop` valid C strings (or n_stop is 0).
+/// `p.constraint` is NULL or a NUL-terminated string.
+unsafe fn constraint(p: &suanpan_generate_params) -> CResult<Option<Constraint>> {
+    let text = || {
+        if p.constraint.is_null() {
+            return Err(Failure::invalid(
+                "constraint is NULL but constraint_kind needs a schema, regex or grammar",
+            ));
+        }
+        // SAFETY: the caller passes a NUL-terminated string (checked non-NULL above).
+        unsafe { str_arg(p.constraint, "constraint") }.map(str::to_string)
+    };
+    Ok(match p.constraint_kind {
+        SUANPAN_CONSTRAINT_NONE => None,
+        SUANPAN_CONSTRAINT_JSON_SCHEMA => Some(Constraint::JsonSchema(text()?)),
+        SUANPAN_CONSTRAINT_JSON_OBJECT => Some(Constraint::JsonObject),
+        SUANPAN_CONSTRAINT_REGEX => Some(Constraint::Regex(text()?)),
+        SUANPAN_CONSTRAINT_GRAMMAR => Some(Constraint::Grammar(text()?)),
+        k => {
+            return Err(Failure::invalid(format!(
+                "constraint_kind {k} is not one of the SUANPAN_CONSTRAINT_* values"
+            )))
+        }
+    })
+}
+
+/// # Safety
+/// `p.stop` points to `p.n_stop` valid C strings (or n_stop is 0); `p.constraint` is NULL
+/// or a C string.
 pub(crate) unsafe fn generate_params(p: &suanpan_generate_params) -> CResult<GenerateParams> {
     let mut stop = Vec::with_capacity(p.n_stop.min(64));
     if p.n_stop > 0 {
@@ -376,6 +427,8 @@ pub(crate) unsafe fn generate_params(p: &suanpan_generate_params) -> CResult<Gen
         add_special: p.add_special,
         parse_special: p.parse_special,
         stop,
+        // SAFETY: as this function's contract says.
+        constraint: unsafe { constraint(p) }?,
     })
 }
 

@@ -30,8 +30,8 @@ use jni::{jni_sig, jni_str, Env, EnvUnowned, JValue};
 use suanpan::chat::ChatMessage;
 use suanpan::model::LoadProgress;
 use suanpan::{
-    CancelToken, Error, GenerateParams, Model, ModelParams, SamplingParams, Session, SessionParams,
-    StopReason,
+    CancelToken, Constraint, Error, GenerateParams, Model, ModelParams, SamplingParams, Session,
+    SessionParams, StopReason,
 };
 
 /// Status codes, as in the C ABI (`bindings/c/include/suanpan.h`).
@@ -185,6 +185,28 @@ fn utf8(env: &Env, a: &JByteArray, what: &str) -> CResult<String> {
 }
 
 /// Decode `[u32 LE length][UTF-8 bytes]` records (a null array is an empty list).
+/// The constraint of a generation: `kind` (0 none, 1 JSON schema, 2 JSON object, 3 regex,
+/// 4 grammar) and its UTF-8 text (null for 0 and 2).
+fn constraint_arg(env: &Env, kind: jint, text: &JByteArray) -> CResult<Option<Constraint>> {
+    let text = || -> CResult<String> {
+        if text.is_null() {
+            return Err(Failure::invalid(
+                "the constraint needs a schema, regex or grammar text",
+            ));
+        }
+        String::from_utf8(env.convert_byte_array(text)?)
+            .map_err(|e| Failure::invalid(format!("the constraint is not valid UTF-8: {e}")))
+    };
+    Ok(match kind {
+        0 => None,
+        1 => Some(Constraint::JsonSchema(text()?)),
+        2 => Some(Constraint::JsonObject),
+        3 => Some(Constraint::Regex(text()?)),
+        4 => Some(Constraint::Grammar(text()?)),
+        k => return Err(Failure::invalid(format!("unknown constraint kind {k}"))),
+    })
+}
+
 fn utf8_list(env: &Env, a: &JByteArray, what: &str) -> CResult<Vec<String>> {
     if a.is_null() {
         return Ok(Vec::new());
@@ -479,9 +501,11 @@ pub extern "system" fn Java_io_suanpan_NativeBridge_nativeUsage<'l>(
 
 /// Generate from `prompt` (UTF-8) or, when `chat` is non-null, from chat messages
 /// (records alternating role, content). Pieces go to `sink.onPiece(byte[]): boolean`
-/// (nullable). `out` = [prompt tokens, generated tokens, stop reason (0 end, 1 max
-/// tokens, 2 callback, 3 stop string, 4 error: the tokens streamed before it), prompt µs,
-/// generate µs], written on success and on errors from the session.
+/// (nullable). `constraint_kind` 0 none, 1 JSON schema, 2 JSON object, 3 regex, 4 Lark
+/// grammar, with its text in `constraint` (UTF-8, null for 0 and 2). `out` = [prompt
+/// tokens, generated tokens, stop reason (0 end, 1 max tokens, 2 callback, 3 stop string,
+/// 4 error: the tokens streamed before it), prompt µs, generate µs], written on success and
+/// on errors from the session.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "system" fn Java_io_suanpan_NativeBridge_nativeGenerate<'l>(
@@ -501,6 +525,8 @@ pub extern "system" fn Java_io_suanpan_NativeBridge_nativeGenerate<'l>(
     add_special: jboolean,
     parse_special: jboolean,
     stops: JByteArray<'l>,
+    constraint_kind: jint,
+    constraint: JByteArray<'l>,
     sink: JObject<'l>,
     out: JLongArray<'l>,
 ) -> jint {
@@ -525,6 +551,7 @@ pub extern "system" fn Java_io_suanpan_NativeBridge_nativeGenerate<'l>(
             add_special,
             parse_special,
             stop: utf8_list(env, &stops, "stop strings")?,
+            constraint: constraint_arg(env, constraint_kind, &constraint)?,
         };
         let messages = if chat.is_null() {
             None

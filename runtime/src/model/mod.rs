@@ -95,6 +95,8 @@ pub struct Model {
     pub(crate) backend_note: Option<String>,
     /// Identity of the file for saved session states, computed on first use.
     pub(crate) fingerprint: OnceLock<u64>,
+    /// Constrained decoding's tables for this vocabulary, built on first use.
+    pub(crate) grammars: OnceLock<std::result::Result<crate::session::constrain::Grammars, String>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -169,6 +171,7 @@ impl Model {
             gpu,
             backend_note,
             fingerprint: OnceLock::new(),
+            grammars: OnceLock::new(),
         })
     }
 

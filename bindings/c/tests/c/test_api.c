@@ -351,6 +351,56 @@ static void *canceller(void *p) {
     return NULL;
 }
 
+/* ---- constrained output ------------------------------------------------------------- */
+
+static void test_constrained(suanpan_model *m) {
+    suanpan_session *s = new_session(m, 256);
+    static collector c;
+    suanpan_generate_result r = suanpan_generate_result_default();
+    /* A regex: exactly three digits, a dash, two letters. */
+    suanpan_generate_params gp = greedy(32);
+    gp.constraint_kind = SUANPAN_CONSTRAINT_REGEX;
+    gp.constraint = "[0-9]{3}-[a-z]{2}";
+    collector_init(&c);
+    CHECK_STATUS(suanpan_generate(s, "My code is", &gp, on_piece, &c, &r), SUANPAN_OK);
+    int ok = c.len == 6 && c.text[3] == '-';
+    for (int i = 0; i < 6 && ok; i++) {
+        if (i < 3) ok = c.text[i] >= '0' && c.text[i] <= '9';
+        else if (i > 3) ok = c.text[i] >= 'a' && c.text[i] <= 'z';
+    }
+    CHECK(ok && r.stop_reason == SUANPAN_STOP_END, "regex output \"%s\" (reason %d)", c.text,
+          r.stop_reason);
+    /* A JSON schema: an object with one boolean. */
+    suanpan_session_reset(s);
+    gp = greedy(32);
+    gp.constraint_kind = SUANPAN_CONSTRAINT_JSON_SCHEMA;
+    gp.constraint = "{\"type\":\"object\",\"properties\":{\"ok\":{\"type\":\"boolean\"}},"
+                    "\"required\":[\"ok\"],\"additionalProperties\":false}";
+    collector_init(&c);
+    CHECK_STATUS(suanpan_generate(s, "Is water wet?", &gp, on_piece, &c, &r), SUANPAN_OK);
+    CHECK(strcmp(c.text, "{\"ok\":true}") == 0 || strcmp(c.text, "{\"ok\":false}") == 0,
+          "schema output \"%s\"", c.text);
+    /* Bad constraints are SUANPAN_INVALID_ARG with a message naming them. */
+    suanpan_session_reset(s);
+    gp = greedy(8);
+    gp.constraint_kind = SUANPAN_CONSTRAINT_REGEX;
+    gp.constraint = "(unclosed";
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, NULL), SUANPAN_INVALID_ARG);
+    CHECK(strstr(suanpan_last_error(), "regex") != NULL, "message: %s", suanpan_last_error());
+    gp.constraint_kind = SUANPAN_CONSTRAINT_GRAMMAR;
+    gp.constraint = NULL;
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, NULL), SUANPAN_INVALID_ARG);
+    CHECK(strstr(suanpan_last_error(), "NULL") != NULL, "message: %s", suanpan_last_error());
+    gp.constraint_kind = 99;
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, NULL), SUANPAN_INVALID_ARG);
+    gp.constraint_kind = SUANPAN_CONSTRAINT_REGEX;
+    gp.constraint = "[^\\s\\S]"; /* no string matches */
+    CHECK_STATUS(suanpan_generate(s, "Hi", &gp, NULL, NULL, NULL), SUANPAN_INVALID_ARG);
+    CHECK(strstr(suanpan_last_error(), "cannot be satisfied") != NULL, "message: %s",
+          suanpan_last_error());
+    suanpan_session_free(s);
+}
+
 static void test_cancel(suanpan_model *m) {
     suanpan_session *s = new_session(m, 1024);
     static collector c;
@@ -613,6 +663,7 @@ int main(int argc, char **argv) {
     test_memory(m);
     test_streaming_multibyte(m);
     test_stop_strings_and_max_tokens(m);
+    test_constrained(m);
     test_cancel(m);
     test_context_full(m);
     test_two_threads(m);

@@ -44,7 +44,32 @@ public struct GenerateOptions: Sendable {
     public var minP: Float = 0.05
     public var seed: UInt64 = 0x5EED
     public var stop: [String] = []
+    /// Output that matches a JSON schema, a regex or a grammar (nil: free text).
+    public var constraint: Constraint? = nil
     public init() {}
+}
+
+/// What generated text must match. One that does not compile, or that no text can
+/// satisfy, makes generation throw `SuanpanError.invalidArgument` naming it.
+public enum Constraint: Sendable {
+    /// JSON matching this JSON schema (compact output).
+    case jsonSchema(String)
+    /// Any JSON object.
+    case jsonObject
+    /// The whole output matches this regular expression (Rust regex syntax).
+    case regex(String)
+    /// A Lark-style grammar in llguidance's syntax (`start: ...`).
+    case grammar(String)
+
+    /// The SUANPAN_CONSTRAINT_* value and the text of suanpan_generate_params.
+    var abi: (kind: UInt32, text: String?) {
+        switch self {
+        case .jsonSchema(let s): return (1, s)
+        case .jsonObject: return (2, nil)
+        case .regex(let r): return (3, r)
+        case .grammar(let g): return (4, g)
+        }
+    }
 }
 
 /// Boxes passed through the C callbacks' user-data pointer.
@@ -132,6 +157,10 @@ public final class SuanpanSession: @unchecked Sendable {
                 params.top_p = options.topP
                 params.min_p = options.minP
                 params.seed = options.seed
+                let constraintText = options.constraint?.abi.text.flatMap { strdup($0) }
+                defer { free(constraintText) }
+                params.constraint_kind = options.constraint?.abi.kind ?? 0
+                params.constraint = UnsafePointer(constraintText)
                 let stops = options.stop.map { strdup($0) }
                 defer { stops.forEach { free($0) } }
                 var stopPtrs = stops.map { UnsafePointer<CChar>($0) }

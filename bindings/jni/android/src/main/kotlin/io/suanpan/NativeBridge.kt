@@ -31,6 +31,7 @@ internal object NativeBridge {
         maxTokens: Int, temperature: Float, topK: Int, topP: Float, minP: Float,
         repeatPenalty: Float, repeatLastN: Int, seed: Long,
         addSpecial: Boolean, parseSpecial: Boolean, stops: ByteArray?,
+        constraintKind: Int, constraint: ByteArray?,
         sink: NativeSink?, out: LongArray,
     ): Int
     @JvmStatic external fun nativeSave(session: Long): ByteArray?

@@ -27,11 +27,28 @@ data class GenerateParams(
     val stop: List<String> = emptyList(),
     val addSpecial: Boolean = true,
     val parseSpecial: Boolean = false,
+    /** Output that matches a JSON schema, a regex or a grammar (null: free text). */
+    val constraint: Constraint? = null,
 ) {
     companion object {
         /** Always the most likely token. */
         fun greedy(maxTokens: Int = 256) = GenerateParams(maxTokens = maxTokens, temperature = 0f)
     }
+}
+
+/**
+ * What generated text must match. A constraint that does not compile or that no text can
+ * satisfy makes generation throw [SuanpanException.InvalidArgument] naming it.
+ */
+sealed class Constraint(internal val kind: Int, internal val text: String?) {
+    /** JSON matching this JSON schema (compact output). */
+    class JsonSchema(val schema: String) : Constraint(1, schema)
+    /** Any JSON object. */
+    object JsonObject : Constraint(2, null)
+    /** The whole output matches this regular expression (Rust regex syntax). */
+    class Regex(val pattern: String) : Constraint(3, pattern)
+    /** A Lark-style grammar in llguidance's syntax (`start: ...`). */
+    class Grammar(val lark: String) : Constraint(4, lark)
 }
 
 /** One message of a conversation ("system", "user" or "assistant"). */

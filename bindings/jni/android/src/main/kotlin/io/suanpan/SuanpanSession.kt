@@ -59,7 +59,8 @@ class SuanpanSession internal constructor(private var handle: Long) : AutoClosea
         val status = NativeBridge.nativeGenerate(
             h, prompt, chat, p.maxTokens, p.temperature, p.topK, p.topP, p.minP,
             p.repeatPenalty, p.repeatLastN, p.seed, p.addSpecial, p.parseSpecial,
-            if (p.stop.isEmpty()) null else NativeBridge.records(p.stop), sink, out,
+            if (p.stop.isEmpty()) null else NativeBridge.records(p.stop),
+            p.constraint?.kind ?: 0, p.constraint?.text?.encodeToByteArray(), sink, out,
         )
         thrown?.let { throw it }
         NativeBridge.check(status)

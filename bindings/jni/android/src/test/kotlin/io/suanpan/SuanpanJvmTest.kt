@@ -193,6 +193,22 @@ fun main(args: Array<String>) {
         }
     }
 
+    // Structured output: a regex, a JSON schema; a bad regex is a clear InvalidArgument.
+    engine.createSession(SessionParams(contextLength = 256)).use { s ->
+        val digits = StringBuilder()
+        s.generate("My PIN is", GenerateParams.greedy(16).copy(constraint = Constraint.Regex("[0-9]{4}"))) { digits.append(it); true }
+        check(Regex("[0-9]{4}").matches(digits)) { "regex output \"$digits\"" }
+        s.reset()
+        val json = StringBuilder()
+        val schema = """{"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"],"additionalProperties":false}"""
+        s.generate("Is water wet?", GenerateParams.greedy(16).copy(constraint = Constraint.JsonSchema(schema))) { json.append(it); true }
+        check(json.toString() == "{\"ok\":true}" || json.toString() == "{\"ok\":false}") { "schema output $json" }
+        s.reset()
+        expectThrows<SuanpanException.InvalidArgument>("bad regex") {
+            s.generate("Hi", GenerateParams.greedy(4).copy(constraint = Constraint.Regex("(unclosed")))
+        }?.let { check(it.message!!.contains("regex")) { "message: ${it.message}" } }
+    }
+
     // Chat through the template.
     engine.createSession(SessionParams(contextLength = 512)).use { s ->
         val reply = StringBuilder()
