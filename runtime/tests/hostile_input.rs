@@ -249,7 +249,12 @@ fn cancel_stops_chat_while_the_template_renders() {
 /// its size is allocated.
 #[test]
 fn oversized_prompt_is_refused_before_tokenizing() {
-    let m = synth_model(vec![]).unwrap();
+    // A plain template: the synthetic vocabulary has no ChatML tokens to fall back on.
+    let m = synth_model(vec![(
+        "tokenizer.chat_template",
+        Value::String("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
+    )])
+    .unwrap();
     let mut s = m
         .session(&SessionParams {
             n_ctx: 64,
@@ -543,4 +548,22 @@ fn generated_templates_render_or_fail_cleanly() {
          {parse_err} did not parse"
     );
     assert!(ok > 0 && template_err > 0 && oom > 0 && parse_err > 0);
+}
+
+/// A model with no chat template and no ChatML tokens in its vocabulary (a base model such
+/// as Gemma 3 270M): chat says so instead of rendering ChatML as plain text; plain
+/// generation still works.
+#[test]
+fn chat_on_a_base_model_says_it_has_no_template() {
+    let m = synth_model(vec![]).unwrap();
+    assert!(m.chat_template().is_none() && m.effective_chat_template().is_none());
+    let mut s = m.session(&SessionParams::default()).unwrap();
+    match s.chat(&hi(), &gp(2), ignore) {
+        Err(Error::Template(msg)) => assert!(msg.contains("base model"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.generate("the", &gp(2), ignore).unwrap().generated_tokens,
+        2
+    );
 }

@@ -826,7 +826,10 @@ fn info(a: InfoArgs) -> Result<()> {
     let template = match (model.chat_template(), model.chat_template_error()) {
         (Some(_), _) => "yes".to_string(),
         (None, Some(e)) => format!("broken, chat unavailable ({e})"),
-        (None, None) => "no (ChatML fallback)".to_string(),
+        (None, None) if model.effective_chat_template().is_some() => {
+            "no (ChatML fallback)".to_string()
+        }
+        (None, None) => "no, and no ChatML tokens: a base model, chat unavailable".to_string(),
     };
     println!("chat template: {template}");
     println!("backend:       {}", model.backend_name());

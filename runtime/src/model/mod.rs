@@ -188,6 +188,19 @@ impl Model {
         self.chat_template.as_ref()
     }
 
+    /// The template chat uses: the file's, else ChatML when the vocabulary has ChatML's
+    /// `<|im_start|>` token. `None` for a model with neither, which is most likely a base
+    /// model (chat then fails with [`crate::Error::Template`] saying so; plain prompts work).
+    pub fn effective_chat_template(&self) -> Option<ChatTemplate> {
+        match &self.chat_template {
+            Some(t) => Some(t.clone()),
+            None => self
+                .tokenizer
+                .token_id("<|im_start|>")
+                .map(|_| ChatTemplate::chatml()),
+        }
+    }
+
     /// Why the file's chat template does not parse, if it does not (then
     /// [`crate::Session::chat`] fails with [`crate::Error::Template`]).
     pub fn chat_template_error(&self) -> Option<&str> {

@@ -36,9 +36,11 @@ impl Session {
                  (plain prompts still work): {e}"
             )));
         }
-        let tmpl = match model.chat_template() {
-            Some(t) => t.clone(),
-            None => ChatTemplate::chatml(),
+        let Some(tmpl) = model.effective_chat_template() else {
+            return Err(Error::Template(
+                "the model has no chat template and its vocabulary has no ChatML tokens: it                  looks like a base model, so chat is unavailable (plain prompts work: use run)"
+                    .into(),
+            ));
         };
         let limits = RenderLimits::default().for_input(input_bytes(messages));
         let text = tmpl.render_limited(messages, true, &limits, Some(&self.cancel))?;

@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use clap::Args;
 use serde_json::{json, Value};
-use suanpan::chat::ChatTemplate;
+use suanpan::chat::RenderLimits;
 use suanpan::SessionParams;
 
 use api::{ApiError, Meta};
@@ -64,7 +64,6 @@ struct App {
     api_key: Option<String>,
     max_tokens_limit: usize,
     /// The template of models whose file has none.
-    chatml: ChatTemplate,
     next_id: AtomicU64,
 }
 
@@ -106,7 +105,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         name,
         api_key: a.api_key.clone(),
         max_tokens_limit: a.max_tokens_limit.max(1),
-        chatml: ChatTemplate::chatml(),
         next_id: AtomicU64::new(1),
     });
     let router = Router::new()
@@ -240,14 +238,36 @@ fn prepare(app: &App, body: &[u8], chat: bool) -> Result<(api::Request, Job), Ap
     let mut req = api::parse(body, chat)?;
     let model = app.pool.model();
     let tok = model.tokenizer();
-    let internal = |e: suanpan::Error| ApiError::bad(e.to_string());
+    let internal = |e: suanpan::Error| match e {
+        suanpan::Error::ContextFull(m) => ApiError {
+            code: Some("context_length_exceeded"),
+            param: Some(if chat { "messages" } else { "prompt" }),
+            ..ApiError::bad(format!(
+                "This model's maximum context length is {} tokens: {m}. Shorten the prompt \
+                 or the conversation.",
+                app.pool.n_ctx()
+            ))
+        },
+        other => ApiError::bad(other.to_string()),
+    };
     let prompt = match &req.messages {
         Some(m) => {
-            let template = model.chat_template().unwrap_or(&app.chatml);
-            let text = template.render(m, true).map_err(internal)?;
-            tok.encode(&text, true, true).map_err(internal)?
+            // Bounded like Session::chat (issue 18): fuel, output and memory limits on the
+            // render, and no tokenizing of text that cannot fit the context.
+            let template = model.effective_chat_template().ok_or_else(|| {
+                ApiError::bad("the model has no chat template (a base model): use /v1/completions")
+            })?;
+            let bytes: usize = m.iter().map(|x| x.role.len() + x.content.len()).sum();
+            let limits = RenderLimits::default().for_input(bytes);
+            let text = template
+                .render_limited(m, true, &limits, None)
+                .map_err(internal)?;
+            tok.encode_bounded(&text, true, true, app.pool.n_ctx())
+                .map_err(internal)?
         }
-        None => tok.encode(&req.prompt, true, false).map_err(internal)?,
+        None => tok
+            .encode_bounded(&req.prompt, true, false, app.pool.n_ctx())
+            .map_err(internal)?,
     };
     let n_ctx = app.pool.n_ctx();
     if prompt.len() >= n_ctx {
