@@ -46,7 +46,7 @@ enum Cmd {
     Info(InfoArgs),
     /// Prompt and decode speed (tokens/s) on a synthetic prompt.
     Bench(BenchArgs),
-    /// Convert a model: LUT low-bit (lut1..4, tern), DFloat11 (df11), bf16/f16/f32.
+    /// Convert a model: LUT low-bit (lut1..4, tern), DFloat11 (df11), df12, bf16/f16/f32.
     Convert(convert::ConvertArgs),
     /// KV cache bytes per token in each mode and the context a memory budget buys.
     Estimate(EstimateArgs),
@@ -68,6 +68,9 @@ struct ModelArgs {
     /// else the CPU, saying why).
     #[arg(short = 'b', long = "backend", default_value = "auto")]
     backend: BackendKind,
+    /// Run DFloat11 matrices as stored instead of transcoding them to df12 at load.
+    #[arg(long = "keep-df11")]
+    keep_df11: bool,
     #[command(flatten)]
     kv: KvArgs,
 }
@@ -312,6 +315,7 @@ fn load(args: &ModelArgs) -> Result<Arc<Model>> {
         ModelParams {
             n_threads: args.threads,
             backend,
+            keep_df11: args.keep_df11,
             ..Default::default()
         },
     )?;
@@ -716,6 +720,7 @@ fn estimate(a: EstimateArgs) -> Result<()> {
         ..Default::default()
     };
     println!("model: {}", path.display());
+    print_dfloat_sizes(&model);
     kv_table(&model, &base, budget, a.batch)
 }
 
@@ -761,6 +766,7 @@ fn info(a: InfoArgs) -> Result<()> {
         .collect();
     println!("tensor types:  {}", types.join(", "));
     println!("tied output:   {}", model.weights().tied_output);
+    print_dfloat_sizes(&model);
     let kv_per_tok = c.n_layer * c.kv_dim() * 4;
     let ctx = c.n_ctx_train.min(4096);
     println!(
@@ -788,6 +794,30 @@ fn info(a: InfoArgs) -> Result<()> {
     }
     print_gpu_adapters();
     Ok(())
+}
+
+/// DFloat11 / df12 matrices: their size on disk and as run (DF11 is transcoded to df12 at
+/// load on the CPU), for `info` and `estimate`.
+fn print_dfloat_sizes(model: &Model) {
+    let s = model.dfloat_sizes();
+    if s.df11_file_bytes == 0 && s.df12_file_bytes == 0 {
+        return;
+    }
+    println!(
+        "lossless BF16: {:.1} M values; DF11 {:.1} MB + df12 {:.1} MB in the file, df12 {:.1} MB in memory (BF16 would be {:.1} MB)",
+        s.values as f64 / 1e6,
+        s.df11_file_bytes as f64 / 1e6,
+        s.df12_file_bytes as f64 / 1e6,
+        s.df12_memory_bytes as f64 / 1e6,
+        2.0 * s.values as f64 / 1e6
+    );
+    if let Some(t) = model.transcode_stats() {
+        println!(
+            "               DF11 → df12 at load: {:.2} s ({:.2} GB/s of BF16)",
+            t.seconds,
+            t.gb_per_s()
+        );
+    }
 }
 
 /// The GPU adapters wgpu sees and what each can do (for `info`).
@@ -857,10 +887,14 @@ fn bench(a: BenchArgs) -> Result<()> {
     let gbs = tg * bpt as f64 / 1e9;
     // 1 GiB: far beyond any cache of the phones and desktops we target.
     let bw = a.bandwidth.then(|| model.measure_bandwidth(1 << 30));
+    let tc = model.transcode_stats();
     if a.json {
-        let bw_json = bw.map_or(String::new(), |b| {
+        let mut bw_json = bw.map_or(String::new(), |b| {
             format!(",\"bandwidth_gbps\":{b:.2},\"roofline\":{:.3}", gbs / b)
         });
+        if let Some(t) = tc {
+            bw_json += &format!(",\"transcode_gbps\":{:.3}", t.gb_per_s());
+        }
         println!(
             "{{\"engine\":\"suanpan\",\"model\":{:?},\"threads\":{},\"prompt_tokens\":{},\"gen_tokens\":{},\"prompt_tps\":{:.2},\"decode_tps\":{:.2},\"weights_bytes_per_token\":{},\"weights_gbps\":{:.2},\"backend\":{:?}{bw_json}}}",
             model.path().display().to_string(),
@@ -876,6 +910,14 @@ fn bench(a: BenchArgs) -> Result<()> {
     } else {
         println!("model    {}", model.path().display());
         println!("backend  {}", model.backend_name());
+        if let Some(t) = tc {
+            println!(
+                "load     DF11 → df12: {:.1} MB of BF16 in {:.2} s ({:.2} GB/s)",
+                t.bf16_bytes as f64 / 1e6,
+                t.seconds,
+                t.gb_per_s()
+            );
+        }
         println!("prompt   {:>8.1} tok/s  ({} tokens)", pp, a.prompt_tokens);
         println!(
             "decode   {:>8.1} tok/s  ({} tokens, {:.1} MB of weights per token, {:.2} GB/s)",

@@ -42,12 +42,17 @@ pub enum GgmlType {
     /// suanpan: a DFloat11 blob (see [`crate::dfloat`]); `dims = [blob bytes]`, the logical
     /// shape is in the metadata key `suanpan.df11.dims.<tensor name>`. Type id 1100.
     Df11,
+    /// suanpan: a df12 blob (see [`crate::dfloat::df12`]); stored as a [`GgmlType::Df11`] blob is
+    /// (`dims = [blob bytes]`, logical shape in `suanpan.df11.dims.<tensor name>`). Type id 1101.
+    Df12,
 }
 
 /// First type id suanpan uses for its own tensor types (ggml's ids stay far below).
 pub const SUANPAN_TYPE_BASE: u32 = 1000;
 /// Type id of [`GgmlType::Df11`].
 pub const DF11_TYPE_ID: u32 = 1100;
+/// Type id of [`GgmlType::Df12`].
+pub const DF12_TYPE_ID: u32 = 1101;
 
 impl GgmlType {
     /// Map a GGUF type id to a type, `None` when the id is unknown.
@@ -77,6 +82,7 @@ impl GgmlType {
             34 => TQ1_0,
             35 => TQ2_0,
             DF11_TYPE_ID => Df11,
+            DF12_TYPE_ID => Df12,
             1010..=1042 => {
                 let (bits, g) = ((id - SUANPAN_TYPE_BASE) / 10, (id - SUANPAN_TYPE_BASE) % 10);
                 if !(1..=4).contains(&bits) || g > 2 {
@@ -121,6 +127,7 @@ impl GgmlType {
                 SUANPAN_TYPE_BASE + 10 * bits as u32 + (group as u32 / 32).trailing_zeros()
             }
             Df11 => DF11_TYPE_ID,
+            Df12 => DF12_TYPE_ID,
         }
     }
 
@@ -148,7 +155,7 @@ impl GgmlType {
             TQ2_0 => (256, 66),
             // Per row, ignoring the padding to 32-row chunks (see `tensor_bytes`).
             Lut { bits, group } => (group as usize, bits as usize * group as usize / 8 + 4),
-            Df11 => (1, 1),
+            Df11 | Df12 => (1, 1),
         }
     }
 
@@ -192,7 +199,7 @@ impl GgmlType {
         use GgmlType::*;
         matches!(
             self,
-            F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Lut { .. } | Df11
+            F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Lut { .. } | Df11 | Df12
         )
     }
 
@@ -237,6 +244,7 @@ impl GgmlType {
                 _ => "LUT4_G128",
             },
             Df11 => "DF11",
+            Df12 => "DF12",
         }
     }
 }
