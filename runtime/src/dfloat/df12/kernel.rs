@@ -20,8 +20,21 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs.
+    /// The kernel decodes use: the fastest this CPU runs, or the reference when
+    /// `SUANPAN_FORCE_SCALAR` is set (read once).
     pub fn best() -> Kernel {
+        static K: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *K.get_or_init(|| {
+            if std::env::var_os("SUANPAN_FORCE_SCALAR").is_some() {
+                Kernel::Reference
+            } else {
+                Kernel::fastest()
+            }
+        })
+    }
+
+    /// The fastest kernel the CPU runs.
+    fn fastest() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             return Kernel::Avx2;
@@ -33,11 +46,12 @@ impl Kernel {
         Kernel::Reference
     }
 
-    /// Every kernel this CPU runs (tests compare them with the reference).
+    /// Every kernel this CPU runs, whatever `SUANPAN_FORCE_SCALAR` says (tests compare
+    /// them with the reference).
     pub fn available() -> Vec<Kernel> {
         let mut v = vec![Kernel::Reference];
-        if Kernel::best() != Kernel::Reference {
-            v.push(Kernel::best());
+        if Kernel::fastest() != Kernel::Reference {
+            v.push(Kernel::fastest());
         }
         v
     }
