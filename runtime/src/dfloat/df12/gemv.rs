@@ -81,6 +81,13 @@ pub fn df12_matmul_many(
             let step = (BLOCK_VALUES / j.cols.max(1)).max(1);
             let res = BUF.with(|b| -> Result<()> {
                 let mut buf = b.borrow_mut();
+                #[cfg(target_arch = "x86_64")]
+                if fused_x86_ok(j.cols) {
+                    // SAFETY: as below, rows lo..hi of job j's output are this thread's.
+                    return unsafe {
+                        fused_rows_x86(j, lo..hi, acts, act_row_bytes, n_tokens, p.0, &mut buf)
+                    };
+                }
                 let mut r = lo;
                 while r < hi {
                     let r1 = (r + step).min(hi);
@@ -115,6 +122,97 @@ pub fn df12_matmul_many(
     }
 }
 
+/// Whether the fused AVX2 row kernel applies: the BF16 row kernel it mirrors is the AVX2
+/// one (same dispatch as `backend::cpu::dot`), the table-lookup decode is on, and rows are
+/// whole 32-value steps.
+#[cfg(target_arch = "x86_64")]
+fn fused_x86_ok(cols: usize) -> bool {
+    crate::backend::cpu::dot::has_avx2()
+        && super::kernel::Kernel::best() == super::kernel::Kernel::Avx2
+        && cols.is_multiple_of(32)
+}
+
+/// Rows `rows` of job `j` through [`super::fused_x86::dot_row`], tokens in groups of four
+/// as the BF16 row kernel groups them; a row holding an escape is decoded into `buf` and
+/// goes through the BF16 row kernel itself.
+///
+/// # Safety
+/// As [`matmul_rows_raw`] for `out` and rows `rows` of `j`; [`fused_x86_ok`] holds.
+#[cfg(target_arch = "x86_64")]
+unsafe fn fused_rows_x86(
+    j: &Df12Job<'_, '_>,
+    rows: std::ops::Range<usize>,
+    acts: &[u8],
+    act_row_bytes: usize,
+    n_tokens: usize,
+    out: *mut f32,
+    buf: &mut Vec<u16>,
+) -> Result<()> {
+    use super::fused_x86::dot_row;
+    let c = j.cols;
+    let t = &j.t;
+    let n = t.n;
+    if t.sign_mantissa.len() < n || 2 * t.codes.len() < n || rows.end * c > n {
+        return Err(Error::Internal("df12: view smaller than its matrix".into()));
+    }
+    let esc: Vec<usize> = t
+        .exceptions_in(rows.start * c..rows.end * c)
+        .map(|i| i / c)
+        .collect();
+    let mut e = 0;
+    let x = |tok: usize| -> &[f32] {
+        bytemuck::cast_slice(&acts[tok * act_row_bytes..tok * act_row_bytes + 4 * c])
+    };
+    if buf.len() < c {
+        buf.resize(c, 0);
+    }
+    for r in rows {
+        while e < esc.len() && esc[e] < r {
+            e += 1;
+        }
+        if e < esc.len() && esc[e] == r {
+            t.decode_range(r * c..(r + 1) * c, &mut buf[..c])?;
+            let w = WeightView {
+                ty: GgmlType::BF16,
+                rows: 1,
+                cols: c,
+                data: bytemuck::cast_slice(&buf[..c]),
+            };
+            // SAFETY: row r is the caller's to write.
+            unsafe { matmul_rows_raw(&w, r, j.rows, acts, act_row_bytes, n_tokens, out) };
+            continue;
+        }
+        let at = |tok: usize| tok * j.rows + r;
+        let mut tok = 0;
+        while tok + 4 <= n_tokens {
+            // SAFETY: AVX2/FMA detected (fused_x86_ok); values r·c..(r+1)·c lie within the
+            // checked sections, c is a multiple of 32 and each activation row holds c f32.
+            let v = unsafe {
+                dot_row::<4>(
+                    &t.table,
+                    t.sign_mantissa,
+                    t.codes,
+                    r * c,
+                    c,
+                    [x(tok), x(tok + 1), x(tok + 2), x(tok + 3)],
+                )
+            };
+            for (k, vk) in v.into_iter().enumerate() {
+                // SAFETY: tok + k < n_tokens and r < j.rows: inside the output, our row.
+                unsafe { *out.add(at(tok + k)) = vk };
+            }
+            tok += 4;
+        }
+        for tok in tok..n_tokens {
+            // SAFETY: as above.
+            let v = unsafe { dot_row::<1>(&t.table, t.sign_mantissa, t.codes, r * c, c, [x(tok)]) };
+            // SAFETY: as above.
+            unsafe { *out.add(at(tok)) = v[0] };
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,9 +230,16 @@ mod tests {
             .map(|(k, &(r, c))| {
                 (0..r * c)
                     .map(|i| {
-                        // Wide dynamic range: many exponents, so many escapes.
-                        let x =
-                            ((i * 7919 + k * 31) as f32).sin() * 2f32.powi((i % 40) as i32 - 20);
+                        let s = ((i * 7919 + k * 31) as f32).sin();
+                        let x = if k % 2 == 0 {
+                            // Wide dynamic range: many exponents, escapes in most rows.
+                            s * 2f32.powi((i % 40) as i32 - 20)
+                        } else if i % 1001 == 0 {
+                            // A few escapes in a narrow matrix (most rows have none).
+                            s * 2f32.powi((i / 1001) as i32 % 40 + 10)
+                        } else {
+                            0.01 + 0.005 * s
+                        };
                         half::bf16::from_f32(x).to_bits()
                     })
                     .collect()
@@ -143,6 +248,14 @@ mod tests {
         let blobs: Vec<Vec<u8>> = mats.iter().map(|m| encode_with(m, 64).to_bytes()).collect();
         let views: Vec<Df12View> = blobs.iter().map(|b| Df12View::parse(b).unwrap()).collect();
         assert!(views.iter().all(|v| v.n_exceptions() > 0));
+        // Rows without escapes too (the fused AVX2 kernel's case).
+        let clean_rows = |k: usize| {
+            let c = shapes[k].1;
+            (0..shapes[k].0)
+                .filter(|&r| views[k].exceptions_in(r * c..(r + 1) * c).next().is_none())
+                .count()
+        };
+        assert!(clean_rows(1) > 200 && clean_rows(3) > 100);
         for group in [0..1, 1..2, 2..4] {
             let cols = shapes[group.start].1;
             if shapes[group.clone()].iter().any(|s| s.1 != cols) {

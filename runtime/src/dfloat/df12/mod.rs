@@ -50,6 +50,8 @@
 //! # Ok::<(), suanpan::Error>(())
 //! ```
 
+#[cfg(target_arch = "x86_64")]
+mod fused_x86;
 mod gemv;
 pub mod kernel;
 mod transcode;
@@ -370,6 +372,13 @@ impl<'a> Df12View<'a> {
         let b1 = (r.end - 1) / self.block + 1;
         let nb = self.n_blocks();
         le32(self.exc_start, b0.min(nb)) as usize..le32(self.exc_start, b1.min(nb)) as usize
+    }
+
+    /// Indices of the escaped values in `r`, increasing.
+    pub fn exceptions_in(&self, r: Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        self.exceptions_near(&r)
+            .map(|e| le32(self.exc_index, e) as usize)
+            .filter(move |i| r.contains(i))
     }
 
     /// Decode values `r` into `out` (`out.len() == r.len()`), with the fastest kernel.
