@@ -183,7 +183,7 @@ impl Model {
         let mut transcode = None;
         if gpu.is_none() && !params.keep_df11 {
             let t = Instant::now();
-            let bf16_bytes = weights.transcode_df11(&file, &pool)?;
+            let bf16_bytes = weights.transcode_df11(&file, pool.n_threads())?;
             if bf16_bytes > 0 {
                 transcode = Some(TranscodeStats {
                     bf16_bytes,

@@ -2,11 +2,11 @@
 //! the mapped file (matrices are never copied; only small norm vectors are decoded to f32).
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::config::{Arch, ModelConfig};
 use crate::backend::cpu::matmul::WeightView;
-use crate::backend::cpu::Pool;
 use crate::dfloat::df12::{transcode_df11, Df12View};
 use crate::dfloat::{decode_elems, Df11Decoder, Df11View};
 use crate::error::{Error, Result};
@@ -155,12 +155,12 @@ impl Linear {
 
     /// A DFloat11 matrix becomes df12 held in memory (lossless); other types are left as
     /// they are. Returns the BF16 bytes transcoded (0 when nothing was).
-    pub fn transcode_df11(&mut self, file: &GgufFile, pool: &Pool) -> Result<usize> {
+    pub fn transcode_df11(&mut self, file: &GgufFile) -> Result<usize> {
         if self.ty != GgmlType::Df11 {
             return Ok(0);
         }
         let (t, dec) = self.df11(file)?;
-        let blob = transcode_df11(pool, dec, t)?.to_bytes();
+        let blob = transcode_df11(dec, t)?.to_bytes();
         Df12View::parse(&blob)?;
         self.owned = Some(Arc::new(blob));
         self.ty = GgmlType::Df12;
@@ -391,12 +391,13 @@ impl Weights {
         })
     }
 
-    /// Transcode every DFloat11 matrix to df12 in memory (see [`Linear::transcode_df11`]);
-    /// a tied head shares the embedding's. Returns the BF16 bytes transcoded.
-    pub fn transcode_df11(&mut self, file: &GgufFile, pool: &Pool) -> Result<usize> {
-        let mut total = self.token_embd.transcode_df11(file, pool)?;
+    /// Transcode every DFloat11 matrix to df12 in memory (see [`Linear::transcode_df11`]),
+    /// one matrix per thread on `threads` threads, largest first; a tied head shares the
+    /// embedding's. Returns the BF16 bytes transcoded.
+    pub fn transcode_df11(&mut self, file: &GgufFile, threads: usize) -> Result<usize> {
+        let mut mats: Vec<&mut Linear> = vec![&mut self.token_embd];
         for l in &mut self.layers {
-            for m in [
+            mats.extend([
                 &mut l.wq,
                 &mut l.wk,
                 &mut l.wv,
@@ -404,16 +405,41 @@ impl Weights {
                 &mut l.w_gate,
                 &mut l.w_up,
                 &mut l.w_down,
-            ] {
-                total += m.transcode_df11(file, pool)?;
+            ]);
+        }
+        if !self.tied_output {
+            mats.push(&mut self.output);
+        }
+        mats.retain(|m| m.ty == GgmlType::Df11);
+        // Popped from the end: the largest last in the vector.
+        mats.sort_by_key(|m| m.rows * m.cols);
+        let queue = Mutex::new(mats);
+        let total = AtomicUsize::new(0);
+        let err: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some(m) = next else { break };
+                    match m.transcode_df11(file) {
+                        Ok(b) => drop(total.fetch_add(b, Ordering::Relaxed)),
+                        Err(e) => {
+                            err.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            break;
+                        }
+                    }
+                });
             }
+        });
+        if let Some(e) = err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
         }
         if self.tied_output {
             self.output = self.token_embd.clone();
-        } else {
-            total += self.output.transcode_df11(file, pool)?;
         }
-        Ok(total)
+        Ok(total.into_inner())
     }
 
     /// Bytes of weights read to compute one token (all matrices, the LM head once).

@@ -117,23 +117,32 @@ pub fn encode_with(values: &[u16], block: u32) -> Df12Tensor {
         code_of[e] = c as u8;
     }
     let n = values.len();
+    let sm: Vec<u8> = values
+        .iter()
+        .map(|&v| (((v >> 8) & 0x80) | (v & 0x7f)) as u8)
+        .collect();
+    let code = |v: u16| code_of[((v >> 7) & 0xff) as usize];
     let mut codes = vec![0u8; n.div_ceil(2)];
-    let mut sm = Vec::with_capacity(n);
     let n_blocks = n.div_ceil(block as usize);
     let mut exc_start = Vec::with_capacity(n_blocks + 1);
     let mut exc_index = Vec::new();
     let mut exc_exp = Vec::new();
-    for (i, &v) in values.iter().enumerate() {
-        if i % block as usize == 0 {
-            exc_start.push(exc_index.len() as u32);
-        }
-        let e = ((v >> 7) & 0xff) as usize;
-        let c = code_of[e];
-        codes[i / 2] |= c << (4 * (i % 2));
-        sm.push((((v >> 8) & 0x80) | (v & 0x7f)) as u8);
-        if c == ESCAPE {
-            exc_index.push(i as u32);
-            exc_exp.push(e as u8);
+    // Blocks are a multiple of 64 values: a code byte never straddles two.
+    for (b, vals) in values.chunks(block as usize).enumerate() {
+        exc_start.push(exc_index.len() as u32);
+        let base = b * block as usize;
+        for (k, pair) in vals.chunks(2).enumerate() {
+            let c0 = code(pair[0]);
+            let c1 = pair.get(1).map_or(0, |&v| code(v));
+            codes[base / 2 + k] = c0 | (c1 << 4);
+            if c0 == ESCAPE || c1 == ESCAPE {
+                for (j, &v) in pair.iter().enumerate() {
+                    if code(v) == ESCAPE {
+                        exc_index.push((base + 2 * k + j) as u32);
+                        exc_exp.push(((v >> 7) & 0xff) as u8);
+                    }
+                }
+            }
         }
     }
     exc_start.push(exc_index.len() as u32);
