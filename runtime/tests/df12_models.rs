@@ -129,6 +129,24 @@ fn smollm2_df12_is_lossless_small_and_bitwise_bf16() {
     let sz = m11.dfloat_sizes();
     assert!(sz.df11_file_bytes > 0 && sz.df12_memory_bytes > sz.df11_file_bytes);
     assert!(sz.df12_memory_bytes as f64 <= 0.76 * b as f64);
+    // The memory estimate counts the df12 copy (all but its few escapes), or nothing when
+    // DF11 is kept.
+    let est = |keep_df11| {
+        let p = ModelParams {
+            keep_df11,
+            ..Default::default()
+        };
+        Model::estimate_memory(&df11, &p, &SessionParams::default()).unwrap()
+    };
+    let (e, ek) = (est(false), est(true));
+    let got = sz.df12_memory_bytes as f64;
+    assert!(
+        e.transcode_bytes as f64 <= got && e.transcode_bytes as f64 > 0.999 * got,
+        "estimated {} for {got}",
+        e.transcode_bytes
+    );
+    assert_eq!(ek.transcode_bytes, 0);
+    assert_eq!(e.total_bytes() - ek.total_bytes(), e.transcode_bytes);
     for prompt in ["The capital of France is", "def fib(n):", "日本の首都は"] {
         let toks = mb.tokenizer().encode(prompt, true, false).unwrap();
         let want = logits_of(&mb, &toks);
