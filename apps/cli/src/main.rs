@@ -233,6 +233,9 @@ struct InfoArgs {
     /// Backend to report (and load the model on): cpu, gpu or auto.
     #[arg(short = 'b', long = "backend", default_value = "auto")]
     backend: BackendKind,
+    /// Load DFloat11 matrices as stored instead of transcoding them to df12.
+    #[arg(long = "keep-df11")]
+    keep_df11: bool,
 }
 
 #[derive(Args)]
@@ -731,6 +734,7 @@ fn info(a: InfoArgs) -> Result<()> {
         ModelParams {
             n_threads: 1,
             backend: a.backend,
+            keep_df11: a.keep_df11,
             ..Default::default()
         },
     )?;
