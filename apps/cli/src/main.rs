@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod convert;
+mod dfloat_sizes;
 mod progress;
 
 use anyhow::{bail, Context, Result};
@@ -723,7 +724,7 @@ fn estimate(a: EstimateArgs) -> Result<()> {
         ..Default::default()
     };
     println!("model: {}", path.display());
-    print_dfloat_sizes(&model);
+    dfloat_sizes::print(&model);
     kv_table(&model, &base, budget, a.batch)
 }
 
@@ -770,7 +771,7 @@ fn info(a: InfoArgs) -> Result<()> {
         .collect();
     println!("tensor types:  {}", types.join(", "));
     println!("tied output:   {}", model.weights().tied_output);
-    print_dfloat_sizes(&model);
+    dfloat_sizes::print(&model);
     let kv_per_tok = c.n_layer * c.kv_dim() * 4;
     let ctx = c.n_ctx_train.min(4096);
     println!(
@@ -798,30 +799,6 @@ fn info(a: InfoArgs) -> Result<()> {
     }
     print_gpu_adapters();
     Ok(())
-}
-
-/// DFloat11 / df12 matrices: their size on disk and as run (DF11 is transcoded to df12 at
-/// load on the CPU), for `info` and `estimate`.
-fn print_dfloat_sizes(model: &Model) {
-    let s = model.dfloat_sizes();
-    if s.df11_file_bytes == 0 && s.df12_file_bytes == 0 {
-        return;
-    }
-    println!(
-        "lossless BF16: {:.1} M values; DF11 {:.1} MB + df12 {:.1} MB in the file, df12 {:.1} MB in memory (BF16 would be {:.1} MB)",
-        s.values as f64 / 1e6,
-        s.df11_file_bytes as f64 / 1e6,
-        s.df12_file_bytes as f64 / 1e6,
-        s.df12_memory_bytes as f64 / 1e6,
-        2.0 * s.values as f64 / 1e6
-    );
-    if let Some(t) = model.transcode_stats() {
-        println!(
-            "               DF11 → df12 at load: {:.2} s ({:.2} GB/s of BF16)",
-            t.seconds,
-            t.gb_per_s()
-        );
-    }
 }
 
 /// The GPU adapters wgpu sees and what each can do (for `info`).
