@@ -514,6 +514,8 @@ mod files {
             p,
             &ModelParams {
                 n_threads: 2,
+                // These files test the GPU's own DF11 decoder: no df12 transcode.
+                keep_df11: true,
                 ..Default::default()
             },
         )
@@ -723,7 +725,8 @@ fn lut_and_df11_beyond_the_binding_limit_are_refused() {
 
 /// Synthetic models converted by the real converter to LUT and DFloat11 forms: a mixed
 /// 2/3-bit LUT file with a DFloat11 embedding and head, a 4-bit file whose embedding and
-/// head are LUT too (host LUT row lookup), and an all-DF11 file. Two small layers keep the
+/// head are LUT too (host LUT row lookup), an all-DF11 file, and an all-df12 file (decoded
+/// to BF16 at upload: the GPU's BF16 GEMV, same tolerance). Two small layers keep the
 /// amplification of table rounding small, so the GPU forward (prefill and decode) must
 /// match the CPU closely: measured max |Δlogit| 0 to 7e-7 for the LUT files and 3e-5 for
 /// DF11 (BF16 GEMV summation order), logits up to ~3; tolerance 1e-4 as for the other
@@ -757,6 +760,7 @@ fn synthetic_lut_and_df11_files_match_cpu() {
         ],
         vec![GgmlType::Lut { bits: 4, group: 32 }],
         vec![GgmlType::Df11],
+        vec![GgmlType::Df12],
     ];
     for ((name, p), want) in [
         ("lut2+df11", mixed),
@@ -764,6 +768,12 @@ fn synthetic_lut_and_df11_files_match_cpu() {
         ("df11", {
             let mut p = ConvertParams::new(Target::Df11);
             p.cast = true; // the synthetic embedding is Q8_0
+            p
+        }),
+        // df12 runs on the GPU decoded to BF16 at upload (no df12 shader yet).
+        ("df12", {
+            let mut p = ConvertParams::new(Target::Df12);
+            p.cast = true;
             p
         }),
     ]
@@ -777,6 +787,7 @@ fn synthetic_lut_and_df11_files_match_cpu() {
                 &out,
                 &ModelParams {
                     n_threads: 1,
+                    keep_df11: true,
                     ..Default::default()
                 },
             )

@@ -9,11 +9,11 @@ use suanpan::convert::{convert, CalibParams, Calibration, ConvertParams, Rest, T
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Input: a GGUF model, or a Hugging Face model.safetensors (for --to bf16|f16|f32|df11).
+    /// Input: a GGUF model, or a Hugging Face model.safetensors (for --to bf16|f16|f32|df11|df12).
     input: PathBuf,
     /// Output GGUF.
     output: PathBuf,
-    /// Target: lut1, lut2, lut3, lut4, tern (BitNet b1.58 ternary), df11, bf16, f16, f32.
+    /// Target: lut1, lut2, lut3, lut4, tern (BitNet b1.58 ternary), df11, df12, bf16, f16, f32.
     #[arg(long)]
     to: String,
     /// LUT quantization group size (32, 64 or 128).

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 mod constrain;
 mod convert;
+mod dfloat_sizes;
 mod progress;
 mod serve;
 
@@ -48,7 +49,7 @@ enum Cmd {
     Info(InfoArgs),
     /// Prompt and decode speed (tokens/s) on a synthetic prompt.
     Bench(BenchArgs),
-    /// Convert a model: LUT low-bit (lut1..4, tern), DFloat11 (df11), bf16/f16/f32.
+    /// Convert a model: LUT low-bit (lut1..4, tern), DFloat11 (df11), df12, bf16/f16/f32.
     Convert(convert::ConvertArgs),
     /// KV cache bytes per token in each mode and the context a memory budget buys.
     Estimate(EstimateArgs),
@@ -72,6 +73,9 @@ struct ModelArgs {
     /// else the CPU, saying why).
     #[arg(short = 'b', long = "backend", default_value = "auto")]
     backend: BackendKind,
+    /// Run DFloat11 matrices as stored instead of transcoding them to df12 at load.
+    #[arg(long = "keep-df11")]
+    keep_df11: bool,
     #[command(flatten)]
     kv: KvArgs,
 }
@@ -237,6 +241,9 @@ struct InfoArgs {
     /// Backend to report (and load the model on): cpu, gpu or auto.
     #[arg(short = 'b', long = "backend", default_value = "auto")]
     backend: BackendKind,
+    /// Load DFloat11 matrices as stored instead of transcoding them to df12.
+    #[arg(long = "keep-df11")]
+    keep_df11: bool,
 }
 
 #[derive(Args)]
@@ -327,6 +334,7 @@ fn load(args: &ModelArgs) -> Result<Arc<Model>> {
         ModelParams {
             n_threads: args.threads,
             backend,
+            keep_df11: args.keep_df11,
             ..Default::default()
         },
     )?;
@@ -750,6 +758,7 @@ fn estimate(a: EstimateArgs) -> Result<()> {
         ..Default::default()
     };
     println!("model: {}", path.display());
+    dfloat_sizes::print(&model);
     kv_table(&model, &base, budget, a.batch)
 }
 
@@ -765,6 +774,7 @@ fn info(a: InfoArgs) -> Result<()> {
         ModelParams {
             n_threads: 1,
             backend: a.backend,
+            keep_df11: a.keep_df11,
             ..Default::default()
         },
     ) {
@@ -810,6 +820,7 @@ fn info(a: InfoArgs) -> Result<()> {
     println!("parameters:    {:.1} M", model.n_params() as f64 / 1e6);
     println!("tensor types:  {types}");
     println!("tied output:   {}", model.weights().tied_output);
+    dfloat_sizes::print(&model);
     let kv_per_tok = c.n_layer * c.kv_dim() * 4;
     let ctx = c.n_ctx_train.min(4096);
     println!(
@@ -934,10 +945,14 @@ fn bench(a: BenchArgs) -> Result<()> {
     let gbs = tg * bpt as f64 / 1e9;
     // 1 GiB: far beyond any cache of the phones and desktops we target.
     let bw = a.bandwidth.then(|| model.measure_bandwidth(1 << 30));
+    let tc = model.transcode_stats();
     if a.json {
-        let bw_json = bw.map_or(String::new(), |b| {
+        let mut bw_json = bw.map_or(String::new(), |b| {
             format!(",\"bandwidth_gbps\":{b:.2},\"roofline\":{:.3}", gbs / b)
         });
+        if let Some(t) = tc {
+            bw_json += &format!(",\"transcode_gbps\":{:.3}", t.gb_per_s());
+        }
         println!(
             "{{\"engine\":\"suanpan\",\"model\":{:?},\"threads\":{},\"prompt_tokens\":{},\"gen_tokens\":{},\"prompt_tps\":{:.2},\"decode_tps\":{:.2},\"weights_bytes_per_token\":{},\"weights_gbps\":{:.2},\"backend\":{:?}{bw_json}}}",
             model.path().display().to_string(),
@@ -953,6 +968,14 @@ fn bench(a: BenchArgs) -> Result<()> {
     } else {
         println!("model    {}", model.path().display());
         println!("backend  {}", model.backend_name());
+        if let Some(t) = tc {
+            println!(
+                "load     DF11 → df12: {:.1} MB of BF16 in {:.2} s ({:.2} GB/s)",
+                t.bf16_bytes as f64 / 1e6,
+                t.seconds,
+                t.gb_per_s()
+            );
+        }
         println!("prompt   {:>8.1} tok/s  ({} tokens)", pp, a.prompt_tokens);
         println!(
             "decode   {:>8.1} tok/s  ({} tokens, {:.1} MB of weights per token, {:.2} GB/s)",

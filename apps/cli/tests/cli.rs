@@ -838,3 +838,72 @@ fn run_and_chat_follow_json_schema_regex_and_grammar() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `convert --to df12` and `--to df11`, then `info` and `estimate` print the DF11 size on
+/// disk and the df12 size in memory; `--keep-df11` loads without the transcode; `bench`
+/// reports the transcode rate; a df12 model generates the BF16 model's greedy text.
+#[test]
+fn df12_convert_info_estimate_and_keep_df11() {
+    let dir = std::env::temp_dir().join(format!("suanpan-df12-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let (bf, d11, d12) = (p("m.bf16.gguf"), p("m.df11.gguf"), p("m.df12.gguf"));
+    ok_stdout(&["convert", &model(), &bf, "--to", "bf16"]);
+    ok_stdout(&["convert", &bf, &d11, "--to", "df11"]);
+    let conv = suanpan()
+        .args(["convert", &bf, &d12, "--to", "df12"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&conv.stderr);
+    assert!(
+        conv.status.success() && err.contains("to df12 (12.0"),
+        "{err}"
+    );
+    let info = ok_stdout(&["info", &d11, "-b", "cpu"]);
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("lossless BF16:"))
+        .unwrap_or_else(|| panic!("{info}"));
+    assert!(
+        line.contains("DF11 1") && line.contains("df12 20"),
+        "{line}"
+    );
+    assert!(info.contains("DF11 → df12 at load"), "{info}");
+    let est = ok_stdout(&["estimate", "-m", &d11]);
+    assert!(est.contains("lossless BF16:"), "{est}");
+    let kept = ok_stdout(&["info", &d11, "-b", "cpu", "--keep-df11"]);
+    assert!(kept.contains("df12 0.0 MB in memory"), "{kept}");
+    assert!(!kept.contains("DF11 → df12 at load"), "{kept}");
+    let bench = ok_stdout(&[
+        "bench",
+        "-m",
+        &d11,
+        "-b",
+        "cpu",
+        "-t",
+        "1",
+        "--prompt-tokens",
+        "4",
+        "--gen-tokens",
+        "2",
+        "--json",
+    ]);
+    assert!(bench.contains("\"transcode_gbps\":"), "{bench}");
+    let run = |m: &str| {
+        ok_stdout(&[
+            "run",
+            "-m",
+            m,
+            "-b",
+            "cpu",
+            "-p",
+            "The capital of France is",
+            "-n",
+            "6",
+            "--temp",
+            "0",
+        ])
+    };
+    assert_eq!(run(&d12), run(&bf));
+    let _ = std::fs::remove_dir_all(&dir);
+}

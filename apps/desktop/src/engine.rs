@@ -433,6 +433,7 @@ fn open(
         n_threads: config.n_threads,
         backend: config.backend,
         progress: Some(progress),
+        keep_df11: false,
     };
     let model = Arc::new(Model::load(path, &params)?);
     let session = model.session(&SessionParams {

@@ -93,6 +93,7 @@ impl Calibration {
                 n_threads: p.threads,
                 backend: BackendKind::Cpu,
                 progress: None,
+                keep_df11: false,
             },
         )?);
         let c = model.config();

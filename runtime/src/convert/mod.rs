@@ -11,8 +11,8 @@
 //!   silent fallback to another type). The token embedding and the output head follow
 //!   [`Rest`] (default: keep the source type, as llama.cpp keeps them at higher precision)
 //!   unless `quantize_embeddings` is set.
-//! * `--to bf16 | f16 | f32 | df11`: every matrix (2-D or more) is converted.
-//!   DFloat11 is lossless only from BF16: a tensor of another type is rounded to BF16
+//! * `--to bf16 | f16 | f32 | df11 | df12`: every matrix (2-D or more) is converted.
+//!   DFloat11 and df12 are lossless only from BF16: a tensor of another type is rounded to BF16
 //!   first only when `cast` is set (otherwise it is an error that says so).
 //! * Mix (default on, like llama.cpp's `_M` mixes): below 4 bits, `attn_v` and `ffn_down`
 //!   (the matrices whose error hurts most; measured on SmolLM2, GPL-3, 2 chunks of 512:
@@ -61,13 +61,15 @@ pub enum Target {
     },
     /// DFloat11 (lossless BF16).
     Df11,
+    /// df12 (lossless BF16, ~12 bits, decoded by table lookup; [`dfloat::df12`]).
+    Df12,
     Bf16,
     F16,
     F32,
 }
 
 impl Target {
-    /// Parse a `--to` value: `lut1..lut4`, `tern`, `df11`, `bf16`, `f16`, `f32`.
+    /// Parse a `--to` value: `lut1..lut4`, `tern`, `df11`, `df12`, `bf16`, `f16`, `f32`.
     pub fn parse(s: &str) -> Result<Target> {
         Ok(match s {
             "lut1" | "lut2" | "lut3" | "lut4" => Target::Lut {
@@ -79,13 +81,14 @@ impl Target {
                 method: Method::Ternary,
             },
             "df11" => Target::Df11,
+            "df12" => Target::Df12,
             "bf16" => Target::Bf16,
             "f16" => Target::F16,
             "f32" => Target::F32,
             _ => {
                 return Err(Error::invalid(format!(
-                    "unknown target {s:?} (lut1, lut2, lut3, lut4, tern, df11, bf16, f16, f32)"
-                )))
+                "unknown target {s:?} (lut1, lut2, lut3, lut4, tern, df11, df12, bf16, f16, f32)"
+            )))
             }
         })
     }
@@ -99,6 +102,7 @@ impl Target {
             } => "tern".into(),
             Target::Lut { bits, .. } => format!("lut{bits}"),
             Target::Df11 => "df11".into(),
+            Target::Df12 => "df12".into(),
             Target::Bf16 => "bf16".into(),
             Target::F16 => "f16".into(),
             Target::F32 => "f32".into(),
@@ -199,6 +203,7 @@ enum Action {
     Keep,
     Lut { bits: usize, method: Method },
     Df11,
+    Df12,
     Float(GgmlType),
 }
 
@@ -251,6 +256,7 @@ fn action(p: &ConvertParams, t: &SourceTensor) -> Action {
             }
         }
         Target::Df11 => Action::Df11,
+        Target::Df12 => Action::Df12,
         Target::Bf16 => Action::Float(GgmlType::BF16),
         Target::F16 => Action::Float(GgmlType::F16),
         Target::F32 => Action::Float(GgmlType::F32),
@@ -283,7 +289,7 @@ fn convert_one(src: &Source, t: &SourceTensor, a: Action, p: &ConvertParams) -> 
             dims: t.dims.clone(),
             ty: t.ty,
             data: src.raw(t).to_vec(),
-            df11_dims: if t.ty == GgmlType::Df11 {
+            df11_dims: if matches!(t.ty, GgmlType::Df11 | GgmlType::Df12) {
                 Some(logical.clone())
             } else {
                 None
@@ -316,7 +322,7 @@ fn convert_one(src: &Source, t: &SourceTensor, a: Action, p: &ConvertParams) -> 
                 m.to_bytes(),
             )
         }
-        Action::Df11 => {
+        Action::Df11 | Action::Df12 => {
             let bits = match read_bf16_bits(src, t)? {
                 Some(b) => b,
                 None if p.cast => read_f32(src, t)?
@@ -325,14 +331,18 @@ fn convert_one(src: &Source, t: &SourceTensor, a: Action, p: &ConvertParams) -> 
                     .collect(),
                 None => {
                     return Err(Error::invalid(format!(
-                        "{} is {}: DFloat11 is lossless only from BF16; pass --cast to round \
+                        "{} is {}: DFloat11 and df12 are lossless only from BF16; pass --cast to round \
                          it to BF16 first (or convert with --to bf16)",
                         t.name, t.ty
                     )))
                 }
             };
-            let blob = dfloat::encode(&bits)?.to_bytes();
-            let mut o = out(vec![blob.len() as u64], GgmlType::Df11, blob);
+            let (blob, ty) = if a == Action::Df12 {
+                (dfloat::df12::encode(&bits).to_bytes(), GgmlType::Df12)
+            } else {
+                (dfloat::encode(&bits)?.to_bytes(), GgmlType::Df11)
+            };
+            let mut o = out(vec![blob.len() as u64], ty, blob);
             o.df11_dims = Some(logical);
             o
         }
@@ -385,7 +395,7 @@ pub fn convert(
     if src.is_safetensors() && matches!(p.target, Target::Lut { .. }) {
         return Err(Error::invalid(
             "LUT conversion needs a GGUF model (architecture and tokenizer); safetensors input \
-             is accepted for --to bf16|f16|f32|df11",
+             is accepted for --to bf16|f16|f32|df11|df12",
         ));
     }
     let tensors = src.tensors()?;

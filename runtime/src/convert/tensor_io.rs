@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::dfloat::df12::Df12View;
 use crate::dfloat::{Df11Decoder, Df11View};
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile, Value};
@@ -70,7 +71,7 @@ impl Source {
                 .tensors
                 .iter()
                 .map(|t| {
-                    let logical = if t.ty == GgmlType::Df11 {
+                    let logical = if matches!(t.ty, GgmlType::Df11 | GgmlType::Df12) {
                         df11_dims(f, &t.name)?
                     } else {
                         t.dims.clone()
@@ -119,7 +120,7 @@ impl Source {
     }
 }
 
-/// The tensor's values as exact BF16 bit patterns when it is stored as BF16 or DFloat11,
+/// The tensor's values as exact BF16 bit patterns when it is stored as BF16, DFloat11 or df12,
 /// `None` for other types (converting them would round).
 pub fn read_bf16_bits(src: &Source, t: &SourceTensor) -> Result<Option<Vec<u16>>> {
     let raw = src.raw(t);
@@ -138,6 +139,16 @@ pub fn read_bf16_bits(src: &Source, t: &SourceTensor) -> Result<Option<Vec<u16>>
                 )));
             }
             Ok(Some(Df11Decoder::new(v.lengths)?.decode(v)?))
+        }
+        GgmlType::Df12 => {
+            let v = Df12View::parse(raw)?;
+            if v.n as u64 != t.n_elements() {
+                return Err(Error::bad_model(format!(
+                    "{}: df12 blob of {} values for {:?}",
+                    t.name, v.n, t.logical
+                )));
+            }
+            Ok(Some(v.decode()?))
         }
         _ => Ok(None),
     }

@@ -66,10 +66,13 @@
 //! # Ok::<(), suanpan::Error>(())
 //! ```
 //!
+//! The [`df12`] submodule holds the faster ~12-bit form DF11 files are transcoded to at load.
+//!
 //! [`Error::BadModel`]: crate::Error::BadModel
 //! [`Error::InvalidArg`]: crate::Error::InvalidArg
 
 mod decode;
+pub mod df12;
 mod encode;
 pub mod huffman;
 mod pool;

@@ -44,12 +44,17 @@ pub enum GgmlType {
     /// suanpan: a DFloat11 blob (see [`crate::dfloat`]); `dims = [blob bytes]`, the logical
     /// shape is in the metadata key `suanpan.df11.dims.<tensor name>`. Type id 1100.
     Df11,
+    /// suanpan: a df12 blob (see [`crate::dfloat::df12`]); stored as a [`GgmlType::Df11`] blob is
+    /// (`dims = [blob bytes]`, logical shape in `suanpan.df11.dims.<tensor name>`). Type id 1101.
+    Df12,
 }
 
 /// First type id suanpan uses for its own tensor types (ggml's ids stay far below).
 pub const SUANPAN_TYPE_BASE: u32 = 1000;
 /// Type id of [`GgmlType::Df11`].
 pub const DF11_TYPE_ID: u32 = 1100;
+/// Type id of [`GgmlType::Df12`].
+pub const DF12_TYPE_ID: u32 = 1101;
 
 impl GgmlType {
     /// Map a GGUF type id to a type, `None` when the id is unknown.
@@ -81,6 +86,7 @@ impl GgmlType {
             20 => Iq4Nl,
             23 => Iq4Xs,
             DF11_TYPE_ID => Df11,
+            DF12_TYPE_ID => Df12,
             1010..=1042 => {
                 let (bits, g) = ((id - SUANPAN_TYPE_BASE) / 10, (id - SUANPAN_TYPE_BASE) % 10);
                 if !(1..=4).contains(&bits) || g > 2 {
@@ -127,6 +133,7 @@ impl GgmlType {
                 SUANPAN_TYPE_BASE + 10 * bits as u32 + (group as u32 / 32).trailing_zeros()
             }
             Df11 => DF11_TYPE_ID,
+            Df12 => DF12_TYPE_ID,
         }
     }
 
@@ -156,7 +163,7 @@ impl GgmlType {
             Iq4Xs => (256, 136),
             // Per row, ignoring the padding to 32-row chunks (see `tensor_bytes`).
             Lut { bits, group } => (group as usize, bits as usize * group as usize / 8 + 4),
-            Df11 => (1, 1),
+            Df11 | Df12 => (1, 1),
         }
     }
 
@@ -198,7 +205,7 @@ impl GgmlType {
     /// Whether the runtime can load and compute with tensors of this type.
     pub fn is_supported(self) -> bool {
         use GgmlType::*;
-        matches!(self, Lut { .. } | Df11) || self.can_dequantize()
+        matches!(self, Lut { .. } | Df11 | Df12) || self.can_dequantize()
     }
 
     /// Whether only the CPU backend computes with this type (no WGSL kernel yet). Which of
@@ -215,6 +222,7 @@ impl GgmlType {
                     | GgmlType::Q4_1
                     | GgmlType::Lut { .. }
                     | GgmlType::Df11
+                    | GgmlType::Df12
             )
     }
 
@@ -287,6 +295,7 @@ impl GgmlType {
                 _ => "LUT4_G128",
             },
             Df11 => "DF11",
+            Df12 => "DF12",
         }
     }
 }

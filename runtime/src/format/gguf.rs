@@ -495,7 +495,7 @@ impl GgufFile {
         // were written.
         for (i, &(_, end, ti)) in spans.iter().enumerate() {
             let t = &tensors[ti];
-            if !matches!(t.ty, GgmlType::Lut { .. } | GgmlType::Df11) {
+            if !matches!(t.ty, GgmlType::Lut { .. } | GgmlType::Df11 | GgmlType::Df12) {
                 continue;
             }
             let next = spans

@@ -203,7 +203,9 @@ impl ModelConfig {
                     .ok_or_else(|| Error::bad_model("tensor token_embd.weight is missing"))?;
                 // A DFloat11 tensor's GGUF dims are its byte length; its shape is metadata.
                 let dims = match t.ty {
-                    GgmlType::Df11 => super::weights::df11_dims(f, "token_embd.weight")?,
+                    GgmlType::Df11 | GgmlType::Df12 => {
+                        super::weights::df11_dims(f, "token_embd.weight")?
+                    }
                     _ => t.dims.clone(),
                 };
                 dims.get(1).copied().unwrap_or(0) as usize

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::config::ModelConfig;
 use super::Model;
 use crate::error::{Error, Result};
-use crate::format::GgufFile;
+use crate::format::{GgmlType, GgufFile};
 use crate::kv::KvCache;
 use crate::session::SessionParams;
 use crate::ModelParams;
@@ -33,6 +33,10 @@ pub struct MemoryEstimate {
     /// Bytes of tensor data, all of which is read at load time and stays resident while
     /// the system has the memory (it is a clean, file-backed mapping the OS may evict).
     pub weights_bytes: u64,
+    /// Heap bytes of the df12 copies the CPU makes of DFloat11 matrices at load (0 with
+    /// [`ModelParams::keep_df11`] or the GPU backend): 12 bits per value plus the block
+    /// index; escapes (a few in 10⁴ values on trained weights) are not counted.
+    pub transcode_bytes: u64,
     /// The context the session would get (`n_ctx = 0` resolved).
     pub n_ctx: usize,
     /// The KV cache of one session (allocated up front for `n_ctx` positions).
@@ -51,7 +55,7 @@ impl MemoryEstimate {
     /// The model's weights plus one session. Tokenizer tables and the chat template (a
     /// few MiB for large vocabularies) are not counted.
     pub fn total_bytes(&self) -> u64 {
-        self.weights_bytes + self.session_bytes()
+        self.weights_bytes + self.transcode_bytes + self.session_bytes()
     }
 }
 
@@ -123,6 +127,17 @@ fn resolve_threads(n: usize) -> usize {
     }
 }
 
+/// Bytes of df12 copies of `file`'s DFloat11 tensors, escapes not counted.
+fn df12_bytes_of_df11(file: &GgufFile) -> Result<u64> {
+    let mut total = 0;
+    for t in file.tensors.iter().filter(|t| t.ty == GgmlType::Df11) {
+        let n: u64 = super::weights::df11_dims(file, &t.name)?.iter().product();
+        let blocks = n.div_ceil(crate::dfloat::df12::DEFAULT_BLOCK as u64);
+        total += crate::dfloat::df12::DF12_HEADER_LEN as u64 + n + n.div_ceil(2) + 4 * (blocks + 1);
+    }
+    Ok(total)
+}
+
 impl Model {
     /// Memory that loading `path` and opening one session with `session` would take,
     /// without loading anything: only the header is parsed. Fails as `load` /
@@ -143,6 +158,11 @@ impl Model {
         Ok(MemoryEstimate {
             file_bytes,
             weights_bytes: file.tensors.iter().map(|t| t.size).sum(),
+            transcode_bytes: if params.keep_df11 || params.backend == super::BackendKind::Gpu {
+                0
+            } else {
+                df12_bytes_of_df11(&file)?
+            },
             n_ctx: s.n_ctx,
             kv_bytes: s.kv_bytes as u64,
             kv_bytes_per_token: s.kv_bytes_per_token.ceil() as u64,

@@ -13,6 +13,7 @@ use crate::backend::cpu::ops::{
     silu_mul,
 };
 use crate::backend::cpu::Pool;
+use crate::dfloat::df12::{df12_matmul_many, Df12Job};
 use crate::dfloat::{decode_matmul_many, Df11Job};
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile};
@@ -174,6 +175,7 @@ enum Class {
     Ggml(ActFormat),
     Lut(u16),
     Df11,
+    Df12,
 }
 
 impl Class {
@@ -181,6 +183,7 @@ impl Class {
         match ty {
             GgmlType::Lut { group, .. } => Class::Lut(group),
             GgmlType::Df11 => Class::Df11,
+            GgmlType::Df12 => Class::Df12,
             ty => Class::Ggml(ActFormat::for_weights(ty)),
         }
     }
@@ -200,7 +203,7 @@ fn project(
 }
 
 /// Several projections of the same input. Matrices of the same class (activation format,
-/// LUT group, DFloat11) run in one pass over the thread pool.
+/// LUT group, DFloat11, df12) run in one pass over the thread pool.
 fn project_many(
     pool: &Pool,
     file: &GgufFile,
@@ -271,6 +274,28 @@ fn project_many(
                     });
                 }
                 decode_matmul_many(pool, &mut dj, &ps.acts, rb, n)?;
+            }
+            Class::Df12 => {
+                let rb = ActFormat::F32.row_bytes(cols);
+                for (xr, ar) in x
+                    .chunks_exact(cols)
+                    .take(n)
+                    .zip(ps.acts.chunks_exact_mut(rb))
+                {
+                    quantize_row(ActFormat::F32, xr, ar);
+                }
+                // Table-lookup decode of a few rows at a time into L1, then the BF16 row
+                // kernel: bitwise the BF16 matrix's results.
+                let mut dj = Vec::with_capacity(j - i);
+                for (w, out) in jobs[i..j].iter_mut() {
+                    dj.push(Df12Job {
+                        t: w.df12(file)?,
+                        rows: w.rows,
+                        cols: w.cols,
+                        out,
+                    });
+                }
+                df12_matmul_many(pool, &mut dj, &ps.acts, rb, n)?;
             }
         }
         for (w, out) in jobs[i..j].iter_mut() {

@@ -2,10 +2,12 @@
 //! the mapped file (matrices are never copied; only small norm vectors are decoded to f32).
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::config::{Arch, ModelConfig};
 use crate::backend::cpu::matmul::WeightView;
+use crate::dfloat::df12::{transcode_df11, Df12View};
 use crate::dfloat::{decode_elems, Df11Decoder, Df11View};
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile, TensorInfo};
@@ -14,8 +16,9 @@ use crate::quant::ggml::dequantize_row;
 
 /// A matrix of `rows` output features by `cols` input features inside the model file, with
 /// an optional f32 bias. Stored row-major in a ggml block format, as a LUT matrix (bit
-/// planes in kernel order, [`GgmlType::Lut`]) or DFloat11-compressed BF16 ([`GgmlType::Df11`]);
-/// every form was validated at load.
+/// planes in kernel order, [`GgmlType::Lut`]), DFloat11-compressed BF16 ([`GgmlType::Df11`])
+/// or df12 ([`GgmlType::Df12`], in the file or transcoded from DF11 at load and then held in
+/// memory); every form was validated at load.
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub name: String,
@@ -26,16 +29,32 @@ pub struct Linear {
     pub bias: Option<Vec<f32>>,
     /// The decoder of a DFloat11 matrix (its tables are built once, at load).
     df11: Option<Arc<Df11Decoder>>,
+    /// Bytes held in memory instead of the file's (a DF11 matrix transcoded to df12).
+    owned: Option<Arc<Vec<u8>>>,
 }
 
 impl Linear {
     /// The tensor's bytes in the file.
-    pub fn data<'a>(&self, file: &'a GgufFile) -> &'a [u8] {
-        &file.bytes()[self.bytes.clone()]
+    pub fn data<'a>(&'a self, file: &'a GgufFile) -> &'a [u8] {
+        match &self.owned {
+            Some(b) => b,
+            None => &file.bytes()[self.bytes.clone()],
+        }
+    }
+
+    /// The matrix as a df12 view (`ty` must be [`GgmlType::Df12`]; validated at load).
+    pub fn df12<'a>(&'a self, file: &'a GgufFile) -> Result<Df12View<'a>> {
+        if self.ty != GgmlType::Df12 {
+            return Err(Error::Internal(format!(
+                "{} is not a df12 matrix",
+                self.name
+            )));
+        }
+        Df12View::parse_layout(self.data(file))
     }
 
     /// The matrix as a LUT matrix borrowing the file (`ty` must be [`GgmlType::Lut`]).
-    pub fn lut<'a>(&self, file: &'a GgufFile) -> Result<LutMatrix<'a>> {
+    pub fn lut<'a>(&'a self, file: &'a GgufFile) -> Result<LutMatrix<'a>> {
         match self.ty {
             GgmlType::Lut { bits, group } => LutMatrix::from_bytes(
                 bits as usize,
@@ -52,7 +71,7 @@ impl Linear {
     }
 
     /// The matrix as a DFloat11 view and its decoder (`ty` must be [`GgmlType::Df11`]).
-    pub fn df11<'a>(&self, file: &'a GgufFile) -> Result<(Df11View<'a>, &Df11Decoder)> {
+    pub fn df11<'a>(&'a self, file: &'a GgufFile) -> Result<(Df11View<'a>, &'a Df11Decoder)> {
         match &self.df11 {
             Some(d) => Ok((Df11View::parse(self.data(file))?, d)),
             None => Err(Error::Internal(format!(
@@ -93,6 +112,15 @@ impl Linear {
                     *o = f32::from_bits((v as u32) << 16);
                 }
             }
+            GgmlType::Df12 => {
+                let n = self.cols;
+                tmp.row.resize(n, 0);
+                self.df12(file)?
+                    .decode_range(r * n..(r + 1) * n, &mut tmp.row)?;
+                for (o, &v) in out.iter_mut().zip(&tmp.row) {
+                    *o = f32::from_bits((v as u32) << 16);
+                }
+            }
             ty => {
                 let v = self.view(file);
                 let rb = v.row_bytes();
@@ -119,7 +147,25 @@ impl Linear {
 
     /// Bytes the matrix occupies.
     pub fn n_bytes(&self) -> usize {
-        self.bytes.len()
+        match &self.owned {
+            Some(b) => b.len(),
+            None => self.bytes.len(),
+        }
+    }
+
+    /// A DFloat11 matrix becomes df12 held in memory (lossless); other types are left as
+    /// they are. Returns the BF16 bytes transcoded (0 when nothing was).
+    pub fn transcode_df11(&mut self, file: &GgufFile) -> Result<usize> {
+        if self.ty != GgmlType::Df11 {
+            return Ok(0);
+        }
+        let (t, dec) = self.df11(file)?;
+        let blob = transcode_df11(dec, t)?.to_bytes();
+        Df12View::parse(&blob)?;
+        self.owned = Some(Arc::new(blob));
+        self.ty = GgmlType::Df12;
+        self.df11 = None;
+        Ok(2 * self.rows * self.cols)
     }
 }
 
@@ -183,7 +229,7 @@ fn check_type(t: &TensorInfo) -> Result<()> {
 fn vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     let t = find(f, name)?;
     check_type(t)?;
-    if matches!(t.ty, GgmlType::Lut { .. } | GgmlType::Df11) {
+    if matches!(t.ty, GgmlType::Lut { .. } | GgmlType::Df11 | GgmlType::Df12) {
         return Err(Error::bad_model(format!(
             "tensor {name} is {}; vectors must be F32, F16, BF16 or a ggml quant type",
             t.ty
@@ -218,7 +264,7 @@ fn linear(f: &GgufFile, name: &str, rows: usize, cols: usize, with_bias: bool) -
     let want = [cols as u64, rows as u64];
     let dims_ok = match t.ty {
         // A DFloat11 tensor is a byte blob; its logical shape is in the metadata.
-        GgmlType::Df11 => df11_dims(f, &t.name)? == want,
+        GgmlType::Df11 | GgmlType::Df12 => df11_dims(f, &t.name)? == want,
         _ => t.dims == want,
     };
     if !dims_ok {
@@ -230,7 +276,7 @@ fn linear(f: &GgufFile, name: &str, rows: usize, cols: usize, with_bias: bool) -
     if !cols.is_multiple_of(32)
         && !matches!(
             t.ty,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Df11
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Df11 | GgmlType::Df12
         )
     {
         return Err(Error::bad_model(format!(
@@ -252,6 +298,7 @@ fn linear(f: &GgufFile, name: &str, rows: usize, cols: usize, with_bias: bool) -
         bytes: start..start + t.size as usize,
         bias,
         df11: None,
+        owned: None,
     };
     match t.ty {
         // Validates the length against shape, bits and group.
@@ -267,17 +314,26 @@ fn linear(f: &GgufFile, name: &str, rows: usize, cols: usize, with_bias: bool) -
             }
             l.df11 = Some(Arc::new(Df11Decoder::new(v.lengths)?));
         }
+        GgmlType::Df12 => {
+            let v = Df12View::parse(l.data(f))?;
+            if v.n as u64 != want[0] * want[1] {
+                return Err(Error::bad_model(format!(
+                    "tensor {}: df12 blob holds {} values for a {rows}×{cols} matrix",
+                    t.name, v.n
+                )));
+            }
+        }
         _ => {}
     }
     Ok(l)
 }
 
-/// Metadata key holding the logical dims of DFloat11 tensor `name`.
+/// Metadata key holding the logical dims of DFloat11 (or df12) tensor `name`.
 pub fn df11_dims_key(name: &str) -> String {
     format!("suanpan.df11.dims.{name}")
 }
 
-/// The logical dims (`ne[0]` first) of DFloat11 tensor `name`.
+/// The logical dims (`ne[0]` first) of DFloat11 (or df12) tensor `name`.
 pub fn df11_dims(f: &GgufFile, name: &str) -> Result<Vec<u64>> {
     let key = df11_dims_key(name);
     let v = f.get(&key).and_then(|v| v.as_array()).ok_or_else(|| {
@@ -344,6 +400,57 @@ impl Weights {
             tied_output,
             rope_freqs,
         })
+    }
+
+    /// Transcode every DFloat11 matrix to df12 in memory (see [`Linear::transcode_df11`]),
+    /// one matrix per thread on `threads` threads, largest first; a tied head shares the
+    /// embedding's. Returns the BF16 bytes transcoded.
+    pub fn transcode_df11(&mut self, file: &GgufFile, threads: usize) -> Result<usize> {
+        let mut mats: Vec<&mut Linear> = vec![&mut self.token_embd];
+        for l in &mut self.layers {
+            mats.extend([
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.w_gate,
+                &mut l.w_up,
+                &mut l.w_down,
+            ]);
+        }
+        if !self.tied_output {
+            mats.push(&mut self.output);
+        }
+        mats.retain(|m| m.ty == GgmlType::Df11);
+        // Popped from the end: the largest last in the vector.
+        mats.sort_by_key(|m| m.rows * m.cols);
+        let queue = Mutex::new(mats);
+        let total = AtomicUsize::new(0);
+        let err: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some(m) = next else { break };
+                    match m.transcode_df11(file) {
+                        Ok(b) => drop(total.fetch_add(b, Ordering::Relaxed)),
+                        Err(e) => {
+                            err.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        if self.tied_output {
+            self.output = self.token_embd.clone();
+        }
+        Ok(total.into_inner())
     }
 
     /// Bytes of weights read to compute one token (all matrices, the LM head once).

@@ -213,6 +213,18 @@ impl GpuModel {
                         GpuWeights::Lut(GpuLut::upload(d, &l.name, &l.lut(file)?)?)
                     }
                     GgmlType::Df11 => GpuWeights::Df11(upload_df11(d, l, file)?),
+                    // No df12 shader yet: decoded to BF16 on the host at upload.
+                    GgmlType::Df12 => {
+                        let bits = l.df12(file)?.decode()?;
+                        GpuWeights::Ggml(GpuMatrix::upload(
+                            d,
+                            &l.name,
+                            GgmlType::BF16,
+                            l.rows,
+                            l.cols,
+                            bytemuck::cast_slice(&bits),
+                        )?)
+                    }
                     ty if matrix::supported(ty) => {
                         if ops::takes_q8(ty) && !l.cols.is_multiple_of(32) {
                             return Err(Error::bad_model(format!("{}: partial blocks", l.name)));
@@ -264,10 +276,11 @@ impl GpuModel {
         }
         let e = &w.token_embd;
         let embd = match e.ty {
-            GgmlType::Lut { .. } | GgmlType::Df11 => {
+            GgmlType::Lut { .. } | GgmlType::Df11 | GgmlType::Df12 => {
                 // Check now that every row can be read (the forward relies on it).
                 match e.ty {
                     GgmlType::Lut { .. } => drop(e.lut(file)?),
+                    GgmlType::Df12 => drop(e.df12(file)?),
                     _ => {
                         let (t, _) = e.df11(file)?;
                         t.validate()?;

@@ -1,0 +1,324 @@
+//! `out = W · x` for df12 matrices on the thread pool, decode fused into the GEMV: each
+//! thread decodes a few of its rows at a time into a small per-thread BF16 block (L1-sized)
+//! and runs them through the BF16 row kernel of [`crate::backend::cpu::matmul`] while they
+//! are in cache, so the results are bitwise those of the BF16 matrix. No full BF16 copy.
+
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+use super::Df12View;
+use crate::backend::cpu::matmul::{matmul_rows_raw, WeightView};
+use crate::backend::cpu::pool::{split_range, Pool};
+use crate::error::{Error, Result};
+use crate::format::GgmlType;
+
+/// One df12 matrix of a [`df12_matmul_many`] pass.
+pub struct Df12Job<'a, 'o> {
+    /// The encoded `rows × cols` weights, row-major.
+    pub t: Df12View<'a>,
+    /// Output rows.
+    pub rows: usize,
+    /// Input columns.
+    pub cols: usize,
+    /// `n_tokens × rows` results.
+    pub out: &'o mut [f32],
+}
+
+struct F32Ptr(*mut f32);
+// SAFETY: threads write disjoint rows of every output.
+unsafe impl Sync for F32Ptr {}
+
+/// BF16 values decoded per step: 16 KiB, half of a typical L1d.
+const BLOCK_VALUES: usize = 8192;
+
+thread_local! {
+    static BUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Up to four df12 matrices applied to the same `n_tokens` rows of F32 activations
+/// (`act_row_bytes` each) in one pass over the pool, rows split as
+/// [`crate::backend::cpu::matmul::matmul_many`] splits them.
+pub fn df12_matmul_many(
+    pool: &Pool,
+    jobs: &mut [Df12Job<'_, '_>],
+    acts: &[u8],
+    act_row_bytes: usize,
+    n_tokens: usize,
+) -> Result<()> {
+    for j in jobs.iter() {
+        if j.rows.checked_mul(j.cols) != Some(j.t.n) || j.out.len() < n_tokens * j.rows {
+            return Err(Error::invalid(format!(
+                "df12: {}×{} matrix of {} values into {} outputs",
+                j.rows,
+                j.cols,
+                j.t.n,
+                j.out.len()
+            )));
+        }
+    }
+    if acts.len() < n_tokens * act_row_bytes
+        || act_row_bytes < 4 * jobs.first().map_or(0, |j| j.cols)
+    {
+        return Err(Error::invalid("df12: activations too small"));
+    }
+    let total: usize = jobs.iter().map(|j| j.rows).sum();
+    let ptrs: Vec<F32Ptr> = jobs
+        .iter_mut()
+        .map(|j| F32Ptr(j.out.as_mut_ptr()))
+        .collect();
+    let (jobs, ptrs) = (&*jobs, &ptrs);
+    let err: Mutex<Option<Error>> = Mutex::new(None);
+    pool.run(|ith, nth| {
+        let mine = split_range(total, 8, ith, nth);
+        let mut base = 0;
+        for (j, p) in jobs.iter().zip(ptrs) {
+            let lo = mine.start.max(base).min(base + j.rows) - base;
+            let hi = mine.end.max(base).min(base + j.rows) - base;
+            base += j.rows;
+            if lo >= hi {
+                continue;
+            }
+            let step = (BLOCK_VALUES / j.cols.max(1)).max(1);
+            let res = BUF.with(|b| -> Result<()> {
+                let mut buf = b.borrow_mut();
+                #[cfg(target_arch = "x86_64")]
+                if fused_x86_ok(j.cols) {
+                    // SAFETY: as below, rows lo..hi of job j's output are this thread's.
+                    return unsafe {
+                        fused_rows_x86(j, lo..hi, acts, act_row_bytes, n_tokens, p.0, &mut buf)
+                    };
+                }
+                let mut r = lo;
+                while r < hi {
+                    let r1 = (r + step).min(hi);
+                    let len = (r1 - r) * j.cols;
+                    if buf.len() < len {
+                        buf.resize(len, 0);
+                    }
+                    j.t.decode_range(r * j.cols..r1 * j.cols, &mut buf[..len])?;
+                    let w = WeightView {
+                        ty: GgmlType::BF16,
+                        rows: r1 - r,
+                        cols: j.cols,
+                        data: bytemuck::cast_slice(&buf[..len]),
+                    };
+                    // SAFETY: `p` is job j's output of n_tokens × rows f32 (checked above);
+                    // this thread alone writes rows lo..hi of it, and r..r1 lies in them.
+                    unsafe { matmul_rows_raw(&w, r, j.rows, acts, act_row_bytes, n_tokens, p.0) };
+                    r = r1;
+                }
+                Ok(())
+            });
+            if let Err(e) = res {
+                let mut g = err.lock().unwrap_or_else(|p| p.into_inner());
+                g.get_or_insert(e);
+                return;
+            }
+        }
+    });
+    match err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Whether the fused AVX2 row kernel applies: the BF16 row kernel it mirrors is the AVX2
+/// one (same dispatch as `backend::cpu::dot`), the table-lookup decode is on, and rows are
+/// whole 32-value steps.
+#[cfg(target_arch = "x86_64")]
+fn fused_x86_ok(cols: usize) -> bool {
+    crate::backend::cpu::dot::has_avx2()
+        && super::kernel::Kernel::best() == super::kernel::Kernel::Avx2
+        && cols.is_multiple_of(32)
+}
+
+/// Rows `rows` of job `j` through [`super::fused_x86::dot_row`], tokens in groups of four
+/// as the BF16 row kernel groups them; a row holding an escape is decoded into `buf` and
+/// goes through the BF16 row kernel itself.
+///
+/// # Safety
+/// As [`matmul_rows_raw`] for `out` and rows `rows` of `j`; [`fused_x86_ok`] holds.
+#[cfg(target_arch = "x86_64")]
+unsafe fn fused_rows_x86(
+    j: &Df12Job<'_, '_>,
+    rows: std::ops::Range<usize>,
+    acts: &[u8],
+    act_row_bytes: usize,
+    n_tokens: usize,
+    out: *mut f32,
+    buf: &mut Vec<u16>,
+) -> Result<()> {
+    use super::fused_x86::dot_row;
+    let c = j.cols;
+    let t = &j.t;
+    let n = t.n;
+    if t.sign_mantissa.len() < n || 2 * t.codes.len() < n || rows.end * c > n {
+        return Err(Error::Internal("df12: view smaller than its matrix".into()));
+    }
+    let esc: Vec<usize> = t
+        .exceptions_in(rows.start * c..rows.end * c)
+        .map(|i| i / c)
+        .collect();
+    let mut e = 0;
+    let x = |tok: usize| -> &[f32] {
+        bytemuck::cast_slice(&acts[tok * act_row_bytes..tok * act_row_bytes + 4 * c])
+    };
+    if buf.len() < c {
+        buf.resize(c, 0);
+    }
+    for r in rows {
+        while e < esc.len() && esc[e] < r {
+            e += 1;
+        }
+        if e < esc.len() && esc[e] == r {
+            t.decode_range(r * c..(r + 1) * c, &mut buf[..c])?;
+            let w = WeightView {
+                ty: GgmlType::BF16,
+                rows: 1,
+                cols: c,
+                data: bytemuck::cast_slice(&buf[..c]),
+            };
+            // SAFETY: row r is the caller's to write.
+            unsafe { matmul_rows_raw(&w, r, j.rows, acts, act_row_bytes, n_tokens, out) };
+            continue;
+        }
+        let at = |tok: usize| tok * j.rows + r;
+        let mut tok = 0;
+        while tok + 4 <= n_tokens {
+            // SAFETY: AVX2/FMA detected (fused_x86_ok); values r·c..(r+1)·c lie within the
+            // checked sections, c is a multiple of 32 and each activation row holds c f32.
+            let v = unsafe {
+                dot_row::<4>(
+                    &t.table,
+                    t.sign_mantissa,
+                    t.codes,
+                    r * c,
+                    c,
+                    [x(tok), x(tok + 1), x(tok + 2), x(tok + 3)],
+                )
+            };
+            for (k, vk) in v.into_iter().enumerate() {
+                // SAFETY: tok + k < n_tokens and r < j.rows: inside the output, our row.
+                unsafe { *out.add(at(tok + k)) = vk };
+            }
+            tok += 4;
+        }
+        for tok in tok..n_tokens {
+            // SAFETY: as above.
+            let v = unsafe { dot_row::<1>(&t.table, t.sign_mantissa, t.codes, r * c, c, [x(tok)]) };
+            // SAFETY: as above.
+            unsafe { *out.add(at(tok)) = v[0] };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::matmul::matmul_many;
+    use crate::dfloat::df12::{encode_with, Df12View};
+
+    /// Bitwise the BF16 matmul's results, whatever the shape, thread and token count, with
+    /// escapes in the data.
+    #[test]
+    fn df12_matmul_equals_the_bf16_matmul() {
+        let shapes = [(37usize, 96usize), (300, 64), (5, 1000), (130, 256)];
+        let mats: Vec<Vec<u16>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, &(r, c))| {
+                (0..r * c)
+                    .map(|i| {
+                        let s = ((i * 7919 + k * 31) as f32).sin();
+                        let x = if k % 2 == 0 {
+                            // Wide dynamic range: many exponents, escapes in most rows.
+                            s * 2f32.powi((i % 40) as i32 - 20)
+                        } else if i % 1001 == 0 {
+                            // A few escapes in a narrow matrix (most rows have none).
+                            s * 2f32.powi((i / 1001) as i32 % 40 + 10)
+                        } else {
+                            0.01 + 0.005 * s
+                        };
+                        half::bf16::from_f32(x).to_bits()
+                    })
+                    .collect()
+            })
+            .collect();
+        let blobs: Vec<Vec<u8>> = mats.iter().map(|m| encode_with(m, 64).to_bytes()).collect();
+        let views: Vec<Df12View> = blobs.iter().map(|b| Df12View::parse(b).unwrap()).collect();
+        assert!(views.iter().all(|v| v.n_exceptions() > 0));
+        // Rows without escapes too (the fused AVX2 kernel's case).
+        let clean_rows = |k: usize| {
+            let c = shapes[k].1;
+            (0..shapes[k].0)
+                .filter(|&r| views[k].exceptions_in(r * c..(r + 1) * c).next().is_none())
+                .count()
+        };
+        assert!(clean_rows(1) > 200 && clean_rows(3) > 100);
+        for group in [0..1, 1..2, 2..4] {
+            let cols = shapes[group.start].1;
+            if shapes[group.clone()].iter().any(|s| s.1 != cols) {
+                continue;
+            }
+            for n in [1usize, 5] {
+                let acts: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).cos()).collect();
+                let acts: &[u8] = bytemuck::cast_slice(&acts);
+                let rb = 4 * cols;
+                for threads in [1, 2, 3] {
+                    let pool = Pool::new(threads).unwrap();
+                    let mut want: Vec<Vec<f32>> =
+                        group.clone().map(|k| vec![0f32; n * shapes[k].0]).collect();
+                    let wv = group.clone().zip(want.iter_mut()).map(|(k, o)| {
+                        let v = WeightView {
+                            ty: GgmlType::BF16,
+                            rows: shapes[k].0,
+                            cols,
+                            data: bytemuck::cast_slice(&mats[k]),
+                        };
+                        (v, &mut o[..])
+                    });
+                    matmul_many(&pool, wv, acts, rb, n);
+                    let mut got: Vec<Vec<f32>> = group
+                        .clone()
+                        .map(|k| vec![f32::NAN; n * shapes[k].0])
+                        .collect();
+                    let mut jobs: Vec<Df12Job> = group
+                        .clone()
+                        .zip(got.iter_mut())
+                        .map(|(k, o)| Df12Job {
+                            t: views[k],
+                            rows: shapes[k].0,
+                            cols,
+                            out: &mut o[..],
+                        })
+                        .collect();
+                    df12_matmul_many(&pool, &mut jobs, acts, rb, n).unwrap();
+                    for (a, b) in want.iter().zip(&got) {
+                        assert!(
+                            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "group {group:?}, n {n}, {threads} threads"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_are_errors() {
+        let m: Vec<u16> = (0..64).map(|i| i as u16).collect();
+        let blob = encode_with(&m, 64).to_bytes();
+        let v = Df12View::parse(&blob).unwrap();
+        let pool = Pool::new(1).unwrap();
+        let acts = vec![0u8; 4 * 64];
+        let mut out = vec![0f32; 2];
+        let mut jobs = [Df12Job {
+            t: v,
+            rows: 2,
+            cols: 33,
+            out: &mut out,
+        }];
+        assert!(df12_matmul_many(&pool, &mut jobs, &acts, 4 * 33, 1).is_err());
+    }
+}
