@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 
 use super::{GenerateParams, GenerateStats, Session};
-use crate::chat::{input_bytes, ChatMessage, ChatTemplate, RenderLimits};
+use crate::chat::{input_bytes, ChatMessage, RenderLimits};
 use crate::error::{Error, Result};
 use crate::kv::Overflow;
 
