@@ -978,9 +978,10 @@ fn model_control_loads() {
 #[test]
 fn model_unsupported_tensor_type() {
     use GgmlType::*;
-    for ty in [
-        Q6K, Q4K, Q5K, Q2K, Q3K, Q8K, Q5_0, Q5_1, Q8_1, TQ1_0, TQ2_0, I8, I32, F64,
-    ] {
+    // Q5_0/Q5_1, the K-quants, IQ4 and the ternary types run since issue 19 (their loading is
+    // covered by `forward::every_readable_block_type_runs_and_matches_its_f32_twin`); these
+    // never hold weights in a model file.
+    for ty in [Q8K, Q8_1, I8, I32, F64] {
         let mut t = model_tensors();
         set_type(&mut t, "blk.0.ffn_down.weight", ty);
         let msg = bad_model(model_writer(&t).to_bytes());

@@ -136,8 +136,9 @@ def main():
         "text_bytes": len(text.encode("utf-8")),
         "text_reading": "bytes of the files concatenated in the order given (like `cat`), "
                         "UTF-8, then one trailing '\\n' removed",
-        "tokenize": "llama_tokenize(text, add_special=true, parse_special=false); SmolLM2 add_bos=false "
-                    "so no BOS is added and no chunk start is replaced",
+        "tokenize": "llama_tokenize(text, add_special=true, parse_special=false); "
+                    + ("add_bos=true: BOS first, and each chunk's first token replaced by BOS"
+                       if add_bos else "add_bos=false (SmolLM2): no BOS is added and no chunk start is replaced"),
         "n_tokens": n_tok,
         "tokens_first_32": [int(t) for t in tokens[:32]],
         "tokens_sha256_i32le": sha256_bytes(np.asarray(tokens, dtype="<i4").tobytes()),

