@@ -14,13 +14,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use suanpan::model::Logits;
-use suanpan::sample::argmax;
-use suanpan::{Model, ModelParams, SessionParams};
-
-const TIE_MARGIN: f64 = 0.1;
-const LOGIT_TOL: f64 = 1.0;
-const MUST_MATCH: usize = 16;
+use suanpan::{Model, ModelParams};
 
 fn model() -> Arc<Model> {
     static M: OnceLock<Arc<Model>> = OnceLock::new();
@@ -75,52 +69,9 @@ fn gemma3_greedy_tokens_match_llamacpp() {
     let mut report = Vec::new();
     let mut worst = 0f64;
     for r in g["records"].as_array().unwrap() {
-        let name = r["name"].as_str().unwrap();
-        let prompt = common::ids(&r["prompt_ids"]);
-        let want = common::ids(&r["generated_ids"]);
-        let margins: Vec<f64> = r["margin_top1_top2"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let mut s = m
-            .session(&SessionParams {
-                n_ctx: 256,
-                ..Default::default()
-            })
-            .unwrap();
-        let mut logits = s.eval(&prompt, Logits::Last).unwrap().to_vec();
-        for pair in r["first_step_top10"].as_array().unwrap() {
-            let (id, l) = (
-                pair[0].as_u64().unwrap() as usize,
-                pair[1].as_f64().unwrap(),
-            );
-            let d = (logits[id] as f64 - l).abs();
-            worst = worst.max(d);
-            assert!(
-                d < LOGIT_TOL,
-                "{name}: first-step logit of token {id}: ours {} llama.cpp {l}",
-                logits[id]
-            );
-        }
-        let mut matched = 0;
-        for (i, &w) in want.iter().enumerate() {
-            let ours = argmax(&logits);
-            if ours != w {
-                assert!(
-                    i >= MUST_MATCH || margins[i] < TIE_MARGIN,
-                    "{name}: step {i} we chose {ours}, llama.cpp {w} (its margin {:.4})",
-                    margins[i]
-                );
-                break;
-            }
-            matched += 1;
-            if i + 1 < want.len() {
-                logits = s.eval(&[w], Logits::Last).unwrap().to_vec();
-            }
-        }
-        report.push(format!("{name}: {matched}/{}", want.len()));
+        let (line, w) = common::parity::check_greedy(&m, r, 256);
+        report.push(line);
+        worst = worst.max(w);
     }
     eprintln!("gemma3 greedy tokens matched: {}", report.join(", "));
     eprintln!("largest first-step top-10 logit difference: {worst:.3}");

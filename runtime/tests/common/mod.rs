@@ -4,6 +4,7 @@
 
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod parity;
 pub mod synth;
 
 use std::path::PathBuf;
