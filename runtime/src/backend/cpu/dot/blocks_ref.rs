@@ -330,7 +330,7 @@ mod tests {
         }
     }
 
-    /// The AVX2 Q4_K and Q6_K kernels equal the reference bit for bit: random blocks (any
+    /// The AVX2 Q4_K, Q6_K and Q5_0 kernels equal the reference bit for bit: random blocks (any
     /// code bytes, finite scales), random activations of zero, tiny, unit and huge
     /// magnitude, one to nine super-blocks per row.
     #[cfg(target_arch = "x86_64")]
@@ -385,6 +385,32 @@ mod tests {
             }
         }
         assert_eq!(checked, 120);
+        // Q5_0 against Q8_0 activations, same cases.
+        let mut checked = 0;
+        for case in 0..60 {
+            let nb = 1 + case % 17;
+            let mut w: Vec<u8> = (0..nb * 22).map(|_| next() as u8).collect();
+            for k in 0..nb {
+                let v = half::f16::from_f32(((next() % 2000) as f32 - 1000.0) * 1e-5);
+                w[k * 22..k * 22 + 2].copy_from_slice(&v.to_le_bytes());
+            }
+            let mag = [0.0f32, 1e-6, 1.0, 3e4][case % 4];
+            let x: Vec<f32> = (0..nb * 32)
+                .map(|_| ((next() % 2001) as f32 / 1000.0 - 1.0) * mag)
+                .collect();
+            let mut a = vec![0u8; ActFormat::Q8_0.row_bytes(x.len())];
+            quantize_row(ActFormat::Q8_0, &x, &mut a);
+            let want = dot_q5_0_q8_0_ref(&w, &a);
+            // SAFETY: AVX2, FMA and F16C were detected above.
+            let got = unsafe { super::super::kquant_x86::dot_q5_0_q8_0(&w, &a) };
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "Q5_0 case {case}: {got} vs {want}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 60);
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! AVX2 kernels of the K-quant dot products against Q8_K activations (Q4_K and Q6_K, the
-//! types of llama.cpp's Q4_K_M files). Each computes the same integers as
-//! [`super::blocks_ref::dot_q8k_ref`] (exact: `maddubs` pair sums fit i16, `madd` by the
-//! sub-block scale into i32 lanes) and then the same float expression per super-block, so
-//! its result equals the reference bit for bit (tested).
+//! AVX2 kernels of the block types llama.cpp's Q4_K_M files mix: Q4_K and Q6_K against Q8_K
+//! activations, Q5_0 against Q8_0. Each computes the same integers as its scalar reference
+//! in [`super::blocks_ref`] (exact: `maddubs` pair sums fit i16, `madd` into i32 lanes) and
+//! then the same float expression per block, so its result equals the reference bit for
+//! bit (tested).
 
 use std::arch::x86_64::*;
 
@@ -174,6 +174,62 @@ pub unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
         let da = d_at(ds, i);
         let (dmin, imin) = (0f32, 0i32);
         acc += d * da * isum as f32 - dmin * da * imin as f32;
+    }
+    acc
+}
+
+/// Q5_0 weights (22-byte blocks of 32) against a Q8_0 activation row: codes from the
+/// nibbles plus bit 4 from `qh`, minus 16; the sum of code × activation per block is exact
+/// and scaled as [`super::blocks_ref::dot_q5_0_q8_0_ref`] does.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    const QK: usize = 32;
+    let nb = w.len() / 22;
+    if a.len() < nb * QK + nb * 4 {
+        return f32::NAN;
+    }
+    let (qs8, ds) = a.split_at(nb * QK);
+    // Byte j of the 32 gets byte j/8 of qh; OR-ing every bit but j%8 and comparing with all
+    // ones tells whether bit j is set.
+    let spread = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bit_mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    let (m15, m16, ones) = (
+        _mm256_set1_epi8(15),
+        _mm256_set1_epi8(16),
+        _mm256_set1_epi16(1),
+    );
+    let mut acc = 0f32;
+    for (i, wb) in w.chunks_exact(22).enumerate() {
+        // SAFETY: bytes 6..22 of the block are the 16 nibble bytes, 2..6 the qh word; 32
+        // activation codes at 32i lie inside `qs8` (i < nb).
+        let (q, av) = unsafe {
+            (
+                _mm_loadu_si128(wb.as_ptr().add(6) as *const __m128i),
+                _mm256_loadu_si256(qs8.as_ptr().add(QK * i) as *const __m256i),
+            )
+        };
+        let low = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m15);
+        let qh = i32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread);
+        let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi8(-1));
+        let code = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_and_si256(set, m16)), m16);
+        let p = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_sign_epi8(code, code), _mm256_sign_epi8(av, code)),
+            ones,
+        );
+        let s = hsum_i32(p);
+        // SAFETY: the block's first two bytes are its f16 scale.
+        let d = unsafe { f16_at(wb.as_ptr()) };
+        let da = d_at(ds, i);
+        acc += d * da * s as f32;
     }
     acc
 }

@@ -85,7 +85,7 @@ fn has_neon() -> bool {
 pub fn has_simd(ty: GgmlType) -> bool {
     use GgmlType::*;
     if has_avx2() {
-        return matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q6K);
+        return matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q6K | Q5_0);
     }
     has_neon() && matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32)
 }
@@ -103,6 +103,7 @@ pub fn dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
                 GgmlType::Q4_0 => x86::dot_q4_0_q8_0(w, a),
                 GgmlType::Q4_1 => x86::dot_q4_1_q8_1(w, a),
                 GgmlType::Q8_0 => x86::dot_q8_0_q8_0(w, a),
+                GgmlType::Q5_0 => kquant_x86::dot_q5_0_q8_0(w, a),
                 GgmlType::Q4K => kquant_x86::dot_q4_k_q8_k(w, a),
                 GgmlType::Q6K => kquant_x86::dot_q6_k_q8_k(w, a),
                 GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
