@@ -31,19 +31,19 @@ pub enum Shader {
     Df11,
 }
 
-const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
+const COMMON: &str = include_str!("shaders/common.wgsl");
 
 impl Shader {
     /// The WGSL source of this family (with the shared helpers prepended).
     pub fn source(self) -> String {
         let body = match self {
-            Shader::Elementwise => include_str!("../../../../shaders/elementwise.wgsl"),
-            Shader::QuantAct => include_str!("../../../../shaders/quant_act.wgsl"),
-            Shader::Matmul => include_str!("../../../../shaders/matmul.wgsl"),
-            Shader::Attention => include_str!("../../../../shaders/attention.wgsl"),
-            Shader::KvAttention => include_str!("../../../../shaders/kv_attention.wgsl"),
-            Shader::Lut => include_str!("../../../../shaders/lut.wgsl"),
-            Shader::Df11 => include_str!("../../../../shaders/df11.wgsl"),
+            Shader::Elementwise => include_str!("shaders/elementwise.wgsl"),
+            Shader::QuantAct => include_str!("shaders/quant_act.wgsl"),
+            Shader::Matmul => include_str!("shaders/matmul.wgsl"),
+            Shader::Attention => include_str!("shaders/attention.wgsl"),
+            Shader::KvAttention => include_str!("shaders/kv_attention.wgsl"),
+            Shader::Lut => include_str!("shaders/lut.wgsl"),
+            Shader::Df11 => include_str!("shaders/df11.wgsl"),
         };
         format!("{COMMON}\n{body}")
     }
