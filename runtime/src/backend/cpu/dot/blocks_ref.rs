@@ -381,6 +381,24 @@ mod tests {
                     want.to_bits(),
                     "{ty} case {case}: {got} vs {want}"
                 );
+                // The four-row (prefill) kernel: each row as the single-row reference.
+                let rows: Vec<Vec<u8>> = (0..4)
+                    .map(|r| {
+                        let xr: Vec<f32> = x.iter().map(|v| v * (r as f32 - 1.5)).collect();
+                        let mut ar = vec![0u8; a.len()];
+                        quantize_row(ActFormat::Q8K, &xr, &mut ar);
+                        ar
+                    })
+                    .collect();
+                let four = super::super::dot4(ty, &w, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+                for (r, got) in four.iter().enumerate() {
+                    let want = dot_q8k_ref(ty, &w, &rows[r]);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} dot4 row {r} case {case}"
+                    );
+                }
                 checked += 1;
             }
         }
@@ -400,6 +418,23 @@ mod tests {
                 .collect();
             let mut a = vec![0u8; ActFormat::Q8_0.row_bytes(x.len())];
             quantize_row(ActFormat::Q8_0, &x, &mut a);
+            let rows: Vec<Vec<u8>> = (0..4)
+                .map(|r| {
+                    let xr: Vec<f32> = x.iter().map(|v| v * (r as f32 - 1.5)).collect();
+                    let mut ar = vec![0u8; a.len()];
+                    quantize_row(ActFormat::Q8_0, &xr, &mut ar);
+                    ar
+                })
+                .collect();
+            let four = super::super::dot4(Q5_0, &w, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+            for (r, got) in four.iter().enumerate() {
+                let want = dot_q5_0_q8_0_ref(&w, &rows[r]);
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "Q5_0 dot4 row {r} case {case}"
+                );
+            }
             let want = dot_q5_0_q8_0_ref(&w, &a);
             // SAFETY: AVX2, FMA and F16C were detected above.
             let got = unsafe { super::super::kquant_x86::dot_q5_0_q8_0(&w, &a) };

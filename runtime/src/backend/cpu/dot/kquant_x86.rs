@@ -56,48 +56,81 @@ fn d_at(ds: &[u8], i: usize) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: same CPU requirements as this function.
+    let r = unsafe { q4_k_rows::<1>(w, [a]) };
+    r[0]
+}
+
+/// [`dot_q4_k_q8_k`] for four activation rows, each weight byte unpacked once (prefill);
+/// the same results as four single-row calls.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot4_q4_k_q8_k(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+    // SAFETY: same CPU requirements as this function.
+    unsafe { q4_k_rows::<4>(w, a) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let nk = w.len() / 144;
-    let Some((qs, ds, sums)) = q8k_parts(a, nk) else {
-        return f32::NAN;
-    };
+    let mut parts = [(&[][..], &[][..], &[][..]); R];
+    for (p, row) in parts.iter_mut().zip(a) {
+        match q8k_parts(row, nk) {
+            Some(x) => *p = x,
+            None => return [f32::NAN; R],
+        }
+    }
     let mask = _mm256_set1_epi8(15);
-    let mut acc = 0f32;
+    let mut acc = [0f32; R];
     for (i, b) in w.chunks_exact(144).enumerate() {
         let mut sc = [0i16; 8];
-        let mut imin = 0i32;
+        let mut mins = [0i32; 8];
         for (j, s) in sc.iter_mut().enumerate() {
             let (scale, m) = scale_min_k4(j, &b[4..16]);
             *s = scale as i16;
-            if m != 0 {
-                imin += m as i32 * (bsum(sums, i, 2 * j) + bsum(sums, i, 2 * j + 1));
-            }
+            mins[j] = m as i32;
         }
-        let q8 = &qs[QK_K * i..QK_K * (i + 1)];
-        let mut iacc = _mm256_setzero_si256();
+        let mut iacc = [_mm256_setzero_si256(); R];
         for p in 0..4 {
-            // SAFETY: 32 bytes at 16 + 32p ≤ 144 of `b`, and at 64p (+32) ≤ 256 of `q8`.
-            let (q4, a_lo, a_hi) = unsafe {
-                (
-                    _mm256_loadu_si256(b.as_ptr().add(16 + 32 * p) as *const __m256i),
-                    _mm256_loadu_si256(q8.as_ptr().add(64 * p) as *const __m256i),
-                    _mm256_loadu_si256(q8.as_ptr().add(64 * p + 32) as *const __m256i),
-                )
-            };
+            // SAFETY: 32 bytes at 16 + 32p ≤ 144 of `b`.
+            let q4 = unsafe { _mm256_loadu_si256(b.as_ptr().add(16 + 32 * p) as *const __m256i) };
             let lo = _mm256_and_si256(q4, mask);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), mask);
-            let p_lo =
-                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), _mm256_set1_epi16(sc[2 * p]));
-            let p_hi = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(hi, a_hi),
+            let (s_lo, s_hi) = (
+                _mm256_set1_epi16(sc[2 * p]),
                 _mm256_set1_epi16(sc[2 * p + 1]),
             );
-            iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(p_lo, p_hi));
+            for (acc_r, (qs, _, _)) in iacc.iter_mut().zip(&parts) {
+                let q8 = &qs[QK_K * i..QK_K * (i + 1)];
+                // SAFETY: 32 bytes at 64p (+32) ≤ 256 of `q8`.
+                let (a_lo, a_hi) = unsafe {
+                    (
+                        _mm256_loadu_si256(q8.as_ptr().add(64 * p) as *const __m256i),
+                        _mm256_loadu_si256(q8.as_ptr().add(64 * p + 32) as *const __m256i),
+                    )
+                };
+                let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), s_lo);
+                let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), s_hi);
+                *acc_r = _mm256_add_epi32(*acc_r, _mm256_add_epi32(p_lo, p_hi));
+            }
         }
-        let isum = hsum_i32(iacc);
         // SAFETY: the super-block's first four bytes are d and dmin.
         let (d, dmin) = unsafe { (f16_at(b.as_ptr()), f16_at(b.as_ptr().add(2))) };
-        let da = d_at(ds, i);
-        acc += d * da * isum as f32 - dmin * da * imin as f32;
+        for r in 0..R {
+            let (_, ds, sums) = parts[r];
+            let mut imin = 0i32;
+            for (j, &m) in mins.iter().enumerate() {
+                if m != 0 {
+                    imin += m * (bsum(sums, i, 2 * j) + bsum(sums, i, 2 * j + 1));
+                }
+            }
+            let isum = hsum_i32(iacc[r]);
+            let da = d_at(ds, i);
+            acc[r] += d * da * isum as f32 - dmin * da * imin as f32;
+        }
     }
     acc
 }
@@ -116,23 +149,41 @@ fn six_bits(low: __m256i, high: __m256i, m3: __m256i) -> __m256i {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: same CPU requirements as this function.
+    let r = unsafe { q6_k_rows::<1>(w, [a]) };
+    r[0]
+}
+
+/// [`dot_q6_k_q8_k`] for four activation rows, each weight byte unpacked once (prefill);
+/// the same results as four single-row calls.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot4_q6_k_q8_k(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+    // SAFETY: same CPU requirements as this function.
+    unsafe { q6_k_rows::<4>(w, a) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let nk = w.len() / 210;
-    let Some((qs, ds, sums)) = q8k_parts(a, nk) else {
-        return f32::NAN;
-    };
+    let mut parts = [(&[][..], &[][..], &[][..]); R];
+    for (p, row) in parts.iter_mut().zip(a) {
+        match q8k_parts(row, nk) {
+            Some(x) => *p = x,
+            None => return [f32::NAN; R],
+        }
+    }
     let (m4, m3) = (_mm256_set1_epi8(15), _mm256_set1_epi8(3));
-    let mut acc = 0f32;
+    let mut acc = [0f32; R];
     for (i, b) in w.chunks_exact(210).enumerate() {
         let sc = &b[192..208];
-        let mut corr = 0i32;
-        for (j, &s) in sc.iter().enumerate() {
-            corr += s as i8 as i32 * bsum(sums, i, j);
-        }
-        let q8 = &qs[QK_K * i..QK_K * (i + 1)];
-        let mut iacc = _mm256_setzero_si256();
+        let mut iacc = [_mm256_setzero_si256(); R];
         for h in 0..2 {
             // SAFETY: 32-byte loads at 64h, 64h + 32 (ql) and 128 + 32h (qh) lie in the
-            // 210-byte block; at 128h + 32k in the 256 activation codes.
+            // 210-byte block.
             let (ql0, ql1, qh) = unsafe {
                 (
                     _mm256_loadu_si256(b.as_ptr().add(64 * h) as *const __m256i),
@@ -155,25 +206,36 @@ pub unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
                 ),
             ];
             for (k, c) in codes.into_iter().enumerate() {
-                // SAFETY: see above.
-                let av = unsafe {
-                    _mm256_loadu_si256(q8.as_ptr().add(128 * h + 32 * k) as *const __m256i)
-                };
                 let j = 8 * h + 2 * k;
                 let scales = _mm256_set_m128i(
                     _mm_set1_epi16(sc[j + 1] as i8 as i16),
                     _mm_set1_epi16(sc[j] as i8 as i16),
                 );
-                let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(c, av), scales);
-                iacc = _mm256_add_epi32(iacc, prod);
+                for (acc_r, (qs, _, _)) in iacc.iter_mut().zip(&parts) {
+                    // SAFETY: 32 bytes at 256i + 128h + 32k lie in the activation codes.
+                    let av = unsafe {
+                        _mm256_loadu_si256(
+                            qs.as_ptr().add(QK_K * i + 128 * h + 32 * k) as *const __m256i
+                        )
+                    };
+                    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(c, av), scales);
+                    *acc_r = _mm256_add_epi32(*acc_r, prod);
+                }
             }
         }
-        let isum = hsum_i32(iacc) - 32 * corr;
         // SAFETY: bytes 208..210 of the block are d.
         let d = unsafe { f16_at(b.as_ptr().add(208)) };
-        let da = d_at(ds, i);
-        let (dmin, imin) = (0f32, 0i32);
-        acc += d * da * isum as f32 - dmin * da * imin as f32;
+        for r in 0..R {
+            let (_, ds, sums) = parts[r];
+            let mut corr = 0i32;
+            for (j, &s) in sc.iter().enumerate() {
+                corr += s as i8 as i32 * bsum(sums, i, j);
+            }
+            let isum = hsum_i32(iacc[r]) - 32 * corr;
+            let da = d_at(ds, i);
+            let (dmin, imin) = (0f32, 0i32);
+            acc[r] += d * da * isum as f32 - dmin * da * imin as f32;
+        }
     }
     acc
 }
@@ -186,12 +248,34 @@ pub unsafe fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: same CPU requirements as this function.
+    let r = unsafe { q5_0_rows::<1>(w, [a]) };
+    r[0]
+}
+
+/// [`dot_q5_0_q8_0`] for four activation rows, each block's codes built once (prefill);
+/// the same results as four single-row calls.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot4_q5_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+    // SAFETY: same CPU requirements as this function.
+    unsafe { q5_0_rows::<4>(w, a) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     const QK: usize = 32;
     let nb = w.len() / 22;
-    if a.len() < nb * QK + nb * 4 {
-        return f32::NAN;
+    let mut parts = [(&[][..], &[][..]); R];
+    for (p, row) in parts.iter_mut().zip(a) {
+        if row.len() < nb * QK + nb * 4 {
+            return [f32::NAN; R];
+        }
+        *p = row.split_at(nb * QK);
     }
-    let (qs8, ds) = a.split_at(nb * QK);
     // Byte j of the 32 gets byte j/8 of qh; OR-ing every bit but j%8 and comparing with all
     // ones tells whether bit j is set.
     let spread = _mm256_set_epi64x(
@@ -206,30 +290,26 @@ pub unsafe fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
         _mm256_set1_epi8(16),
         _mm256_set1_epi16(1),
     );
-    let mut acc = 0f32;
+    let mut acc = [0f32; R];
     for (i, wb) in w.chunks_exact(22).enumerate() {
-        // SAFETY: bytes 6..22 of the block are the 16 nibble bytes, 2..6 the qh word; 32
-        // activation codes at 32i lie inside `qs8` (i < nb).
-        let (q, av) = unsafe {
-            (
-                _mm_loadu_si128(wb.as_ptr().add(6) as *const __m128i),
-                _mm256_loadu_si256(qs8.as_ptr().add(QK * i) as *const __m256i),
-            )
-        };
+        // SAFETY: bytes 6..22 of the block are the 16 nibble bytes.
+        let q = unsafe { _mm_loadu_si128(wb.as_ptr().add(6) as *const __m128i) };
         let low = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m15);
         let qh = i32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
         let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread);
         let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi8(-1));
         let code = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_and_si256(set, m16)), m16);
-        let p = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(_mm256_sign_epi8(code, code), _mm256_sign_epi8(av, code)),
-            ones,
-        );
-        let s = hsum_i32(p);
+        let abs = _mm256_sign_epi8(code, code);
         // SAFETY: the block's first two bytes are its f16 scale.
         let d = unsafe { f16_at(wb.as_ptr()) };
-        let da = d_at(ds, i);
-        acc += d * da * s as f32;
+        for (acc_r, (qs8, ds)) in acc.iter_mut().zip(&parts) {
+            // SAFETY: 32 activation codes at 32i lie inside `qs8` (i < nb).
+            let av = unsafe { _mm256_loadu_si256(qs8.as_ptr().add(QK * i) as *const __m256i) };
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(abs, _mm256_sign_epi8(av, code)), ones);
+            let s = hsum_i32(p);
+            let da = d_at(ds, i);
+            *acc_r += d * da * s as f32;
+        }
     }
     acc
 }

@@ -145,6 +145,9 @@ pub fn dot4(ty: GgmlType, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
                 GgmlType::Q4_0 => return x86::dot4_q4_0_q8_0(w, a),
                 GgmlType::Q4_1 => return x86::dot4_q4_1_q8_1(w, a),
                 GgmlType::Q8_0 => return x86::dot4_q8_0_q8_0(w, a),
+                GgmlType::Q5_0 => return kquant_x86::dot4_q5_0_q8_0(w, a),
+                GgmlType::Q4K => return kquant_x86::dot4_q4_k_q8_k(w, a),
+                GgmlType::Q6K => return kquant_x86::dot4_q6_k_q8_k(w, a),
                 GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
                     return x86::dot4_dense(ty, w, a.map(bytemuck::cast_slice))
                 }
