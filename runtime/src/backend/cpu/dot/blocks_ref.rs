@@ -330,7 +330,7 @@ mod tests {
         }
     }
 
-    /// The AVX2 Q4_K, Q6_K and Q5_0 kernels equal the reference bit for bit: random blocks (any
+    /// The AVX2 Q4_K, Q5_K, Q6_K and Q5_0 kernels (one row and four) equal the reference bit for bit: random blocks (any
     /// code bytes, finite scales), random activations of zero, tiny, unit and huge
     /// magnitude, one to nine super-blocks per row.
     #[cfg(target_arch = "x86_64")]
@@ -344,8 +344,9 @@ mod tests {
             return;
         }
         type Kernel = unsafe fn(&[u8], &[u8]) -> f32;
-        let kernels: [(GgmlType, Kernel, &[usize]); 2] = [
+        let kernels: [(GgmlType, Kernel, &[usize]); 3] = [
             (Q4K, super::super::kquant_x86::dot_q4_k_q8_k, &[0, 2]),
+            (Q5K, super::super::kquant_x86::dot_q5_k_q8_k, &[0, 2]),
             (Q6K, super::super::kquant_x86::dot_q6_k_q8_k, &[208]),
         ];
         let mut seed = 0xC0FFEEu64;
@@ -402,7 +403,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 120);
+        assert_eq!(checked, 180);
         // Q5_0 against Q8_0 activations, same cases.
         let mut checked = 0;
         for case in 0..60 {

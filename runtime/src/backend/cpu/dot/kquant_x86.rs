@@ -57,7 +57,7 @@ fn d_at(ds: &[u8], i: usize) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: same CPU requirements as this function.
-    let r = unsafe { q4_k_rows::<1>(w, [a]) };
+    let r = unsafe { q4_k_rows::<1, false>(w, [a]) };
     r[0]
 }
 
@@ -69,13 +69,38 @@ pub unsafe fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot4_q4_k_q8_k(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
     // SAFETY: same CPU requirements as this function.
-    unsafe { q4_k_rows::<4>(w, a) }
+    unsafe { q4_k_rows::<4, false>(w, a) }
 }
 
+/// Q5_K weights (176-byte super-blocks) against a Q8_K activation row: Q4_K's layout with
+/// bit 4 of every code in `qh`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: same CPU requirements as this function.
+    let r = unsafe { q4_k_rows::<1, true>(w, [a]) };
+    r[0]
+}
+
+/// [`dot_q5_k_q8_k`] for four activation rows (prefill).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot4_q5_k_q8_k(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+    // SAFETY: same CPU requirements as this function.
+    unsafe { q4_k_rows::<4, true>(w, a) }
+}
+
+/// Q4_K (`FIVE` false, 144-byte blocks) or Q5_K (`FIVE` true, 176-byte blocks with the 32
+/// `qh` bytes before the nibbles) against `R` Q8_K rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
-    let nk = w.len() / 144;
+unsafe fn q4_k_rows<const R: usize, const FIVE: bool>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
+    let (bb, qs_at) = if FIVE { (176, 48) } else { (144, 16) };
+    let nk = w.len() / bb;
     let mut parts = [(&[][..], &[][..], &[][..]); R];
     for (p, row) in parts.iter_mut().zip(a) {
         match q8k_parts(row, nk) {
@@ -84,8 +109,16 @@ unsafe fn q4_k_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
         }
     }
     let mask = _mm256_set1_epi8(15);
+    let (one, m16) = (_mm256_set1_epi8(1), _mm256_set1_epi8(16));
     let mut acc = [0f32; R];
-    for (i, b) in w.chunks_exact(144).enumerate() {
+    for (i, b) in w.chunks_exact(bb).enumerate() {
+        // Q5_K: bit 2p (low nibbles) and 2p+1 (high nibbles) of qh[l] are bit 4 of the codes.
+        // SAFETY: bytes 16..48 of a Q5_K block are qh (only read when FIVE).
+        let qh = if FIVE {
+            unsafe { _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i) }
+        } else {
+            _mm256_setzero_si256()
+        };
         let mut sc = [0i16; 8];
         let mut mins = [0i32; 8];
         for (j, s) in sc.iter_mut().enumerate() {
@@ -95,10 +128,19 @@ unsafe fn q4_k_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
         }
         let mut iacc = [_mm256_setzero_si256(); R];
         for p in 0..4 {
-            // SAFETY: 32 bytes at 16 + 32p ≤ 144 of `b`.
-            let q4 = unsafe { _mm256_loadu_si256(b.as_ptr().add(16 + 32 * p) as *const __m256i) };
-            let lo = _mm256_and_si256(q4, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), mask);
+            // SAFETY: 32 bytes at qs_at + 32p ≤ bb of `b`.
+            let q4 =
+                unsafe { _mm256_loadu_si256(b.as_ptr().add(qs_at + 32 * p) as *const __m256i) };
+            let mut lo = _mm256_and_si256(q4, mask);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), mask);
+            if FIVE {
+                // Move bit 2p (then 2p+1) of each qh byte to bit 0, then to 16.
+                let shifted = shift_right_bytes(qh, 2 * p as i32);
+                let b_lo = _mm256_and_si256(shifted, one);
+                let b_hi = _mm256_and_si256(_mm256_srli_epi16(shifted, 1), one);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(b_lo, one), m16));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(b_hi, one), m16));
+            }
             let (s_lo, s_hi) = (
                 _mm256_set1_epi16(sc[2 * p]),
                 _mm256_set1_epi16(sc[2 * p + 1]),
@@ -133,6 +175,19 @@ unsafe fn q4_k_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
         }
     }
     acc
+}
+
+/// Every byte of `v` shifted right by `n` bits (0, 2, 4 or 6); bits from the neighbouring byte
+/// that a 16-bit shift brings in are above bit 1 and are masked off by the caller.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn shift_right_bytes(v: __m256i, n: i32) -> __m256i {
+    match n {
+        0 => v,
+        2 => _mm256_srli_epi16(v, 2),
+        4 => _mm256_srli_epi16(v, 4),
+        _ => _mm256_srli_epi16(v, 6),
+    }
 }
 
 /// Six-bit codes: `low` (0..15 per byte) with bits 0-1 of each byte of `high` as bits 4-5.

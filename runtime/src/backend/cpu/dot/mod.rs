@@ -85,7 +85,10 @@ fn has_neon() -> bool {
 pub fn has_simd(ty: GgmlType) -> bool {
     use GgmlType::*;
     if has_avx2() {
-        return matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q6K | Q5_0);
+        return matches!(
+            ty,
+            Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q5K | Q6K | Q5_0
+        );
     }
     has_neon() && matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32)
 }
@@ -105,6 +108,7 @@ pub fn dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
                 GgmlType::Q8_0 => x86::dot_q8_0_q8_0(w, a),
                 GgmlType::Q5_0 => kquant_x86::dot_q5_0_q8_0(w, a),
                 GgmlType::Q4K => kquant_x86::dot_q4_k_q8_k(w, a),
+                GgmlType::Q5K => kquant_x86::dot_q5_k_q8_k(w, a),
                 GgmlType::Q6K => kquant_x86::dot_q6_k_q8_k(w, a),
                 GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
                     x86::dot4_dense(ty, w, [bytemuck::cast_slice(a); 1])[0]
@@ -147,6 +151,7 @@ pub fn dot4(ty: GgmlType, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
                 GgmlType::Q8_0 => return x86::dot4_q8_0_q8_0(w, a),
                 GgmlType::Q5_0 => return kquant_x86::dot4_q5_0_q8_0(w, a),
                 GgmlType::Q4K => return kquant_x86::dot4_q4_k_q8_k(w, a),
+                GgmlType::Q5K => return kquant_x86::dot4_q5_k_q8_k(w, a),
                 GgmlType::Q6K => return kquant_x86::dot4_q6_k_q8_k(w, a),
                 GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
                     return x86::dot4_dense(ty, w, a.map(bytemuck::cast_slice))
