@@ -189,6 +189,16 @@ impl Class {
     }
 }
 
+/// The first `n` rows of `x` (`cols` wide) converted to `fmt` into `acts`; returns the bytes
+/// of one converted row.
+fn convert_acts(fmt: ActFormat, x: &[f32], cols: usize, n: usize, acts: &mut [u8]) -> usize {
+    let rb = fmt.row_bytes(cols);
+    for (xr, ar) in x.chunks_exact(cols).take(n).zip(acts.chunks_exact_mut(rb)) {
+        quantize_row(fmt, xr, ar);
+    }
+    rb
+}
+
 /// `out[t] = W · x[t] (+ bias)` for `n` rows of `x`, converting activations first.
 fn project(
     pool: &Pool,
@@ -222,14 +232,7 @@ fn project_many(
         let cols = jobs[i].0.cols;
         match class {
             Class::Ggml(fmt) => {
-                let rb = fmt.row_bytes(cols);
-                for (xr, ar) in x
-                    .chunks_exact(cols)
-                    .take(n)
-                    .zip(ps.acts.chunks_exact_mut(rb))
-                {
-                    quantize_row(fmt, xr, ar);
-                }
+                let rb = convert_acts(fmt, x, cols, n, &mut ps.acts);
                 let views = jobs[i..j]
                     .iter_mut()
                     .map(|(w, out)| (w.view(file), &mut **out));
@@ -251,14 +254,7 @@ fn project_many(
                 gemm_many(pool, pairs, &ps.tables[..n])?;
             }
             Class::Df11 => {
-                let rb = ActFormat::F32.row_bytes(cols);
-                for (xr, ar) in x
-                    .chunks_exact(cols)
-                    .take(n)
-                    .zip(ps.acts.chunks_exact_mut(rb))
-                {
-                    quantize_row(ActFormat::F32, xr, ar);
-                }
+                let rb = convert_acts(ActFormat::F32, x, cols, n, &mut ps.acts);
                 // Decode fused into the GEMV: each thread decodes the chunks of its rows a
                 // block at a time and applies them while they are in cache (bitwise the
                 // BF16 matrix's results, through the same row kernel).
@@ -276,14 +272,7 @@ fn project_many(
                 decode_matmul_many(pool, &mut dj, &ps.acts, rb, n)?;
             }
             Class::Df12 => {
-                let rb = ActFormat::F32.row_bytes(cols);
-                for (xr, ar) in x
-                    .chunks_exact(cols)
-                    .take(n)
-                    .zip(ps.acts.chunks_exact_mut(rb))
-                {
-                    quantize_row(ActFormat::F32, xr, ar);
-                }
+                let rb = convert_acts(ActFormat::F32, x, cols, n, &mut ps.acts);
                 // Table-lookup decode of a few rows at a time into L1, then the BF16 row
                 // kernel: bitwise the BF16 matrix's results.
                 let mut dj = Vec::with_capacity(j - i);
