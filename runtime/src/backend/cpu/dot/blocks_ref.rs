@@ -449,6 +449,73 @@ mod tests {
         assert_eq!(checked, 60);
     }
 
+    /// Whatever kernel [`super::super::dot`] / [`super::super::dot4`] dispatch to on this
+    /// machine (AVX2 on x86, NEON on aarch64 under qemu, the references elsewhere), every
+    /// block type equals its scalar reference bit for bit on random blocks.
+    #[test]
+    fn dispatched_dots_equal_reference_bitwise() {
+        use GgmlType::*;
+        let mut seed = 0xBADC0DEu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let fields = |ty: GgmlType| -> &'static [usize] {
+            match ty {
+                Q5_0 | Iq4Nl | Iq4Xs => &[0],
+                Q5_1 | Q4K | Q5K => &[0, 2],
+                Q2K => &[80, 82],
+                Q3K => &[108],
+                Q6K => &[208],
+                TQ1_0 => &[52],
+                _ => &[64],
+            }
+        };
+        for ty in [
+            Q5_0, Q5_1, Q2K, Q3K, Q4K, Q5K, Q6K, Iq4Nl, Iq4Xs, TQ1_0, TQ2_0,
+        ] {
+            let (bl, bb) = ty.block_geometry();
+            for case in 0..12 {
+                let nb = (1 + case % 3) * QK_K / bl;
+                let mut w: Vec<u8> = (0..nb * bb).map(|_| next() as u8).collect();
+                for k in 0..nb {
+                    for &f in fields(ty) {
+                        let v = half::f16::from_f32(((next() % 2000) as f32 - 1000.0) * 1e-5);
+                        w[k * bb + f..k * bb + f + 2].copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                let fmt = ActFormat::for_weights(ty);
+                let rows: Vec<Vec<u8>> = (0..4)
+                    .map(|_| {
+                        let x: Vec<f32> = (0..nb * bl)
+                            .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                            .collect();
+                        let mut a = vec![0u8; fmt.row_bytes(x.len())];
+                        quantize_row(fmt, &x, &mut a);
+                        a
+                    })
+                    .collect();
+                let four = super::super::dot4(ty, &w, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+                for (r, row) in rows.iter().enumerate() {
+                    let want = super::super::dot_ref(ty, &w, row);
+                    let got = super::super::dot(ty, &w, row);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} case {case}: {got} vs {want}"
+                    );
+                    assert_eq!(
+                        four[r].to_bits(),
+                        want.to_bits(),
+                        "{ty} dot4 row {r} case {case}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn q8k_codes_sums_and_scale() {
         let x: Vec<f32> = (0..512)

@@ -1,0 +1,147 @@
+//! NEON kernels of the Q4_K and Q6_K dot products against Q8_K activations (aarch64). Like
+//! the AVX2 ones ([`super::kquant_x86`]) they compute the reference's integers exactly
+//! (widening `smull` products, pairwise adds into i32) and then its float expression per
+//! super-block, so they equal [`super::blocks_ref::dot_q8k_ref`] bit for bit (tested under
+//! qemu by `blocks_ref::tests::dispatched_dots_equal_reference_bitwise`).
+
+use std::arch::aarch64::*;
+
+use crate::quant::ggml::f16_at;
+use crate::quant::kquant::{scale_min_k4, QK_K};
+
+/// Σ x·y over 16 signed bytes, exact.
+#[inline(always)]
+fn dot16(x: int8x16_t, y: int8x16_t) -> i32 {
+    // SAFETY: NEON is baseline on aarch64; register-only operations.
+    unsafe {
+        let lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+        let hi = vmull_high_s8(x, y);
+        vaddvq_s32(vpadalq_s16(vpaddlq_s16(lo), hi))
+    }
+}
+
+/// A Q8_K activation row split into codes, scales and 16-sums; `None` if too short.
+#[inline]
+fn q8k_parts(a: &[u8], nk: usize) -> Option<(&[u8], &[u8], &[u8])> {
+    let n = nk * QK_K;
+    if a.len() < n + nk * 36 {
+        return None;
+    }
+    let (qs, rest) = a.split_at(n);
+    let (ds, sums) = rest.split_at(4 * nk);
+    Some((qs, ds, sums))
+}
+
+#[inline(always)]
+fn bsum(sums: &[u8], i: usize, j: usize) -> i32 {
+    let at = 32 * i + 2 * j;
+    i16::from_le_bytes([sums[at], sums[at + 1]]) as i32
+}
+
+#[inline(always)]
+fn d_at(ds: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([ds[4 * i], ds[4 * i + 1], ds[4 * i + 2], ds[4 * i + 3]])
+}
+
+/// 16 activation codes at `at` of `q8` (bounds-checked).
+#[inline(always)]
+fn load16(q8: &[u8], at: usize) -> int8x16_t {
+    let s = &q8[at..at + 16];
+    // SAFETY: `s` holds 16 readable bytes.
+    unsafe { vld1q_s8(s.as_ptr() as *const i8) }
+}
+
+/// Q4_K weights (144-byte super-blocks) against a Q8_K activation row.
+pub fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let nk = w.len() / 144;
+    let Some((qs, ds, sums)) = q8k_parts(a, nk) else {
+        return f32::NAN;
+    };
+    let mut acc = 0f32;
+    for (i, b) in w.chunks_exact(144).enumerate() {
+        let q8 = &qs[QK_K * i..QK_K * (i + 1)];
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for j in 0..8 {
+            let (s, m) = scale_min_k4(j, &b[4..16]);
+            if m != 0 {
+                imin += m as i32 * (bsum(sums, i, 2 * j) + bsum(sums, i, 2 * j + 1));
+            }
+            // Sub-block j: nibbles (low for even j, high for odd) of qs[32(j/2)..][..32].
+            let src = &b[16 + 32 * (j / 2)..16 + 32 * (j / 2) + 32];
+            let mut s_j = 0i32;
+            for half in 0..2 {
+                let bytes = &src[16 * half..16 * half + 16];
+                // SAFETY: `bytes` holds 16 readable bytes; NEON is baseline.
+                let codes = unsafe {
+                    let v = vld1q_u8(bytes.as_ptr());
+                    let c = if j % 2 == 0 {
+                        vandq_u8(v, vdupq_n_u8(15))
+                    } else {
+                        vshrq_n_u8::<4>(v)
+                    };
+                    vreinterpretq_s8_u8(c)
+                };
+                s_j += dot16(codes, load16(q8, 32 * j + 16 * half));
+            }
+            isum += s as i32 * s_j;
+        }
+        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+        let da = d_at(ds, i);
+        acc += d * da * isum as f32 - dmin * da * imin as f32;
+    }
+    acc
+}
+
+/// Q6_K weights (210-byte super-blocks) against a Q8_K activation row.
+pub fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
+    let nk = w.len() / 210;
+    let Some((qs, ds, _)) = q8k_parts(a, nk) else {
+        return f32::NAN;
+    };
+    let mut acc = 0f32;
+    for (i, b) in w.chunks_exact(210).enumerate() {
+        let q8 = &qs[QK_K * i..QK_K * (i + 1)];
+        let sc = &b[192..208];
+        let mut isum = 0i32;
+        for h in 0..2 {
+            for l0 in [0usize, 16] {
+                // 16 columns l0..l0+16 of this half feed weights 128h + {0,32,64,96} + l.
+                let (ql0, ql1, qh) = (
+                    &b[64 * h + l0..64 * h + l0 + 16],
+                    &b[64 * h + 32 + l0..64 * h + 32 + l0 + 16],
+                    &b[128 + 32 * h + l0..128 + 32 * h + l0 + 16],
+                );
+                // SAFETY: each slice holds 16 readable bytes; NEON is baseline.
+                let codes = unsafe {
+                    let (v0, v1, vh) = (
+                        vld1q_u8(ql0.as_ptr()),
+                        vld1q_u8(ql1.as_ptr()),
+                        vld1q_u8(qh.as_ptr()),
+                    );
+                    let (m4, m3) = (vdupq_n_u8(15), vdupq_n_u8(3));
+                    let six = |low: uint8x16_t, high: uint8x16_t| {
+                        vsubq_s8(
+                            vreinterpretq_s8_u8(vorrq_u8(low, vshlq_n_u8::<4>(vandq_u8(high, m3)))),
+                            vdupq_n_s8(32),
+                        )
+                    };
+                    [
+                        six(vandq_u8(v0, m4), vh),
+                        six(vandq_u8(v1, m4), vshrq_n_u8::<2>(vh)),
+                        six(vshrq_n_u8::<4>(v0), vshrq_n_u8::<4>(vh)),
+                        six(vshrq_n_u8::<4>(v1), vshrq_n_u8::<6>(vh)),
+                    ]
+                };
+                for (k, c) in codes.into_iter().enumerate() {
+                    let at = 128 * h + 32 * k + l0;
+                    isum += sc[at / 16] as i8 as i32 * dot16(c, load16(q8, at));
+                }
+            }
+        }
+        let d = f16_at(b, 208);
+        let da = d_at(ds, i);
+        let (dmin, imin) = (0f32, 0i32);
+        acc += d * da * isum as f32 - dmin * da * imin as f32;
+    }
+    acc
+}
