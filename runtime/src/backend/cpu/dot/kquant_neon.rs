@@ -1,8 +1,9 @@
-//! NEON kernels of the Q4_K and Q6_K dot products against Q8_K activations (aarch64). Like
-//! the AVX2 ones ([`super::kquant_x86`]) they compute the reference's integers exactly
-//! (widening `smull` products, pairwise adds into i32) and then its float expression per
-//! super-block, so they equal [`super::blocks_ref::dot_q8k_ref`] bit for bit (tested under
-//! qemu by `blocks_ref::tests::dispatched_dots_equal_reference_bitwise`).
+//! NEON kernels (aarch64) of the block types of Gemma 3's Q4_K_M mix: Q4_K and Q6_K against
+//! Q8_K activations, Q5_0 against Q8_0. Like the AVX2 ones (`kquant_x86.rs`) they compute
+//! the reference's integers exactly (widening `smull` products, pairwise adds into i32) and
+//! then its float expression per block, so they equal their references in
+//! [`super::blocks_ref`] bit for bit (tested under qemu by
+//! `blocks_ref::tests::dispatched_dots_equal_reference_bitwise`).
 
 use std::arch::aarch64::*;
 
@@ -142,6 +143,42 @@ pub fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
         let da = d_at(ds, i);
         let (dmin, imin) = (0f32, 0i32);
         acc += d * da * isum as f32 - dmin * da * imin as f32;
+    }
+    acc
+}
+
+/// Q5_0 weights (22-byte blocks of 32) against a Q8_0 activation row (the layout of
+/// [`crate::quant::ggml`]: 32 codes per block, then one f32 scale per block).
+pub fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    const QK: usize = 32;
+    let nb = w.len() / 22;
+    if a.len() < nb * QK + nb * 4 {
+        return f32::NAN;
+    }
+    let (qs8, ds) = a.split_at(nb * QK);
+    let mut acc = 0f32;
+    for (i, wb) in w.chunks_exact(22).enumerate() {
+        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+        let mut high = [0u8; 32];
+        for (j, h) in high.iter_mut().enumerate() {
+            *h = (((qh >> j) & 1) as u8) << 4;
+        }
+        // SAFETY: bytes 6..22 of the block are its 16 nibble bytes, `high` holds 32 bytes;
+        // NEON is baseline.
+        let (lo, hi) = unsafe {
+            let q = vld1q_u8(wb[6..22].as_ptr());
+            let m16 = vdupq_n_s8(16);
+            let lo = vorrq_u8(vandq_u8(q, vdupq_n_u8(15)), vld1q_u8(high.as_ptr()));
+            let hi = vorrq_u8(vshrq_n_u8::<4>(q), vld1q_u8(high[16..].as_ptr()));
+            (
+                vsubq_s8(vreinterpretq_s8_u8(lo), m16),
+                vsubq_s8(vreinterpretq_s8_u8(hi), m16),
+            )
+        };
+        let s = dot16(lo, load16(qs8, QK * i)) + dot16(hi, load16(qs8, QK * i + 16));
+        let d = f16_at(wb, 0);
+        let da = d_at(ds, i);
+        acc += d * da * s as f32;
     }
     acc
 }

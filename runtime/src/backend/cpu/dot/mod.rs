@@ -90,7 +90,7 @@ pub fn has_simd(ty: GgmlType) -> bool {
             Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q5K | Q6K | Q5_0
         );
     }
-    has_neon() && matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q6K)
+    has_neon() && matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q6K | Q5_0)
 }
 
 /// Dot product of a weight row of type `ty` with an activation row already converted to the
@@ -126,6 +126,7 @@ pub fn dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
                 GgmlType::Q4_0 => neon::dot_q4_0_q8_0(w, a),
                 GgmlType::Q4_1 => neon::dot_q4_1_q8_1(w, a),
                 GgmlType::Q8_0 => neon::dot_q8_0_q8_0(w, a),
+                GgmlType::Q5_0 => kquant_neon::dot_q5_0_q8_0(w, a),
                 GgmlType::Q4K => kquant_neon::dot_q4_k_q8_k(w, a),
                 GgmlType::Q6K => kquant_neon::dot_q6_k_q8_k(w, a),
                 GgmlType::F32 => neon::dot_f32_f32(w, bytemuck::cast_slice(a)),
