@@ -211,6 +211,55 @@ pub fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
     quantize_row_q8(x, out, true)
 }
 
+/// A Q8_K activation row (the [`ActFormat::Q8K`] layout above) read in place: the kernels
+/// and their references share this view instead of each splitting the bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Q8kRow<'a> {
+    qs: &'a [u8],
+    ds: &'a [u8],
+    sums: &'a [u8],
+}
+
+impl<'a> Q8kRow<'a> {
+    /// A view of nothing (placeholder before [`Q8kRow::new`]).
+    pub const EMPTY: Q8kRow<'static> = Q8kRow {
+        qs: &[],
+        ds: &[],
+        sums: &[],
+    };
+
+    /// View `a` as `nk` super-blocks; `None` if it is too short.
+    pub fn new(a: &'a [u8], nk: usize) -> Option<Self> {
+        let n = nk * QK_K;
+        if a.len() < n + nk * 36 {
+            return None;
+        }
+        let (qs, rest) = a.split_at(n);
+        let (ds, sums) = rest.split_at(4 * nk);
+        Some(Q8kRow { qs, ds, sums })
+    }
+
+    /// The 256 codes of super-block `i`.
+    #[inline(always)]
+    pub fn codes(&self, i: usize) -> &'a [u8] {
+        &self.qs[QK_K * i..QK_K * (i + 1)]
+    }
+
+    /// The scale of super-block `i`.
+    #[inline(always)]
+    pub fn d(&self, i: usize) -> f32 {
+        let d = &self.ds[4 * i..4 * i + 4];
+        f32::from_le_bytes([d[0], d[1], d[2], d[3]])
+    }
+
+    /// The sum of codes 16j..16j+16 of super-block `i`.
+    #[inline(always)]
+    pub fn bsum(&self, i: usize, j: usize) -> i32 {
+        let at = 32 * i + 2 * j;
+        i16::from_le_bytes([self.sums[at], self.sums[at + 1]]) as i32
+    }
+}
+
 /// Quantize `x` (a multiple of 256 long) into the Q8_K activation layout.
 pub fn quantize_row_q8_k(x: &[f32], out: &mut [u8]) {
     let n = x.len();

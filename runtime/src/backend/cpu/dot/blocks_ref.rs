@@ -9,7 +9,7 @@
 
 use super::{f16_table, h, Acts};
 use crate::format::GgmlType;
-use crate::quant::ggml::f16_at;
+use crate::quant::ggml::{f16_at, Q8kRow};
 use crate::quant::iq4::{iq4_xs_scale, LEVELS};
 use crate::quant::kquant::{q3k_scales, scale_min_k4, QK_K};
 use crate::quant::ternary::trit;
@@ -163,21 +163,15 @@ pub(crate) fn unpack(ty: GgmlType, b: &[u8]) -> Unpacked {
 pub fn dot_q8k_ref(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     let bb = ty.block_geometry().1;
     let nk = w.len() / bb;
-    let n = nk * QK_K;
-    if a.len() < n + nk * 36 {
+    let Some(row) = Q8kRow::new(a, nk) else {
         return f32::NAN;
-    }
-    let (qs, rest) = a.split_at(n);
-    let (ds, sums) = rest.split_at(4 * nk);
+    };
     let mut acc = 0f32;
     for (i, wb) in w.chunks_exact(bb).enumerate() {
         let u = unpack(ty, wb);
-        let q = &qs[QK_K * i..QK_K * (i + 1)];
-        let da = f32::from_le_bytes(ds[4 * i..4 * i + 4].try_into().unwrap());
-        let bsum = |j: usize| {
-            let at = 32 * i + 2 * j;
-            i16::from_le_bytes([sums[at], sums[at + 1]]) as i32
-        };
+        let q = row.codes(i);
+        let da = row.d(i);
+        let bsum = |j: usize| row.bsum(i, j);
         let (mut isum, mut imin) = (0i32, 0i32);
         for j in 0..QK_K / u.sub {
             let span = u.sub * j..u.sub * (j + 1);

@@ -7,8 +7,9 @@
 
 use std::arch::aarch64::*;
 
-use crate::quant::ggml::f16_at;
-use crate::quant::kquant::{scale_min_k4, QK_K};
+use super::Acts;
+use crate::quant::ggml::{f16_at, Q8kRow};
+use crate::quant::kquant::scale_min_k4;
 
 /// Σ x·y over 16 signed bytes, exact.
 #[inline(always)]
@@ -19,29 +20,6 @@ fn dot16(x: int8x16_t, y: int8x16_t) -> i32 {
         let hi = vmull_high_s8(x, y);
         vaddvq_s32(vpadalq_s16(vpaddlq_s16(lo), hi))
     }
-}
-
-/// A Q8_K activation row split into codes, scales and 16-sums; `None` if too short.
-#[inline]
-fn q8k_parts(a: &[u8], nk: usize) -> Option<(&[u8], &[u8], &[u8])> {
-    let n = nk * QK_K;
-    if a.len() < n + nk * 36 {
-        return None;
-    }
-    let (qs, rest) = a.split_at(n);
-    let (ds, sums) = rest.split_at(4 * nk);
-    Some((qs, ds, sums))
-}
-
-#[inline(always)]
-fn bsum(sums: &[u8], i: usize, j: usize) -> i32 {
-    let at = 32 * i + 2 * j;
-    i16::from_le_bytes([sums[at], sums[at + 1]]) as i32
-}
-
-#[inline(always)]
-fn d_at(ds: &[u8], i: usize) -> f32 {
-    f32::from_le_bytes([ds[4 * i], ds[4 * i + 1], ds[4 * i + 2], ds[4 * i + 3]])
 }
 
 /// 16 activation codes at `at` of `q8` (bounds-checked).
@@ -55,17 +33,17 @@ fn load16(q8: &[u8], at: usize) -> int8x16_t {
 /// Q4_K weights (144-byte super-blocks) against a Q8_K activation row.
 pub fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let nk = w.len() / 144;
-    let Some((qs, ds, sums)) = q8k_parts(a, nk) else {
+    let Some(row) = Q8kRow::new(a, nk) else {
         return f32::NAN;
     };
     let mut acc = 0f32;
     for (i, b) in w.chunks_exact(144).enumerate() {
-        let q8 = &qs[QK_K * i..QK_K * (i + 1)];
+        let q8 = row.codes(i);
         let (mut isum, mut imin) = (0i32, 0i32);
         for j in 0..8 {
             let (s, m) = scale_min_k4(j, &b[4..16]);
             if m != 0 {
-                imin += m as i32 * (bsum(sums, i, 2 * j) + bsum(sums, i, 2 * j + 1));
+                imin += m as i32 * (row.bsum(i, 2 * j) + row.bsum(i, 2 * j + 1));
             }
             // Sub-block j: nibbles (low for even j, high for odd) of qs[32(j/2)..][..32].
             let src = &b[16 + 32 * (j / 2)..16 + 32 * (j / 2) + 32];
@@ -87,7 +65,7 @@ pub fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
             isum += s as i32 * s_j;
         }
         let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-        let da = d_at(ds, i);
+        let da = row.d(i);
         acc += d * da * isum as f32 - dmin * da * imin as f32;
     }
     acc
@@ -96,12 +74,12 @@ pub fn dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 /// Q6_K weights (210-byte super-blocks) against a Q8_K activation row.
 pub fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let nk = w.len() / 210;
-    let Some((qs, ds, _)) = q8k_parts(a, nk) else {
+    let Some(row) = Q8kRow::new(a, nk) else {
         return f32::NAN;
     };
     let mut acc = 0f32;
     for (i, b) in w.chunks_exact(210).enumerate() {
-        let q8 = &qs[QK_K * i..QK_K * (i + 1)];
+        let q8 = row.codes(i);
         let sc = &b[192..208];
         let mut isum = 0i32;
         for h in 0..2 {
@@ -140,7 +118,7 @@ pub fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
             }
         }
         let d = f16_at(b, 208);
-        let da = d_at(ds, i);
+        let da = row.d(i);
         let (dmin, imin) = (0f32, 0i32);
         acc += d * da * isum as f32 - dmin * da * imin as f32;
     }
@@ -150,12 +128,10 @@ pub fn dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 /// Q5_0 weights (22-byte blocks of 32) against a Q8_0 activation row (the layout of
 /// [`crate::quant::ggml`]: 32 codes per block, then one f32 scale per block).
 pub fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    const QK: usize = 32;
     let nb = w.len() / 22;
-    if a.len() < nb * QK + nb * 4 {
+    let Some(acts) = Acts::new(a, nb, false) else {
         return f32::NAN;
-    }
-    let (qs8, ds) = a.split_at(nb * QK);
+    };
     let mut acc = 0f32;
     for (i, wb) in w.chunks_exact(22).enumerate() {
         let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
@@ -175,9 +151,10 @@ pub fn dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
                 vsubq_s8(vreinterpretq_s8_u8(hi), m16),
             )
         };
-        let s = dot16(lo, load16(qs8, QK * i)) + dot16(hi, load16(qs8, QK * i + 16));
+        let q8 = acts.block(i);
+        let s = dot16(lo, load16(q8, 0)) + dot16(hi, load16(q8, 16));
         let d = f16_at(wb, 0);
-        let da = d_at(ds, i);
+        let da = acts.d(i);
         acc += d * da * s as f32;
     }
     acc

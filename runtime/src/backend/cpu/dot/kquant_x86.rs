@@ -6,7 +6,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::kquant::{scale_min_k4, QK_K};
+use super::Acts;
+use crate::quant::ggml::Q8kRow;
+use crate::quant::kquant::scale_min_k4;
 
 /// The f16 at `p` as f32 (F16C; exact).
 #[inline]
@@ -25,29 +27,6 @@ fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
     _mm_cvtsi128_si32(s)
-}
-
-/// A Q8_K activation row split into codes, scales and 16-sums; `None` if too short.
-#[inline]
-fn q8k_parts(a: &[u8], nk: usize) -> Option<(&[u8], &[u8], &[u8])> {
-    let n = nk * QK_K;
-    if a.len() < n + nk * 36 {
-        return None;
-    }
-    let (qs, rest) = a.split_at(n);
-    let (ds, sums) = rest.split_at(4 * nk);
-    Some((qs, ds, sums))
-}
-
-#[inline(always)]
-fn bsum(sums: &[u8], i: usize, j: usize) -> i32 {
-    let at = 32 * i + 2 * j;
-    i16::from_le_bytes([sums[at], sums[at + 1]]) as i32
-}
-
-#[inline(always)]
-fn d_at(ds: &[u8], i: usize) -> f32 {
-    f32::from_le_bytes([ds[4 * i], ds[4 * i + 1], ds[4 * i + 2], ds[4 * i + 3]])
 }
 
 /// Q4_K weights (144-byte super-blocks) against a Q8_K activation row.
@@ -101,9 +80,9 @@ pub unsafe fn dot4_q5_k_q8_k(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
 unsafe fn q4_k_rows<const R: usize, const FIVE: bool>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let (bb, qs_at) = if FIVE { (176, 48) } else { (144, 16) };
     let nk = w.len() / bb;
-    let mut parts = [(&[][..], &[][..], &[][..]); R];
+    let mut parts = [Q8kRow::EMPTY; R];
     for (p, row) in parts.iter_mut().zip(a) {
-        match q8k_parts(row, nk) {
+        match Q8kRow::new(row, nk) {
             Some(x) => *p = x,
             None => return [f32::NAN; R],
         }
@@ -145,8 +124,8 @@ unsafe fn q4_k_rows<const R: usize, const FIVE: bool>(w: &[u8], a: [&[u8]; R]) -
                 _mm256_set1_epi16(sc[2 * p]),
                 _mm256_set1_epi16(sc[2 * p + 1]),
             );
-            for (acc_r, (qs, _, _)) in iacc.iter_mut().zip(&parts) {
-                let q8 = &qs[QK_K * i..QK_K * (i + 1)];
+            for (acc_r, row) in iacc.iter_mut().zip(&parts) {
+                let q8 = row.codes(i);
                 // SAFETY: 32 bytes at 64p (+32) ≤ 256 of `q8`.
                 let (a_lo, a_hi) = unsafe {
                     (
@@ -162,15 +141,15 @@ unsafe fn q4_k_rows<const R: usize, const FIVE: bool>(w: &[u8], a: [&[u8]; R]) -
         // SAFETY: the super-block's first four bytes are d and dmin.
         let (d, dmin) = unsafe { (f16_at(b.as_ptr()), f16_at(b.as_ptr().add(2))) };
         for r in 0..R {
-            let (_, ds, sums) = parts[r];
+            let row = &parts[r];
             let mut imin = 0i32;
             for (j, &m) in mins.iter().enumerate() {
                 if m != 0 {
-                    imin += m * (bsum(sums, i, 2 * j) + bsum(sums, i, 2 * j + 1));
+                    imin += m * (row.bsum(i, 2 * j) + row.bsum(i, 2 * j + 1));
                 }
             }
             let isum = hsum_i32(iacc[r]);
-            let da = d_at(ds, i);
+            let da = row.d(i);
             acc[r] += d * da * isum as f32 - dmin * da * imin as f32;
         }
     }
@@ -224,9 +203,9 @@ pub unsafe fn dot4_q6_k_q8_k(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let nk = w.len() / 210;
-    let mut parts = [(&[][..], &[][..], &[][..]); R];
+    let mut parts = [Q8kRow::EMPTY; R];
     for (p, row) in parts.iter_mut().zip(a) {
-        match q8k_parts(row, nk) {
+        match Q8kRow::new(row, nk) {
             Some(x) => *p = x,
             None => return [f32::NAN; R],
         }
@@ -266,11 +245,11 @@ unsafe fn q6_k_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                     _mm_set1_epi16(sc[j + 1] as i8 as i16),
                     _mm_set1_epi16(sc[j] as i8 as i16),
                 );
-                for (acc_r, (qs, _, _)) in iacc.iter_mut().zip(&parts) {
+                for (acc_r, row) in iacc.iter_mut().zip(&parts) {
                     // SAFETY: 32 bytes at 256i + 128h + 32k lie in the activation codes.
                     let av = unsafe {
                         _mm256_loadu_si256(
-                            qs.as_ptr().add(QK_K * i + 128 * h + 32 * k) as *const __m256i
+                            row.codes(i).as_ptr().add(128 * h + 32 * k) as *const __m256i
                         )
                     };
                     let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(c, av), scales);
@@ -281,13 +260,13 @@ unsafe fn q6_k_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
         // SAFETY: bytes 208..210 of the block are d.
         let d = unsafe { f16_at(b.as_ptr().add(208)) };
         for r in 0..R {
-            let (_, ds, sums) = parts[r];
+            let row = &parts[r];
             let mut corr = 0i32;
             for (j, &s) in sc.iter().enumerate() {
-                corr += s as i8 as i32 * bsum(sums, i, j);
+                corr += s as i8 as i32 * row.bsum(i, j);
             }
             let isum = hsum_i32(iacc[r]) - 32 * corr;
-            let da = d_at(ds, i);
+            let da = row.d(i);
             let (dmin, imin) = (0f32, 0i32);
             acc[r] += d * da * isum as f32 - dmin * da * imin as f32;
         }
@@ -322,14 +301,13 @@ pub unsafe fn dot4_q5_0_q8_0(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_0_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
-    const QK: usize = 32;
     let nb = w.len() / 22;
-    let mut parts = [(&[][..], &[][..]); R];
+    let mut parts = [None; R];
     for (p, row) in parts.iter_mut().zip(a) {
-        if row.len() < nb * QK + nb * 4 {
-            return [f32::NAN; R];
+        match Acts::new(row, nb, false) {
+            Some(x) => *p = Some(x),
+            None => return [f32::NAN; R],
         }
-        *p = row.split_at(nb * QK);
     }
     // Byte j of the 32 gets byte j/8 of qh; OR-ing every bit but j%8 and comparing with all
     // ones tells whether bit j is set.
@@ -357,12 +335,12 @@ unsafe fn q5_0_rows<const R: usize>(w: &[u8], a: [&[u8]; R]) -> [f32; R] {
         let abs = _mm256_sign_epi8(code, code);
         // SAFETY: the block's first two bytes are its f16 scale.
         let d = unsafe { f16_at(wb.as_ptr()) };
-        for (acc_r, (qs8, ds)) in acc.iter_mut().zip(&parts) {
-            // SAFETY: 32 activation codes at 32i lie inside `qs8` (i < nb).
-            let av = unsafe { _mm256_loadu_si256(qs8.as_ptr().add(QK * i) as *const __m256i) };
+        for (acc_r, acts) in acc.iter_mut().zip(parts.iter().flatten()) {
+            // SAFETY: block i < nb of the activations holds 32 codes.
+            let av = unsafe { _mm256_loadu_si256(acts.block(i).as_ptr() as *const __m256i) };
             let p = _mm256_madd_epi16(_mm256_maddubs_epi16(abs, _mm256_sign_epi8(av, code)), ones);
             let s = hsum_i32(p);
-            let da = d_at(ds, i);
+            let da = acts.d(i);
             *acc_r += d * da * s as f32;
         }
     }
