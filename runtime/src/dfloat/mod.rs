@@ -81,7 +81,7 @@ mod tensor;
 pub use decode::{decode, Df11Decoder, Kernel};
 pub use encode::{encode, encode_with, exponent, exponent_counts, sign_mantissa, EncodeParams};
 pub use huffman::{DEFAULT_MAX_CODE_LEN, MAX_CODE_LEN, NSYM};
-pub use pool::{chunks_covering, decode_elems, decode_matmul_many, decode_pool, Df11Job};
+pub use pool::{chunks_covering, decode_elems, decode_matmul_many, Df11Job};
 pub use tensor::{
     Df11Tensor, Df11View, U32s, DEFAULT_CHUNK_BYTES, DF11_HEADER_LEN, DF11_MAGIC, DF11_VERSION,
     MAX_CHUNK_BYTES, MIN_CHUNK_BYTES,

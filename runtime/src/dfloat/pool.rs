@@ -13,50 +13,6 @@ use crate::backend::cpu::pool::{split_range, Pool};
 use crate::error::{Error, Result};
 use crate::format::GgmlType;
 
-/// Output pointer shared by the pool's threads; each writes its own element range.
-struct OutPtr(*mut u16);
-// SAFETY: threads write the disjoint element ranges of disjoint chunk ranges.
-unsafe impl Sync for OutPtr {}
-
-/// Decode all of `t` into `out` (`out.len() == t.n`), the chunks split over `pool`.
-/// `t` must have passed [`Df11View::validate`] (done once at model load); each thread
-/// still checks the index entries and codes of its own chunks, so corrupt data is an
-/// error, never an out-of-bounds access.
-pub fn decode_pool(pool: &Pool, dec: &Df11Decoder, t: Df11View<'_>, out: &mut [u16]) -> Result<()> {
-    if out.len() != t.n {
-        return Err(Error::invalid(format!(
-            "DFloat11: output holds {} values, tensor has {}",
-            out.len(),
-            t.n
-        )));
-    }
-    let nch = t.num_chunks();
-    let err: Mutex<Option<Error>> = Mutex::new(None);
-    let p = OutPtr(out.as_mut_ptr());
-    let p = &p;
-    pool.run(|ith, nth| {
-        let chunks = split_range(nch, 1, ith, nth);
-        let res = t.elem_range(chunks.clone()).and_then(|r| {
-            if r.end > t.n || r.start > r.end {
-                return Err(Error::bad_model("DFloat11: chunk index outside the tensor"));
-            }
-            // SAFETY: `r` lies within `0..t.n == out.len()` (checked above), and the
-            // element ranges of disjoint chunk ranges are disjoint (the index is
-            // non-decreasing, validated at load and re-checked by `elem_range`).
-            let o = unsafe { std::slice::from_raw_parts_mut(p.0.add(r.start), r.len()) };
-            dec.decode_range(t, chunks, o)
-        });
-        if let Err(e) = res {
-            let mut g = err.lock().unwrap_or_else(|p| p.into_inner());
-            g.get_or_insert(e);
-        }
-    });
-    match err.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
 /// One DFloat11 matrix of a [`decode_matmul_many`] pass: `rows × cols` BF16 weights and
 /// its output (`n_tokens × rows` f32).
 pub struct Df11Job<'a, 'o> {
@@ -293,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn pool_decode_and_ranges_equal_the_input() {
+    fn ranges_equal_the_input() {
         let v = values(50_000);
         let p = EncodeParams {
             chunk_bytes: 64,
@@ -301,12 +257,6 @@ mod tests {
         };
         let t = encode_with(&v, &p).unwrap();
         let dec = Df11Decoder::new(&t.lengths).unwrap();
-        for threads in [1, 2, 3] {
-            let pool = Pool::new(threads).unwrap();
-            let mut out = vec![0u16; v.len()];
-            decode_pool(&pool, &dec, t.view(), &mut out).unwrap();
-            assert_eq!(out, v);
-        }
         let mut tmp = Vec::new();
         for r in [
             0..1,
