@@ -502,45 +502,49 @@ fn attention_matches_cpu_decode_and_prefill() {
         let q = rng.vec(nt * n_head * hd, 1.5);
         let scale = 1.0 / (hd as f32).sqrt();
         let span = n_ctx * kv_dim;
-        let mut want = vec![0f32; nt * n_head * hd];
-        let mut scores = vec![0f32; 2 * (pos0 + nt)];
-        attention(
-            &pool,
-            AttnShape {
+        // 0: causal over everything; else a sliding window (Gemma 3 layers).
+        for window in [0usize, 5, 64] {
+            let mut want = vec![0f32; nt * n_head * hd];
+            let mut scores = vec![0f32; 2 * (pos0 + nt)];
+            attention(
+                &pool,
+                AttnShape {
+                    n_head,
+                    n_kv_head: n_kv,
+                    head_dim: hd,
+                },
+                &q,
+                &kvals[layer * span..][..span],
+                &vvals[layer * span..][..span],
+                pos0,
+                nt,
+                scale,
+                window,
+                &mut scores,
+                &mut want,
+            );
+            let kc = d.upload("k", bytemuck::cast_slice(&kvals)).unwrap();
+            let vc = d.upload("v", bytemuck::cast_slice(&vvals)).unwrap();
+            let (qb, ob) = (up(&d, &q), d.buffer("o", (4 * want.len()) as u64).unwrap());
+            let call = ops::AttnCall {
                 n_head,
                 n_kv_head: n_kv,
                 head_dim: hd,
-            },
-            &q,
-            &kvals[layer * span..][..span],
-            &vvals[layer * span..][..span],
-            pos0,
-            nt,
-            scale,
-            0,
-            &mut scores,
-            &mut want,
-        );
-        let kc = d.upload("k", bytemuck::cast_slice(&kvals)).unwrap();
-        let vc = d.upload("v", bytemuck::cast_slice(&vvals)).unwrap();
-        let (qb, ob) = (up(&d, &q), d.buffer("o", (4 * want.len()) as u64).unwrap());
-        let call = ops::AttnCall {
-            n_head,
-            n_kv_head: n_kv,
-            head_dim: hd,
-            pos0,
-            n_tokens: nt,
-            layer_base: layer * span,
-            scale,
-        };
-        run(&d, |r| ops::attention(r, call, &qb, &kc, &vc, &ob).unwrap());
-        let got = d.read_f32(&ob, 0, want.len()).unwrap();
-        close(
-            &got,
-            &want,
-            |_| 2e-3 * 2.0,
-            &format!("attention h{n_head}/{n_kv} d{hd} pos0 {pos0} n{nt}"),
-        );
+                pos0,
+                n_tokens: nt,
+                layer_base: layer * span,
+                scale,
+                window,
+            };
+            run(&d, |r| ops::attention(r, call, &qb, &kc, &vc, &ob).unwrap());
+            let got = d.read_f32(&ob, 0, want.len()).unwrap();
+            close(
+                &got,
+                &want,
+                |_| 2e-3 * 2.0,
+                &format!("attention h{n_head}/{n_kv} d{hd} pos0 {pos0} n{nt} window {window}"),
+            );
+        }
     }
 }
 

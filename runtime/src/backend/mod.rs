@@ -1,6 +1,133 @@
-//! Backends run the graph's ops: the CPU backend, and (feature `gpu`) the wgpu/WGSL GPU
-//! backend, whose every kernel is tested against the CPU one.
+//! Backends run the graph's ops. The graph ([`crate::model::graph::forward`]) is written
+//! once, against the [`Backend`] trait; a backend decides how each op runs:
+//!
+//! - [`cpu`]: executes each call at once, on the session's scratch buffers and thread pool
+//!   ([`cpu::exec::CpuBackend`]).
+//! - [`gpu`] (feature `gpu`): records each call as WGSL dispatches into one submission,
+//!   submitted when the graph ends ([`gpu::exec::GpuBackend`]); every kernel is tested
+//!   against the CPU one.
+//!
+//! Activations and weights are named, not passed as buffers: the graph says "normalize
+//! `X` with layer 3's attention norm into `Xn`", and each backend maps the names onto its
+//! own storage (slices of a CPU scratch, device buffers). That keeps the trait free of
+//! backend types and lets the borrow checker see that a CPU op reads one scratch buffer
+//! while it writes another.
+//!
+//! What a backend cannot do is said once, in [`Unsupported`] errors from the place that
+//! builds it (model upload, session creation), never in checks spread over the session.
 
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+
+use crate::error::Result;
+use crate::model::config::Activation;
+use crate::model::graph::TapSite;
+
+/// The activation buffers of one forward pass. Each holds one row per token of the batch
+/// (`n × width`); widths: `X`, `Xn`, `Tmp` = `n_embd`; `Q`, `Attn` = `q_dim`; `K`, `V` =
+/// `kv_dim`; `Gate`, `Up` = `n_ff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Act {
+    /// The residual stream.
+    X,
+    /// A normalized copy of the residual stream (input of the projections).
+    Xn,
+    Q,
+    K,
+    V,
+    /// Attention output.
+    Attn,
+    /// A projection's output before it joins the residual stream.
+    Tmp,
+    Gate,
+    Up,
+}
+
+/// A projection of the model: one of layer `l`'s matrices, or the LM head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mat {
+    Q(usize),
+    K(usize),
+    V(usize),
+    O(usize),
+    Gate(usize),
+    Up(usize),
+    Down(usize),
+    /// The LM head (the token embedding when tied).
+    Output,
+}
+
+/// An RMSNorm weight vector of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Norm {
+    Attn(usize),
+    Ffn(usize),
+    /// Per-head query norm (Qwen3, Gemma 3).
+    QHead(usize),
+    /// Per-head key norm.
+    KHead(usize),
+    /// Norm of the attention output before the residual add (Gemma 2/3).
+    PostAttn(usize),
+    /// Norm of the FFN output before the residual add.
+    PostFfn(usize),
+    /// The final norm before the LM head.
+    Output,
+}
+
+/// Which logits a forward pass produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (perplexity, scoring).
+    All,
+    /// None (prompt chunks before the last one).
+    None,
+}
+
+/// The ops of a decoder forward pass over a batch of `n` tokens (fixed by [`Backend::begin`]).
+///
+/// Every op works on all `n` rows of its buffers. A backend may run an op at once (CPU) or
+/// record it (GPU); results are visible after [`Backend::end`].
+pub trait Backend {
+    /// Start a batch: check `tokens` against the vocabulary, the batch size and the context
+    /// (the KV store has made room already), compute the RoPE angles of their positions and
+    /// plan where their keys and values go.
+    fn begin(&mut self, tokens: &[u32], logits: Logits) -> Result<()>;
+    /// `X[t] = scale · embedding(tokens[t])`.
+    fn embed(&mut self, tokens: &[u32], scale: f32) -> Result<()>;
+    /// `dst[t] = rms_norm(src[t]) ⊙ w` (`src == dst` normalizes in place).
+    fn rms_norm(&mut self, w: Norm, src: Act, dst: Act) -> Result<()>;
+    /// RMSNorm of every `head_dim`-wide head of `buf`, in place.
+    fn head_norm(&mut self, w: Norm, buf: Act) -> Result<()>;
+    /// `out[t] = W · x[t] (+ bias)` for every `(W, out)`, all reading the same input (Q/K/V,
+    /// gate/up), so a backend can share the input's conversion and one pass over threads.
+    fn project(&mut self, x: Act, jobs: &[(Mat, Act)]) -> Result<()>;
+    /// Rotary embedding of every head of `buf` (`Q` or `K`) at the batch's positions, with
+    /// the sliding layers' base when `sliding`.
+    fn rope(&mut self, buf: Act, sliding: bool) -> Result<()>;
+    /// Store `K`, `V` (after RoPE) in layer `layer` of the KV store and attend `Q` over it
+    /// (causal, the batch's own keys included) into `Attn`. `window` > 0 limits each query
+    /// to its last `window` keys (sliding-window layers).
+    fn attend(&mut self, layer: usize, window: usize) -> Result<()>;
+    /// `Gate = act(Gate) ⊙ Up`.
+    fn glu(&mut self, act: Activation) -> Result<()>;
+    /// `dst += src`.
+    fn add(&mut self, dst: Act, src: Act) -> Result<()>;
+    /// Show `src` (the input of layer `layer`'s matrices at `site`) to an observer
+    /// (calibration). Backends without observers do nothing.
+    fn observe(&mut self, _layer: usize, _site: TapSite, _src: Act) {}
+    /// Logits of rows `first..n`: the final norm of `X` and the LM head.
+    fn logits(&mut self, first: usize) -> Result<()>;
+    /// Finish the batch: its keys and values become part of the context, results visible.
+    fn end(&mut self) -> Result<()>;
+
+    /// Overwrite the `n` rows of `a` (after [`Backend::begin`]; tests and debugging: the
+    /// backend-ops test feeds every backend the same inputs this way).
+    fn load(&mut self, a: Act, rows: &[f32]) -> Result<()>;
+    /// The `n` rows of `a`, with every op recorded so far applied.
+    fn fetch(&mut self, a: Act) -> Result<Vec<f32>>;
+    /// The first `rows` rows of logits of [`Backend::logits`], with every op applied.
+    fn fetch_logits(&mut self, rows: usize) -> Result<Vec<f32>>;
+}

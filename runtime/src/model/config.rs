@@ -266,6 +266,11 @@ impl ModelConfig {
             && !(layer + 1).is_multiple_of(self.swa_pattern)
     }
 
+    /// Whether the queries and keys get a per-head RMSNorm before RoPE (Qwen3, Gemma 3).
+    pub fn qk_norm(&self) -> bool {
+        matches!(self.arch, Arch::Qwen3 | Arch::Gemma3)
+    }
+
     /// Width of all query heads together.
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim

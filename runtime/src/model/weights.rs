@@ -355,7 +355,7 @@ impl Weights {
         let qkv_bias = c.arch == Arch::Qwen2;
         for i in 0..c.n_layer {
             let p = format!("blk.{i}");
-            let (q_norm, k_norm) = if matches!(c.arch, Arch::Qwen3 | Arch::Gemma3) {
+            let (q_norm, k_norm) = if c.qk_norm() {
                 (
                     Some(vector(f, &format!("{p}.attn_q_norm.weight"), c.head_dim)?),
                     Some(vector(f, &format!("{p}.attn_k_norm.weight"), c.head_dim)?),

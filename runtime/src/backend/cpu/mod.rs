@@ -4,6 +4,7 @@ pub mod attention;
 pub mod attention_q;
 pub mod bandwidth;
 pub mod dot;
+pub mod exec;
 pub mod features;
 pub mod matmul;
 pub mod ops;

@@ -161,6 +161,29 @@ pub fn silu_mul(r: &mut Recorder, gate: &GpuBuffer, up: &GpuBuffer, n: usize) ->
     )
 }
 
+/// `gate = gelu_tanh(gate) * up` over `n` elements (Gemma's FFN).
+pub fn gelu_tanh_mul(r: &mut Recorder, gate: &GpuBuffer, up: &GpuBuffer, n: usize) -> Result<()> {
+    need("gelu_tanh_mul gate", gate, n)?;
+    need("gelu_tanh_mul up", up, n)?;
+    r.dispatch(
+        PipeKey::new(Shader::Elementwise, "gelu_tanh_mul"),
+        Params::u(&[u(n)]),
+        &[(1, gate), (2, up)],
+        grid(n.div_ceil(WG)),
+    )
+}
+
+/// `x *= s` over `n` elements (Gemma's embedding scale).
+pub fn scale(r: &mut Recorder, x: &GpuBuffer, s: f32, n: usize) -> Result<()> {
+    need("scale x", x, n)?;
+    r.dispatch(
+        PipeKey::new(Shader::Elementwise, "scale"),
+        Params::u(&[u(n)]).with_f(&[s]),
+        &[(1, x)],
+        grid(n.div_ceil(WG)),
+    )
+}
+
 /// `x += y` over `n` elements.
 pub fn add(r: &mut Recorder, x: &GpuBuffer, y: &GpuBuffer, n: usize) -> Result<()> {
     need("add x", x, n)?;
@@ -228,6 +251,8 @@ pub struct AttnCall {
     /// Value index of this layer's position 0 in the caches.
     pub layer_base: usize,
     pub scale: f32,
+    /// Keys each query sees at most (itself included); 0 = all (sliding-window layers).
+    pub window: usize,
 }
 
 /// Causal GQA attention of `q` over the caches into `out`.
@@ -266,6 +291,7 @@ pub fn attention(
             u(a.n_tokens),
             u(a.layer_base),
             u(kv_dim),
+            u(a.window),
         ])
         .with_f(&[a.scale]),
         &[(1, q), (2, kc), (3, vc), (4, out)],

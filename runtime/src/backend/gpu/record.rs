@@ -146,12 +146,16 @@ struct Item {
     name: &'static str,
 }
 
-/// Dispatches being recorded for one submission.
+/// Dispatches being recorded for one submission (or a few, see [`Recorder::flush`]).
 pub struct Recorder<'a> {
     dev: &'a GpuDevice,
     frame: &'a mut Frame,
+    /// Parameter bytes of the pending dispatches, from slot `base` on.
     params: Vec<u8>,
+    /// Dispatches recorded and not submitted yet; slot of `items[i]` is `base + i`.
     items: Vec<Item>,
+    /// Slots used by earlier flushes of this recording.
+    base: usize,
 }
 
 impl<'a> Recorder<'a> {
@@ -161,6 +165,7 @@ impl<'a> Recorder<'a> {
             frame,
             params: Vec::new(),
             items: Vec::new(),
+            base: 0,
         }
     }
 
@@ -177,7 +182,7 @@ impl<'a> Recorder<'a> {
         bufs: &[(u32, &GpuBuffer)],
         groups: [u32; 3],
     ) -> Result<()> {
-        let slot = self.items.len();
+        let slot = self.base + self.items.len();
         if slot >= self.frame.slots {
             return Err(Error::Internal(format!(
                 "more than {} dispatches in one GPU submission",
@@ -192,7 +197,7 @@ impl<'a> Recorder<'a> {
             )));
         }
         let pipe = self.dev.pipelines.get(self.dev, key)?;
-        self.params.resize(slot * SLOT as usize, 0);
+        self.params.resize(self.items.len() * SLOT as usize, 0);
         self.params.extend_from_slice(&p.bytes());
         let mut ids = Vec::with_capacity(bufs.len() + 1);
         ids.push(pipe.id);
@@ -235,27 +240,34 @@ impl<'a> Recorder<'a> {
 
     /// Dispatches recorded so far.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.base + self.items.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     /// Submit everything and wait for the GPU. Errors reported by wgpu (validation,
     /// out of memory, device lost) come back as [`Error::Backend`].
-    pub fn submit(self) -> Result<()> {
-        let Recorder {
-            dev,
-            frame,
-            params,
-            items,
-        } = self;
+    pub fn submit(mut self) -> Result<()> {
+        self.flush()
+    }
+
+    /// Submit the dispatches recorded so far and wait for them; recording goes on after
+    /// them (in fresh parameter slots, so cached bind groups stay valid). For the rare
+    /// pass that needs a result on the host half-way (pages quantized during a batch).
+    pub fn flush(&mut self) -> Result<()> {
+        let base = self.base;
+        let params = std::mem::take(&mut self.params);
+        let items = std::mem::take(&mut self.items);
+        self.base += items.len();
+        let (dev, frame) = (self.dev, &mut *self.frame);
         dev.check()?;
         if items.is_empty() {
             return Ok(());
         }
-        dev.queue.write_buffer(&frame.params, 0, &params);
+        dev.queue
+            .write_buffer(&frame.params, base as u64 * SLOT, &params);
         let mut enc = dev
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {

@@ -42,8 +42,9 @@ var<workgroup> qh: array<f32, 512>;
 var<workgroup> probs: array<f32, 64>;
 
 // a.x = n_head, a.y = n_kv_head, a.z = head_dim (even, <= 512), a.w = pos0 (tokens already
-// cached); b.x = n_tokens, b.y = first cache value of this layer, b.z = kv_dim; f.x = scale.
-// Q and O are [n_tokens][n_head][head_dim]. Token t attends to positions 0..=pos0 + t.
+// cached); b.x = n_tokens, b.y = first cache value of this layer, b.z = kv_dim, b.w = window
+// (0 = none); f.x = scale. Q and O are [n_tokens][n_head][head_dim]. Token t attends to
+// positions 0..=pos0 + t, or with a window w to the last w of them.
 @compute @workgroup_size(64)
 fn attention(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -58,6 +59,10 @@ fn attention(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) 
     let h = g % n_head;
     let kvh = h / (n_head / P.a.y);
     let n_keys = P.a.w + t + 1u;
+    var lo = 0u;
+    if (P.b.w > 0u && n_keys > P.b.w) {
+        lo = n_keys - P.b.w;
+    }
     let kv_dim = P.b.z;
     // Word index of key/value row 0 of this KV head.
     let base = (P.b.y + kvh * hd) / 2u;
@@ -74,7 +79,7 @@ fn attention(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) 
     // Pass 1: running max m and sum l of exp(score - m) over this invocation's keys.
     var m = -3.0e38;
     var s_l = 0.0;
-    for (var j = lid; j < n_keys; j += WG) {
+    for (var j = lo + lid; j < n_keys; j += WG) {
         let kr = base + j * row_words;
         var s = 0.0;
         for (var w = 0u; w < hw; w++) {
@@ -96,7 +101,7 @@ fn attention(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) 
     for (var c = 0u; c < 8u; c++) {
         acc[c] = 0.0;
     }
-    for (var j0 = 0u; j0 < n_keys; j0 += WG) {
+    for (var j0 = lo; j0 < n_keys; j0 += WG) {
         let j = j0 + lid;
         var p = 0.0;
         if (j < n_keys) {

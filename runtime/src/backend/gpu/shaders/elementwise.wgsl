@@ -101,6 +101,29 @@ fn silu_mul(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) w
     A[i] = v / (1.0 + exp(-v)) * B[i];
 }
 
+// A = gelu_tanh(A) * B over a.x elements (the CPU's gelu_tanh_mul expression).
+@compute @workgroup_size(64)
+fn gelu_tanh_mul(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid1(wid, nwg, l.x);
+    if (i >= P.a.x) {
+        return;
+    }
+    let v = A[i];
+    A[i] = 0.5 * v * (1.0 + tanh(0.7978846 * v * (1.0 + 0.044715 * v * v))) * B[i];
+}
+
+// A *= f.x over a.x elements.
+@compute @workgroup_size(64)
+fn scale(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid1(wid, nwg, l.x);
+    if (i >= P.a.x) {
+        return;
+    }
+    A[i] = A[i] * P.f.x;
+}
+
 // A += B over a.x elements.
 @compute @workgroup_size(64)
 fn add(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
