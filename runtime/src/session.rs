@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, KvMode, KvParams, Overflow};
+use crate::kv::{KvCache, KvMode, KvParams, KvStore, Overflow};
 use crate::model::estimate::session_shape;
 use crate::model::graph::{forward, Logits, Scratch};
 use crate::model::Model;
@@ -200,44 +200,42 @@ impl Session {
     /// size and with [`Error::OutOfMemory`] when the memory budget or the allocator says no.
     pub fn new(model: Arc<Model>, params: &SessionParams) -> Result<Session> {
         let c = model.config();
-        // The GPU backend keeps its own cache (f16 or quantized pages); the CPU cache is
-        // then a 1-token placeholder that only carries the parameters.
         let on_gpu = model.on_gpu();
-        if on_gpu {
-            if let Some(what) = params.kv.gpu_unsupported() {
-                return Err(Error::Backend(format!(
-                    "the GPU backend's KV cache does not support {what}; it needs the CPU \
-                     backend (--backend cpu)"
-                )));
-            }
-        }
+        // Checks the request (context, batch, memory budget) for either backend; the KV
+        // cache plans the same context and batch on both.
         let shape = session_shape(c, params, model.n_threads())?;
         let (n_ctx, mut n_batch) = (shape.n_ctx, shape.n_batch);
-        if on_gpu && params.kv.mode != KvMode::F16 {
-            // GPU pages are quantized from committed window rows before each batch, so a
-            // batch is at most the window (`backend::gpu::kv_quant`); results do not depend
-            // on the batch size.
-            n_batch = n_batch.min(params.kv.window).max(1);
-        }
-        let kv = KvCache::for_model(
-            c,
-            model.weights.rope_freqs.as_deref(),
-            &params.kv,
-            if on_gpu { 1 } else { params.n_ctx },
-            if on_gpu { 1 } else { params.n_batch },
-            model.n_threads(),
-        )?;
+        // The GPU backend keeps its own cache; the CPU cache is then an unused 1-token f16
+        // placeholder.
+        let kv = if on_gpu {
+            KvCache::for_model(c, None, &KvParams::default(), 1, 1, 1)?
+        } else {
+            KvCache::for_model(
+                c,
+                model.weights.rope_freqs.as_deref(),
+                &params.kv,
+                params.n_ctx,
+                params.n_batch,
+                model.n_threads(),
+            )?
+        };
         debug_assert!(on_gpu || (kv.capacity(), kv.n_batch()) == (n_ctx, n_batch));
         #[cfg(feature = "gpu")]
         let gpu = match model.gpu() {
-            Some(g) => Some(crate::backend::gpu::GpuState::with_kv(
-                g,
-                n_batch,
-                n_ctx,
-                params.all_logits,
-                false,
-                &params.kv,
-            )?),
+            Some(g) => {
+                let st = crate::backend::gpu::GpuState::with_kv(
+                    g,
+                    params.n_batch,
+                    params.n_ctx,
+                    params.all_logits,
+                    false,
+                    &params.kv,
+                )?;
+                // The same context; a quantized GPU cache may take smaller batches.
+                debug_assert!(st.n_ctx() == n_ctx && st.n_batch() <= n_batch);
+                n_batch = st.n_batch();
+                Some(st)
+            }
             None => None,
         };
         let scratch = if on_gpu {
@@ -260,36 +258,53 @@ impl Session {
         })
     }
 
+    /// The KV cache of the backend that runs the model.
+    pub(crate) fn store(&self) -> &dyn KvStore {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &self.gpu {
+            return g.kv();
+        }
+        &self.kv
+    }
+
+    pub(crate) fn store_mut(&mut self) -> &mut dyn KvStore {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = &mut self.gpu {
+            return g.kv_mut();
+        }
+        &mut self.kv
+    }
+
     /// The parameters that make a session of the same shape as this one.
     pub fn params(&self) -> SessionParams {
         SessionParams {
             n_ctx: self.n_ctx(),
             n_batch: self.n_batch,
             all_logits: self.all_logits,
-            kv: self.kv.params().clone(),
+            kv: self.store().params().clone(),
             memory_budget: 0,
         }
     }
 
     /// An independent copy of this session: same model, same context, its own cancel
-    /// token. An f16 CPU cache is copied; a quantized or GPU cache is rebuilt by running the
-    /// context again (quantized pages come out bit-identical, since a batch is ingested
-    /// exactly as token by token). A context whose window slid cannot be copied (the
-    /// evicted tokens are gone).
+    /// token. An f16 cache is copied (on either backend); a quantized cache is rebuilt by
+    /// running the context again (its pages come out bit-identical, since a batch is
+    /// ingested exactly as token by token). A context whose window slid cannot be copied
+    /// (the evicted tokens are gone).
     pub fn try_clone(&self) -> Result<Session> {
-        if self.kv.evicted() > 0 {
+        if self.store().evicted() > 0 {
             return Err(Error::invalid(
                 "cannot copy a session whose KV window slid (the evicted tokens are gone)",
             ));
         }
         let mut s = Session::new(self.model.clone(), &self.params())?;
-        if self.model.on_gpu() || self.kv.as_f16().is_none() {
+        if self.store().params().mode != KvMode::F16 {
             if !self.tokens.is_empty() {
                 s.eval_raw(&self.tokens, Logits::None)?;
             }
         } else {
-            let (k, v) = self.kv.snapshot()?;
-            s.kv.restore(self.kv.len(), &k, &v)?;
+            let (k, v) = self.store().snapshot()?;
+            s.store_mut().restore(self.store().len(), &k, &v)?;
             s.tokens = self.tokens.clone();
         }
         s.pending = self.pending;
@@ -326,13 +341,7 @@ impl Session {
 
     /// Tokens in context, capacity and KV memory.
     pub fn usage(&self) -> Usage {
-        #[cfg(feature = "gpu")]
-        let bpt = match &self.gpu {
-            Some(g) => g.kv_bytes_per_token(self.model.config()),
-            None => self.kv.bytes_per_token(),
-        };
-        #[cfg(not(feature = "gpu"))]
-        let bpt = self.kv.bytes_per_token();
+        let bpt = self.store().bytes_per_token();
         Usage {
             tokens: self.kv_len() + usize::from(self.pending.is_some()),
             n_ctx: self.n_ctx(),
@@ -343,34 +352,28 @@ impl Session {
 
     /// Context capacity in tokens.
     pub fn n_ctx(&self) -> usize {
-        #[cfg(feature = "gpu")]
-        if let Some(g) = &self.gpu {
-            return g.n_ctx();
-        }
-        self.kv.capacity()
+        self.store().capacity()
     }
 
-    /// The KV cache (mode, fill, positions, bytes); a placeholder when the GPU runs the model.
+    /// The CPU KV cache (mode, fill, positions, bytes); a placeholder when the GPU runs the
+    /// model (see [`Session::kv_store`]).
     pub fn kv(&self) -> &KvCache {
         &self.kv
     }
 
+    /// The KV cache of the backend that runs the model (fill, positions, bytes).
+    pub fn kv_store(&self) -> &dyn KvStore {
+        self.store()
+    }
+
     /// Positions in the KV cache.
     fn kv_len(&self) -> usize {
-        #[cfg(feature = "gpu")]
-        if let Some(g) = &self.gpu {
-            return g.len();
-        }
-        self.kv.len()
+        self.store().len()
     }
 
     /// Bytes held by the KV cache (in device memory when the model runs on the GPU).
     pub fn kv_bytes(&self) -> usize {
-        #[cfg(feature = "gpu")]
-        if let Some(g) = &self.gpu {
-            return g.kv_bytes() as usize;
-        }
-        self.kv.bytes()
+        self.store().bytes()
     }
 
     /// GPU kernel timings collected by this session: (kernel, dispatches, ms), slowest
@@ -393,7 +396,7 @@ impl Session {
             self.n_ctx(),
             false,
             on,
-            self.kv.params(),
+            &self.store().params().clone(),
         )?;
         let profiling = st.profiling();
         self.gpu = Some(st);
@@ -439,11 +442,7 @@ impl Session {
     pub fn reset(&mut self) {
         self.tokens.clear();
         self.pending = None;
-        self.kv.reset();
-        #[cfg(feature = "gpu")]
-        if let Some(g) = &mut self.gpu {
-            g.set_len(0);
-        }
+        self.store_mut().reset();
     }
 
     /// Keep only the first `n` tokens of the context (e.g. to re-use a shared prefix).
@@ -452,14 +451,7 @@ impl Session {
         if n > self.tokens.len() {
             return Ok(()); // keeps everything (n covers the KV tokens and maybe the pending one)
         }
-        #[cfg(feature = "gpu")]
-        if let Some(g) = &mut self.gpu {
-            g.truncate(n)?;
-        } else {
-            self.kv.truncate(n)?;
-        }
-        #[cfg(not(feature = "gpu"))]
-        self.kv.truncate(n)?;
+        self.store_mut().truncate(n)?;
         self.pending = None;
         self.tokens.truncate(n);
         Ok(())
@@ -496,20 +488,12 @@ impl Session {
                 self.n_batch
             )));
         }
-        #[cfg(feature = "gpu")]
-        if self.gpu.is_some() && self.kv_len() + tokens.len() > self.n_ctx() {
-            return Err(Error::ContextFull(format!(
-                "{} tokens in context + {} new exceed the context size {}",
-                self.kv_len(),
-                tokens.len(),
-                self.n_ctx()
-            )));
-        }
         // Refusing happens before anything is ingested; sliding happens per batch.
-        if !self.model.on_gpu() && self.kv.params().overflow == Overflow::Error {
-            self.kv.make_room(tokens.len())?;
+        if self.store().params().overflow == Overflow::Error {
+            self.store_mut().make_room(tokens.len())?;
         }
-        let m = &*self.model;
+        let model = self.model.clone();
+        let m = &*model;
         let last = tokens.len().div_ceil(self.n_batch) - 1;
         let mut last_len = 0;
         for (i, chunk) in tokens.chunks(self.n_batch).enumerate() {
@@ -517,6 +501,7 @@ impl Session {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
+            self.store_mut().make_room(chunk.len())?;
             #[cfg(feature = "gpu")]
             if let (Some(g), Some(st)) = (&m.gpu, &mut self.gpu) {
                 crate::backend::gpu::forward::forward(g, st, &m.file, chunk, want)?;
@@ -524,7 +509,6 @@ impl Session {
                 last_len = chunk.len();
                 continue;
             }
-            self.kv.make_room(chunk.len())?;
             forward(
                 &m.config,
                 &m.weights,
@@ -544,6 +528,35 @@ impl Session {
             Logits::All => last_len * m.config.n_vocab,
         };
         Ok(self.last_logits(n))
+    }
+
+    /// Run `f` on the backend of this session (its KV cache and buffers), outside of any
+    /// forward pass: for the backend-ops test, which feeds every backend the same inputs
+    /// op by op. Not a stable API.
+    #[doc(hidden)]
+    pub fn with_backend<R>(
+        &mut self,
+        f: impl FnOnce(&mut dyn crate::backend::Backend) -> Result<R>,
+    ) -> Result<R> {
+        let model = self.model.clone();
+        let m = &*model;
+        #[cfg(feature = "gpu")]
+        if let (Some(g), Some(st)) = (&m.gpu, &mut self.gpu) {
+            let r = f(&mut crate::backend::gpu::GpuBackend::new(g, st, &m.file));
+            st.kv_mut().abort();
+            return r;
+        }
+        let mut b = crate::backend::cpu::exec::CpuBackend::new(
+            &m.config,
+            &m.weights,
+            &m.file,
+            &m.pool,
+            &mut self.kv,
+            &mut self.scratch,
+        );
+        let r = f(&mut b);
+        self.kv.abort();
+        r
     }
 
     /// Tokenize `prompt`, ingest it, and generate up to `max_tokens`, calling `on_piece`
@@ -637,7 +650,7 @@ impl Session {
                 stop = StopReason::EndOfGeneration;
                 break;
             }
-            let full = self.model.on_gpu() || self.kv.params().overflow == Overflow::Error;
+            let full = self.store().params().overflow == Overflow::Error;
             if full && self.kv_len() >= self.n_ctx() {
                 // No room for the token: it is neither streamed nor kept.
                 return Err(Error::ContextFull(format!(

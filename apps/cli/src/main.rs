@@ -322,13 +322,7 @@ fn load(args: &ModelArgs) -> Result<Arc<Model>> {
             args.threads
         );
     }
-    // The GPU backend's KV cache does f16 and q8/q4/q2 but not rotation, budgets or sliding
-    // (`KvParams::gpu_unsupported`): `auto` stays on the CPU when the cache flags ask for
-    // those (an explicit `--backend gpu` gets the session's clear error instead).
-    let backend = match args.backend {
-        BackendKind::Auto if args.kv.params()?.needs_cpu() => BackendKind::Cpu,
-        b => b,
-    };
+    let backend = args.backend;
     let model = load_with_bar(
         &path,
         ModelParams {

@@ -192,30 +192,6 @@ impl KvParams {
         }))
     }
 
-    /// Whether these parameters need the CPU backend's cache: see [`Self::gpu_unsupported`].
-    pub fn needs_cpu(&self) -> bool {
-        self.gpu_unsupported().is_some()
-    }
-
-    /// What of these parameters the GPU backend cannot do, if anything. It runs f16 caches
-    /// and q8/q4/q2 caches with their f16 window, sinks and key outliers
-    /// (`backend::gpu::kv_quant`); not Hadamard-rotated keys, byte budgets, sliding windows,
-    /// nor a quantized cache without an f16 window (pages are quantized from committed
-    /// window rows before each batch).
-    pub fn gpu_unsupported(&self) -> Option<&'static str> {
-        if self.rotate {
-            Some("Hadamard-rotated KV keys (--kv-rotate)")
-        } else if self.budget.is_some() {
-            Some("a KV byte budget (--kv-budget)")
-        } else if self.overflow != Overflow::Error {
-            Some("a sliding KV window (--kv-overflow slide)")
-        } else if self.mode != KvMode::F16 && self.window == 0 {
-            Some("a quantized KV cache without an f16 window (--kv-window 0)")
-        } else {
-            None
-        }
-    }
-
     /// Key values per page (and KV head) kept exactly: `outliers`, or the mode's default.
     pub fn key_outliers(&self) -> usize {
         self.outliers.unwrap_or(match self.mode {

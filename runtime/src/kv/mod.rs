@@ -45,6 +45,84 @@ use crate::backend::cpu::Pool;
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 
+/// What a session needs of its KV cache, whichever backend holds it ([`KvCache`] on the
+/// CPU, `backend::gpu::kv::GpuKvCache` on the GPU): the same policy (context, budget,
+/// overflow with sinks, truncation) and f16 snapshots for save/restore and copies.
+/// Storing and attending are the backends' own (they run inside a forward pass).
+pub trait KvStore: Send {
+    fn params(&self) -> &KvParams;
+    /// Tokens in the cache.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Most tokens the cache holds.
+    fn capacity(&self) -> usize;
+    /// Most tokens per batch the cache was built for.
+    fn n_batch(&self) -> usize;
+    /// Tokens dropped by sliding since the last reset.
+    fn evicted(&self) -> usize;
+    /// RoPE position of the next token: tokens seen since the last reset, evicted included.
+    fn next_pos(&self) -> usize {
+        self.len() + self.evicted()
+    }
+    /// Bytes allocated for keys and values.
+    fn bytes(&self) -> usize;
+    /// Marginal KV bytes per token of context (all layers).
+    fn bytes_per_token(&self) -> f64;
+    /// Make room for `n` more tokens as the overflow policy says: nothing to do when they
+    /// fit; otherwise [`Error::ContextFull`], or slide the window (between batches only).
+    fn make_room(&mut self, n: usize) -> Result<()>;
+    /// Forget everything (positions start again at 0).
+    fn reset(&mut self);
+    /// Keep only the first `n` tokens (f16 caches that never slid).
+    fn truncate(&mut self, n: usize) -> Result<()>;
+    /// Keys and values of every cached token, `[layer][len][kv_dim]` f16 each (f16 caches
+    /// that never slid).
+    fn snapshot(&self) -> Result<(Vec<F16>, Vec<F16>)>;
+    /// Replace the contents with `len` tokens from [`KvStore::snapshot`].
+    fn restore(&mut self, len: usize, k: &[F16], v: &[F16]) -> Result<()>;
+}
+
+impl KvStore for KvCache {
+    fn params(&self) -> &KvParams {
+        KvCache::params(self)
+    }
+    fn len(&self) -> usize {
+        KvCache::len(self)
+    }
+    fn capacity(&self) -> usize {
+        KvCache::capacity(self)
+    }
+    fn n_batch(&self) -> usize {
+        KvCache::n_batch(self)
+    }
+    fn evicted(&self) -> usize {
+        KvCache::evicted(self)
+    }
+    fn bytes(&self) -> usize {
+        KvCache::bytes(self)
+    }
+    fn bytes_per_token(&self) -> f64 {
+        KvCache::bytes_per_token(self)
+    }
+    fn make_room(&mut self, n: usize) -> Result<()> {
+        KvCache::make_room(self, n)
+    }
+    fn reset(&mut self) {
+        KvCache::reset(self)
+    }
+    fn truncate(&mut self, n: usize) -> Result<()> {
+        KvCache::truncate(self, n)
+    }
+    fn snapshot(&self) -> Result<(Vec<F16>, Vec<F16>)> {
+        KvCache::snapshot(self)
+    }
+    fn restore(&mut self, len: usize, k: &[F16], v: &[F16]) -> Result<()> {
+        KvCache::restore(self, len, k, v)
+    }
+}
+
 /// Rotates cached keys by a RoPE position delta (used to move attention sinks).
 #[derive(Clone, Debug)]
 pub struct RopeShift {

@@ -13,7 +13,7 @@ impl Session {
     /// Most tokens a prompt may have when `used` tokens of the context stay (`usize::MAX`
     /// when the KV window slides and any length goes through).
     pub(crate) fn prompt_room(&self, used: usize) -> usize {
-        if self.model.on_gpu() || self.kv.params().overflow == Overflow::Error {
+        if self.store().params().overflow == Overflow::Error {
             self.n_ctx().saturating_sub(used)
         } else {
             usize::MAX

@@ -100,23 +100,12 @@ fn f16s(b: &[u8]) -> Vec<f16> {
 }
 
 impl Session {
-    /// Saved states hold f16 keys and values of the CPU backend.
-    fn check_state_backend(&self) -> Result<()> {
-        if self.model.on_gpu() {
-            return Err(Error::Backend(
-                "saving or loading a session state needs the CPU backend".into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// The session's context (tokens, pending token, keys and values) as bytes, in the
     /// versioned layout of this module. Restore it with [`Session::load_state`].
     pub fn save_state(&self) -> Result<Vec<u8>> {
         let c = self.model.config();
         let n = self.tokens.len();
-        self.check_state_backend()?;
-        let (k, v) = self.kv.snapshot()?;
+        let (k, v) = self.store().snapshot()?;
         let size = HEADER + 4 * n + 2 * (k.len() + v.len()) + 8;
         let mut out = Vec::new();
         out.try_reserve_exact(size).map_err(|_| {
@@ -150,7 +139,6 @@ impl Session {
     /// model ([`Model::fingerprint`]) and fit this session's context; anything else, or a
     /// damaged blob, is an error and leaves the session unchanged.
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        self.check_state_backend()?;
         if bytes.len() < HEADER + 8 || &bytes[..8] != MAGIC {
             return Err(Error::invalid(
                 "not a saved suanpan session state (bad magic or too short)",
@@ -212,7 +200,7 @@ impl Session {
         let kv_at = HEADER + 4 * n;
         let k = f16s(&bytes[kv_at..kv_at + 2 * per]);
         let v = f16s(&bytes[kv_at + 2 * per..kv_at + 4 * per]);
-        self.kv.restore(n, &k, &v)?;
+        self.store_mut().restore(n, &k, &v)?;
         self.tokens = tokens;
         self.pending = pending;
         Ok(())

@@ -78,6 +78,38 @@ impl GpuDevice {
     }
 
     /// Read `bytes` bytes at byte `offset` of `b` back to the host (waits for the GPU).
+    /// Copy `size` bytes from `src` at `src_off` to `dst` at `dst_off` on the device and
+    /// wait (two different buffers; offsets and size multiples of 4).
+    pub fn copy(
+        &self,
+        src: &GpuBuffer,
+        src_off: u64,
+        dst: &GpuBuffer,
+        dst_off: u64,
+        size: u64,
+    ) -> Result<()> {
+        if src.id == dst.id
+            || src_off + size > src.bytes
+            || dst_off + size > dst.bytes
+            || !(src_off | dst_off | size).is_multiple_of(4)
+        {
+            return Err(Error::Internal(format!(
+                "GPU copy of {size} bytes from {src_off} to {dst_off}"
+            )));
+        }
+        if size == 0 {
+            return Ok(());
+        }
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("copy"),
+            });
+        enc.copy_buffer_to_buffer(&src.buf, src_off, &dst.buf, dst_off, size);
+        self.queue.submit([enc.finish()]);
+        self.wait()
+    }
+
     pub fn read(&self, b: &GpuBuffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
         self.read_many(&[(b, offset, bytes)])
     }

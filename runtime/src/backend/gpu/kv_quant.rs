@@ -7,7 +7,11 @@
 //! device buffers:
 //!   kf, vf  [layer][sink_cap + tail_cap][kv_dim] f16   sinks, then the window as a ring
 //!   pages   [layer][slot][kv_head][PageGeom::bytes]    codes then f16 metadata, CPU layout
-//!   span    [n_batch][4] u32                           keys each query of the batch sees
+//!   span    [n_batch][8] u32                           keys each query of the batch sees:
+//!                                                       (sinks, pages, tail_lo, tail_hi,
+//!                                                        page0, n_slots, 0, 0)
+//!   pk, pv  [layer][sink_cap][kv_dim] f16              sink keys/values before rotation
+//!                                                       (sliding caches only)
 //! ```
 //!
 //! **Pages are quantized on the host.** When the plan of a batch says pages leave the
@@ -19,24 +23,33 @@
 //! own). It costs a readback of `P` rows per layer once every `P` tokens; a WGSL quantizer
 //! writing the same bytes is the way to remove it.
 //!
-//! That pages can be quantized before the batch runs relies on the batch being at most the
-//! window: a page leaving during a batch then holds only rows committed before it
-//! (`new_pages·P ≤ tail_before + n − R ≤ tail_before`), while the batch's queries that come
-//! before the page leaves still read its f16 rows from the ring (they stay until commit).
-//! Sessions on the GPU cap their batch at the window; [`GpuQuantKv::begin`] checks it.
+//! Pages can be quantized before the batch runs when they hold only rows committed before
+//! it (`new_pages·P ≤ tail_before`: batches no larger than the window); the batch's queries
+//! that come before the page leaves still read its f16 rows from the ring (they stay until
+//! commit). Otherwise (a window of 0, a batch larger than the window) the pass is split:
+//! after each layer's store its submission is flushed, the new pages are quantized on the
+//! host from that layer's rows and uploaded, and recording goes on with the attention —
+//! one wait per layer, for such batches only.
 //!
-//! Without eviction (the GPU refuses the sliding window) pages are allocated in order, so
-//! logical page `i` lives in slot `i` and the kernel needs no page table.
+//! Pages live in a ring of slots: logical page `i` is in slot `(page0 + i) % n_slots`, so
+//! evicting the oldest pages (the sliding window) moves nothing. With Hadamard-rotated keys
+//! (`--kv-rotate`) the keys are rotated on the device before they are stored
+//! (`kv_rotate`, the CPU's butterfly order) and the attention rotates its scaled queries
+//! alike. A sliding cache keeps the sinks' unrotated f16 keys (`pk`) so that, after each
+//! slide, [`GpuQuantKv::rewrite_sinks`] re-rotates them on the host exactly as the CPU
+//! cache does.
 
 use half::f16;
 
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
+use super::ops::kv_store;
 use super::ops::{grid, WG};
 use super::pipeline::{PipeKey, Shader};
 use super::record::{Params, Recorder};
 use crate::error::{Error, Result};
-use crate::kv::budget::{tail_rows, KvGeom, KvParams};
+use crate::kv::budget::{tail_rows, KvGeom, KvParams, Overflow};
+use crate::kv::hadamard;
 use crate::kv::quant::{quantize_page, BatchPlan, PageGeom};
 
 /// A quantized, paged KV cache in device memory; see the module docs.
@@ -53,14 +66,23 @@ pub struct GpuQuantKv {
     vf: GpuBuffer,
     pages: GpuBuffer,
     span: GpuBuffer,
+    /// Hadamard signs (host and device) when keys are rotated.
+    signs: Option<(Vec<f32>, GpuBuffer)>,
+    /// Unrotated f16 sink keys and values (sliding caches).
+    pristine: Option<(GpuBuffer, GpuBuffer)>,
     // Committed state.
     n_sink: usize,
     n_pages: usize,
+    /// Slot of logical page 0.
+    page0: usize,
     tail_len: usize,
     /// Ring row of window row 0.
     ring: usize,
     /// The batch being run.
     plan: Option<BatchPlan>,
+    /// Pages of the planned batch to quantize layer by layer after their store (0 when
+    /// [`Self::begin`] quantized them already).
+    late_pages: bool,
 }
 
 fn u(v: usize) -> Result<u32> {
@@ -76,11 +98,6 @@ impl GpuQuantKv {
         capacity: usize,
         n_batch: usize,
     ) -> Result<Self> {
-        if let Some(what) = params.gpu_unsupported() {
-            return Err(Error::Backend(format!(
-                "the GPU backend does not support {what}; use --backend cpu"
-            )));
-        }
         let Some(pg) = params.page_geom(&geom)? else {
             return Err(Error::Internal(
                 "an f16 cache as a quantized GPU cache".into(),
@@ -92,10 +109,9 @@ impl GpuQuantKv {
                 geom.head_dim, pg.vgroup
             )));
         }
-        if n_batch == 0 || n_batch > params.window || capacity == 0 {
+        if n_batch == 0 || capacity == 0 {
             return Err(Error::invalid(format!(
-                "a quantized GPU KV cache of {capacity} tokens takes batches of 1 to {} tokens (the window), not {n_batch}",
-                params.window
+                "a quantized GPU KV cache of {capacity} tokens for batches of {n_batch}"
             )));
         }
         let kvd = geom.kv_dim();
@@ -109,6 +125,28 @@ impl GpuQuantKv {
         let page_bytes = (geom.n_layer * n_slots * geom.n_kv_head)
             .checked_mul(pg.bytes())
             .ok_or_else(big)?;
+        let signs = if params.rotate {
+            if !geom.head_dim.is_power_of_two() {
+                return Err(Error::invalid(format!(
+                    "rotated KV keys need a power-of-two head size, not {}",
+                    geom.head_dim
+                )));
+            }
+            let s = hadamard::signs(geom.head_dim);
+            let b = d.upload("hadamard signs", bytemuck::cast_slice(&s))?;
+            Some((s, b))
+        } else {
+            None
+        };
+        let pristine = if params.overflow == Overflow::Slide && sink_cap > 0 {
+            let bytes = (2 * geom.n_layer * sink_cap * kvd) as u64;
+            Some((
+                d.buffer("sink keys (unrotated)", bytes)?,
+                d.buffer("sink values (unrotated)", bytes)?,
+            ))
+        } else {
+            None
+        };
         Ok(GpuQuantKv {
             geom,
             pg,
@@ -119,13 +157,17 @@ impl GpuQuantKv {
             n_batch,
             kf: d.buffer("k cache (f16 rows)", row_bytes as u64)?,
             vf: d.buffer("v cache (f16 rows)", row_bytes as u64)?,
-            pages: d.buffer("kv cache pages", page_bytes as u64)?,
-            span: d.buffer("kv spans", 16 * n_batch as u64)?,
+            pages: d.buffer("kv cache pages", page_bytes.max(4) as u64)?,
+            span: d.buffer("kv spans", 32 * n_batch as u64)?,
+            signs,
+            pristine,
             n_sink: 0,
             n_pages: 0,
+            page0: 0,
             tail_len: 0,
             ring: 0,
             plan: None,
+            late_pages: false,
         })
     }
 
@@ -167,8 +209,72 @@ impl GpuQuantKv {
         self.plan = None;
         self.n_sink = 0;
         self.n_pages = 0;
+        self.page0 = 0;
         self.tail_len = 0;
         self.ring = 0;
+    }
+
+    /// Sink tokens cached.
+    pub fn n_sink(&self) -> usize {
+        self.n_sink
+    }
+
+    /// Evict at least `want` tokens after the sinks (whole pages first, then window rows,
+    /// as the CPU's cache does); returns how many went. Only between batches.
+    pub fn evict(&mut self, want: usize) -> usize {
+        self.abort();
+        let p = self.pg.page;
+        let drop = want.div_ceil(p).min(self.n_pages);
+        if self.n_slots > 0 {
+            self.page0 = (self.page0 + drop) % self.n_slots;
+        }
+        self.n_pages -= drop;
+        let mut gone = drop * p;
+        if gone < want {
+            let rows = (want - gone).min(self.tail_len);
+            self.ring = (self.ring + rows) % self.tail_cap;
+            self.tail_len -= rows;
+            gone += rows;
+        }
+        gone
+    }
+
+    /// Rewrite the sink keys of every layer from their unrotated copies through `f` (a
+    /// RoPE shift), then re-apply the Hadamard rotation: the CPU cache's `rewrite_sinks`,
+    /// on the host, uploaded. A cache that does not slide keeps no copies and does nothing.
+    pub fn rewrite_sinks(&mut self, d: &GpuDevice, mut f: impl FnMut(&mut [f32])) -> Result<()> {
+        let Some((pk, _)) = &self.pristine else {
+            return Ok(());
+        };
+        let (kvd, n) = (self.geom.kv_dim(), self.n_sink);
+        if n == 0 {
+            return Ok(());
+        }
+        let row_b = 2 * kvd as u64;
+        let parts: Vec<_> = (0..self.geom.n_layer)
+            .map(|l| (pk, (l * self.sink_cap) as u64 * row_b, n as u64 * row_b))
+            .collect();
+        let bytes = d.read_many(&parts)?;
+        let mut row = vec![0f32; kvd];
+        let mut out = vec![0u8; n * kvd * 2];
+        for l in 0..self.geom.n_layer {
+            let layer = &bytes[l * n * kvd * 2..(l + 1) * n * kvd * 2];
+            for r in 0..n {
+                let src = &layer[r * kvd * 2..(r + 1) * kvd * 2];
+                for (x, c) in row.iter_mut().zip(src.chunks_exact(2)) {
+                    *x = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                }
+                f(&mut row);
+                if let Some((signs, _)) = &self.signs {
+                    hadamard::rotate_heads(&mut row, signs);
+                }
+                for (o, &x) in out[r * kvd * 2..].chunks_exact_mut(2).zip(row.iter()) {
+                    o.copy_from_slice(&f16::from_f32(x).to_bits().to_le_bytes());
+                }
+            }
+            d.write(&self.kf, self.row0(l) as u64 * row_b, &out)?;
+        }
+        Ok(())
     }
 
     /// Plan a batch of `n` tokens: quantize (on the host) and upload the pages that leave
@@ -197,19 +303,17 @@ impl GpuQuantKv {
                 self.n_batch
             )));
         }
-        if plan.new_pages * p > plan.tail_before {
-            return Err(Error::Internal(format!(
-                "a batch of {n} tokens quantizes window rows it has not stored yet (window {})",
-                self.window
-            )));
+        // Pages made of committed rows are quantized now, for every layer at once; pages
+        // that take rows of this batch after each layer's store (module docs).
+        self.late_pages = plan.new_pages * p > plan.tail_before;
+        if plan.new_pages > 0 && !self.late_pages {
+            self.quantize_pages(d, &plan, 0..self.geom.n_layer)?;
         }
-        if plan.new_pages > 0 {
-            self.quantize_pages(d, &plan)?;
-        }
-        let mut spans = Vec::with_capacity(4 * n);
+        let mut spans = Vec::with_capacity(8 * n);
         for t in 0..n {
             let s = plan.span(t);
             spans.extend([u(s.sinks)?, u(s.pages)?, u(s.tail_lo)?, u(s.tail_hi)?]);
+            spans.extend([u(self.page0)?, u(self.n_slots.max(1))?, 0, 0]);
         }
         d.write(&self.span, 0, bytemuck::cast_slice(&spans))?;
         self.plan = Some(plan);
@@ -221,11 +325,16 @@ impl GpuQuantKv {
         l * (self.sink_cap + self.tail_cap)
     }
 
-    /// Read back window rows `0..new_pages·P` of every layer, quantize them page by page
-    /// with the CPU's quantizer and upload the pages to their slots.
-    fn quantize_pages(&self, d: &GpuDevice, plan: &BatchPlan) -> Result<()> {
+    /// Read back window rows `0..new_pages·P` of `layers`, quantize them page by page with
+    /// the CPU's quantizer and upload the pages to their slots.
+    fn quantize_pages(
+        &self,
+        d: &GpuDevice,
+        plan: &BatchPlan,
+        layers: std::ops::Range<usize>,
+    ) -> Result<()> {
         let (p, kvd, hd) = (self.pg.page, self.geom.kv_dim(), self.geom.head_dim);
-        let (nl, nk) = (self.geom.n_layer, self.geom.n_kv_head);
+        let (nl, nk) = (layers.len(), self.geom.n_kv_head);
         let rows = plan.new_pages * p;
         let row_b = 2 * kvd as u64;
         // Logical rows 0..rows of the ring: at most two contiguous runs per layer.
@@ -233,7 +342,7 @@ impl GpuQuantKv {
         let first = rows.min(self.tail_cap - start);
         let mut parts = Vec::with_capacity(4 * nl);
         for buf in [&self.kf, &self.vf] {
-            for l in 0..nl {
+            for l in layers.clone() {
                 let base = (self.row0(l) + self.sink_cap) as u64;
                 parts.push((buf, (base + start as u64) * row_b, first as u64 * row_b));
                 if rows > first {
@@ -255,9 +364,9 @@ impl GpuQuantKv {
         let mut codes = vec![0u8; cb];
         let mut meta = vec![f16::ZERO; ml];
         let mut upload = vec![0u8; nk * pb];
-        for l in 0..nl {
+        for (li, l) in layers.enumerate() {
             for pi in 0..plan.new_pages {
-                let at = l * per_layer + pi * p * kvd;
+                let at = li * per_layer + pi * p * kvd;
                 let (k, v) = (&ks[at..at + p * kvd], &vs[at..at + p * kvd]);
                 for h in 0..nk {
                     quantize_page(&self.pg, k, v, kvd, h * hd, &mut codes, &mut meta);
@@ -267,7 +376,7 @@ impl GpuQuantKv {
                         o.copy_from_slice(&m.to_bits().to_le_bytes());
                     }
                 }
-                let slot = plan.pages_before + pi;
+                let slot = (self.page0 + plan.pages_before + pi) % self.n_slots;
                 d.write(
                     &self.pages,
                     ((l * self.n_slots + slot) * nk * pb) as u64,
@@ -297,6 +406,11 @@ impl GpuQuantKv {
         d.read(&self.pages, at as u64, pb as u64)
     }
 
+    /// Tokens of the planned batch (0 when none is planned).
+    pub fn planned_n(&self) -> usize {
+        self.plan.map_or(0, |p| p.n)
+    }
+
     fn planned(&self) -> Result<BatchPlan> {
         self.plan
             .ok_or_else(|| Error::Internal("GPU KV call without a planned batch".into()))
@@ -323,6 +437,21 @@ impl GpuQuantKv {
                 plan.n
             )));
         }
+        if let (Some((pk, pv)), true) = (&self.pristine, plan.sink_take > 0) {
+            // The sinks' keys before rotation, for re-rotating them after a slide.
+            let at = (layer * self.sink_cap + plan.n_sink_before) * kvd;
+            kv_store(r, k, v, pk, pv, plan.sink_take * kvd, at)?;
+        }
+        if let Some((signs, sb)) = &self.signs {
+            let hd = self.geom.head_dim;
+            let norm = 1.0 / (signs.len() as f32).sqrt();
+            r.dispatch(
+                PipeKey::new(Shader::KvAttention, "kv_rotate"),
+                Params::u(&[u(plan.n * self.geom.n_kv_head)?, u(hd)?]).with_f(&[norm]),
+                &[(8, k), (9, sb)],
+                grid(plan.n * self.geom.n_kv_head),
+            )?;
+        }
         let ring0 = (self.ring + plan.tail_before) % self.tail_cap;
         r.dispatch(
             PipeKey::new(Shader::KvAttention, "kvq_store"),
@@ -338,7 +467,13 @@ impl GpuQuantKv {
             ]),
             &[(1, &self.kf), (2, &self.vf), (3, k), (4, v)],
             grid((n_vals / 2).div_ceil(WG)),
-        )
+        )?;
+        if self.late_pages && plan.new_pages > 0 {
+            // The batch's own rows become pages: quantize them before the attention.
+            r.flush()?;
+            self.quantize_pages(r.device(), &plan, layer..layer + 1)?;
+        }
+        Ok(())
     }
 
     /// Record the attention of the planned batch's queries `q` (`n × n_head × head_dim`)
@@ -382,7 +517,11 @@ impl GpuQuantKv {
                 u(self.pg.vgroup)?,
                 u(self.pg.k_outliers)?,
             ])
-            .with_f(&[scale]),
+            .with_f(&[
+                scale,
+                f32::from(u8::from(self.signs.is_some())),
+                1.0 / (hd as f32).sqrt(),
+            ]),
             &[
                 (1, &self.kf),
                 (2, &self.vf),
@@ -390,6 +529,8 @@ impl GpuQuantKv {
                 (6, &self.pages),
                 (7, &self.span),
                 (8, out),
+                // Unused without rotation; any read-only buffer fills the binding.
+                (9, self.signs.as_ref().map_or(&self.span, |(_, b)| b)),
             ],
             grid(plan.n * n_head),
         )

@@ -11,22 +11,30 @@
 //! * [`lut`]: T-MAC LUT matrices (GPU permutation, table build, lookup GEMV).
 //! * [`df11`]: DFloat11 tensors decoded to BF16 on the GPU.
 //! * [`kv_quant`]: the quantized KV cache (q8/q4/q2 pages behind an f16 window).
+//! * [`model`]: a model's weights on the device, and what the backend cannot run;
+//!   [`state`]: one session's KV cache and buffers; [`exec`]: the graph's ops recorded
+//!   ([`exec::GpuBackend`]); [`forward`]: the one graph run on it.
 //!
 //! Every kernel is tested against the CPU scalar reference (`tests/gpu_kernels.rs`).
 
 pub mod buffer;
 pub mod device;
 pub mod df11;
+pub mod exec;
 pub mod forward;
+pub mod kv;
 pub mod kv_quant;
 pub mod lut;
 pub mod matrix;
+pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod record;
+pub mod state;
 
 pub use buffer::GpuBuffer;
 pub use device::{Caps, GpuDevice, GpuOptions};
+pub use exec::GpuBackend;
 pub use forward::{GpuModel, GpuState};
 pub use kv_quant::GpuQuantKv;
 pub use matrix::GpuMatrix;

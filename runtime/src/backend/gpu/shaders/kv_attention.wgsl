@@ -60,6 +60,7 @@ override BITS: u32 = 8u;
 @group(0) @binding(6) var<storage, read> PG: array<u32>;
 @group(0) @binding(7) var<storage, read> SPAN: array<u32>;
 @group(0) @binding(8) var<storage, read_write> O: array<f32>;
+@group(0) @binding(9) var<storage, read> SIGNS: array<f32>;
 
 // Store a batch of n tokens: a.x = n, a.y = kv_dim (even), a.z = sink_take (the first rows
 // go to the sinks), a.w = n_sink_before; b.x = this layer's first row, b.y = sink_cap,
@@ -138,6 +139,9 @@ struct Keys {
     tail_lo: u32,
     page_end: u32,
     n_keys: u32,
+    // Slot of logical page 0 and slots per layer (pages are a ring: the sliding window).
+    page0: u32,
+    n_slots: u32,
 }
 
 // KF/VF row of a key outside the pages (a sink, or a window row in the ring).
@@ -156,7 +160,11 @@ fn f16_row(q: Keys, k: u32) -> u32 {
 
 // First word of the page holding key k (n_sinks <= k < page_end).
 fn page_word(q: Keys, k: u32) -> u32 {
-    return P.c.x + (((k - q.n_sinks) >> q.page_sh) * q.n_kv + q.kvh) * q.page_w;
+    var slot = q.page0 + ((k - q.n_sinks) >> q.page_sh);
+    if (slot >= q.n_slots) {
+        slot -= q.n_slots;
+    }
+    return P.c.x + (slot * q.n_kv + q.kvh) * q.page_w;
 }
 
 // Score of key k against the scaled query in `qs`.
@@ -189,11 +197,57 @@ fn key_score(q: Keys, k: u32) -> f32 {
     return s;
 }
 
+// qs[0..n] ← H·(SIGNS ⊙ qs)·norm in place: kv::hadamard::rotate's butterflies in its order
+// (n a power of two, at most 512), every invocation taking pairs lid, lid + 64, ...
+fn rotate_qs(n: u32, lid: u32, norm: f32) {
+    for (var d = lid; d < n; d += WG) {
+        qs[d] = qs[d] * SIGNS[d];
+    }
+    workgroupBarrier();
+    for (var h = 1u; h < n; h *= 2u) {
+        for (var i = lid; i < n / 2u; i += WG) {
+            let j = (i / h) * 2u * h + i % h;
+            let a = qs[j];
+            let b = qs[j + h];
+            qs[j] = a + b;
+            qs[j + h] = a - b;
+        }
+        workgroupBarrier();
+    }
+    for (var d = lid; d < n; d += WG) {
+        qs[d] = qs[d] * norm;
+    }
+    workgroupBarrier();
+}
+
+// Rotate a.x heads of a.y values (a power of two, at most 512) of O in place, as
+// kv::hadamard::rotate does (f.x = 1/sqrt(a.y)): the keys of a rotated cache, before they
+// are stored. One workgroup per head.
+@compute @workgroup_size(64)
+fn kv_rotate(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = flat_group(wid, nwg);
+    let n = P.a.y;
+    // Uniform per workgroup, so the barriers below are reached by all or none.
+    if (g >= P.a.x) {
+        return;
+    }
+    for (var d = l.x; d < n; d += WG) {
+        qs[d] = O[g * n + d];
+    }
+    workgroupBarrier();
+    rotate_qs(n, l.x, P.f.x);
+    for (var d = l.x; d < n; d += WG) {
+        O[g * n + d] = qs[d];
+    }
+}
+
 // a.x = n_head, a.y = n_kv_head, a.z = head_dim (multiple of 32, <= 512), a.w = n_tokens;
 // b.x = this layer's first row of KF/VF, b.y = sink_cap, b.z = tail_cap, b.w = ring start
 // (ring row of window row 0); c.x = this layer's first page word, c.y = P (tokens per page,
 // 32, 64 or 128), c.z = channels per value group (32, 64 or 128), c.w = key outliers per page;
-// f.x = scale. Q and O are [n_tokens][n_head][head_dim].
+// f.x = scale, f.y = 1 when keys are rotated (f.z = 1/sqrt(head_dim)). Q and O are
+// [n_tokens][n_head][head_dim].
 @compute @workgroup_size(64)
 fn kvq_attention(@builtin(local_invocation_id) l: vec3<u32>,
                  @builtin(workgroup_id) wid: vec3<u32>,
@@ -226,16 +280,22 @@ fn kvq_attention(@builtin(local_invocation_id) l: vec3<u32>,
     q.codes_w = q.hd * q.k_chan_w + q.page * q.v_row_w;
     q.out_w = q.hd + q.page * q.ng;
     q.page_w = q.codes_w + q.out_w + q.n_out;
-    q.n_sinks = SPAN[4u * t];
-    q.tail_lo = SPAN[4u * t + 2u];
-    q.page_end = q.n_sinks + SPAN[4u * t + 1u] * q.page;
-    q.n_keys = q.page_end + SPAN[4u * t + 3u] - q.tail_lo;
+    q.n_sinks = SPAN[8u * t];
+    q.tail_lo = SPAN[8u * t + 2u];
+    q.page_end = q.n_sinks + SPAN[8u * t + 1u] * q.page;
+    q.n_keys = q.page_end + SPAN[8u * t + 3u] - q.tail_lo;
+    q.page0 = SPAN[8u * t + 4u];
+    q.n_slots = SPAN[8u * t + 5u];
     let hd = q.hd;
 
     for (var d = lid; d < hd; d += WG) {
         qs[d] = Q[g * hd + d] * P.f.x;
     }
     workgroupBarrier();
+    if (P.f.y != 0.0) {
+        // Rotated keys: rotate the scaled query alike (the CPU kernel's order).
+        rotate_qs(hd, lid, P.f.z);
+    }
 
     // Running max (the same in every invocation), this invocation's share of the sum.
     var m = -3.0e38;
