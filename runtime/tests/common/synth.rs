@@ -272,7 +272,7 @@ impl Synth {
                     );
                 }
             }
-            if a == "qwen3" {
+            if a == "qwen3" || a == "gemma3" {
                 w.add_tensor(
                     &format!("{p}.attn_q_norm.weight"),
                     &[hd as u64],
@@ -285,6 +285,20 @@ impl Synth {
                     GgmlType::F32,
                     ones(hd),
                 );
+            }
+            if a == "gemma3" {
+                // Post-norms with weights away from 1, so that skipping one would show.
+                for t in ["post_attention_norm", "post_ffw_norm"] {
+                    let g: Vec<f32> = (0..self.n_embd)
+                        .map(|j| 0.6 + 0.5 * (j as f32 * 0.71).cos().abs())
+                        .collect();
+                    w.add_tensor(
+                        &format!("{p}.{t}.weight"),
+                        &[self.n_embd as u64],
+                        GgmlType::F32,
+                        encode(GgmlType::F32, &g),
+                    );
+                }
             }
         }
         w.add_tensor(
