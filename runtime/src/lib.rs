@@ -1,8 +1,31 @@
 //! suanpan: an on-device LLM inference runtime whose low-bit kernels compute by table lookup.
 //!
-//! See `DESIGN.md` in the shared folder for the architecture: one model graph ([`model`]),
-//! backends that run its ops ([`backend`]), a KV cache ([`kv`]), sampling ([`sample`]) and
-//! the session API that ties them together.
+//! See `DESIGN.md` in the shared folder for the architecture: one model graph
+//! ([`model::graph`]) written against the [`backend::Backend`] trait, backends that run its
+//! ops (CPU, GPU), a KV cache behind the [`kv::KvStore`] trait, sampling ([`sample`]) and the
+//! session API that ties them together.
+//!
+//! ```no_run
+//! use std::ops::ControlFlow;
+//! use std::sync::Arc;
+//! use suanpan::{GenerateParams, Model, ModelParams, SessionParams};
+//!
+//! # fn main() -> suanpan::Result<()> {
+//! let model = Arc::new(Model::load("SmolLM2-135M-Instruct.Q4_1.gguf", &ModelParams::default())?);
+//! let mut session = model.session(&SessionParams::default())?;
+//! let stats = session.generate("Once upon a time", &GenerateParams::default(), |piece| {
+//!     print!("{piece}");
+//!     ControlFlow::Continue(())
+//! })?;
+//! eprintln!("{:.1} tok/s", stats.decode_tps());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The API is [`Model`], [`Session`] and their parameters, [`Error`], [`convert`], the
+//! formats ([`format`], [`dfloat`]'s DFloat11/df12), [`tokenizer`], [`chat`], [`kv`]'s
+//! parameters and [`perplexity`]. The kernel modules ([`backend`]'s kernels, `lut`, `quant`)
+//! are public for the tests and benchmarks only and hidden from the docs: not a stable API.
 
 pub mod alloc_guard;
 pub mod error;
@@ -11,9 +34,11 @@ pub mod format;
 pub mod backend;
 pub mod install;
 pub mod kv;
+#[doc(hidden)]
 pub mod lut;
 pub mod model;
 pub mod perplexity;
+#[doc(hidden)]
 pub mod quant;
 pub mod sample;
 pub mod session;
