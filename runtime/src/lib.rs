@@ -5,6 +5,7 @@
 //! the session API that ties them together.
 
 pub mod alloc_guard;
+pub mod clock;
 pub mod error;
 pub mod format;
 
