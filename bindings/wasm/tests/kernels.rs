@@ -4,7 +4,7 @@
 //! ```text
 //! CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
 //! CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=chromedriver \
-//!   cargo test -p suanpan-wasm --target wasm32-unknown-unknown
+//!   cargo test -p suanpan-wasm --target wasm32-unknown-unknown --test kernels
 //! ```
 //!
 //! The dispatcher's kernel (`gemv_chunks`, SIMD128 in such a build) must equal the scalar
