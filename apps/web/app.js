@@ -26,6 +26,7 @@ function fail(err) {
   console.error(err);
   setStatus(msg, true);
   output.dataset.error = msg;
+  if (!model) $("progress").value = 0;
   setBusy(false);
 }
 

@@ -4,7 +4,8 @@
 //    the native CPU backend's (NATIVE_JSON: `suanpan run --json` output, its `done` event),
 //    except at a near tie (the wasm draw's two best logits under 0.1 apart, the native
 //    token being the runner-up): from there on the texts may differ and are not compared.
-// 2. A file that is not GGUF: the page shows the runtime's error in data-error.
+// 2. The chat UI: a reply through the chat template, and Stop ending a long one.
+// 3. A file that is not GGUF: the page shows the runtime's error in data-error.
 // Saves screenshots of both into ARTIFACTS_DIR and prints the wasm tok/s.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -62,7 +63,6 @@ try {
   // 1. Greedy tokens on wasm CPU vs native CPU.
   const q = new URLSearchParams({ model: modelUrl, prompt, n, temp: "0", backend: "cpu", auto: "1" });
   const { page, result, logs } = await runPage(browser, `${base}/index.html?${q}`, 300e3);
-  await page.screenshot({ path: `${artifacts}/web-demo.png`, fullPage: true });
   if (result.error !== undefined) {
     console.error(logs.join("\n"));
     throw new Error(`the page reported an error: ${result.error}`);
@@ -94,9 +94,47 @@ try {
     `[test-web] OK: ${n} greedy tokens equal; wasm CPU decode ${Number(result.tps).toFixed(2)} tok/s, ` +
       `prompt ${Number(result.promptTps).toFixed(2)} tok/s`,
   );
+
+  // 2. The chat UI: a greedy reply through the chat template, then a long reply stopped
+  //    with the Stop button (an AbortSignal) after its first pieces.
+  const bodies = ".msg.assistant > span:last-child";
+  await page.evaluate(() => {
+    document.getElementById("temperature").value = "0";
+    document.getElementById("max-tokens").value = "12";
+  });
+  await page.type("#input", "What is the capital of France?");
+  await page.click("#send");
+  await page.waitForFunction(
+    (sel) => {
+      const b = document.querySelectorAll(sel);
+      return !document.getElementById("send").disabled && b.length === 1 && b[0].textContent.length > 0;
+    },
+    { timeout: 120e3, polling: 100 },
+    bodies,
+  );
+  const reply = await page.$eval(bodies, (e) => e.textContent);
+  console.log(`[test-web] chat reply: ${JSON.stringify(reply)}`);
+  if (/error/.test(await page.$eval(".msg.assistant", (e) => e.className))) {
+    throw new Error(`the chat reply is an error: ${reply}`);
+  }
+  await page.evaluate(() => (document.getElementById("max-tokens").value = "400"));
+  await page.type("#input", "Tell me a long story about a dragon.");
+  await page.click("#send");
+  await page.waitForFunction(
+    (sel) => (document.querySelectorAll(sel)[1]?.textContent.length ?? 0) > 20,
+    { timeout: 120e3, polling: 50 },
+    bodies,
+  );
+  await page.click("#stop");
+  await page.waitForFunction(() => !document.getElementById("send").disabled, { timeout: 60e3 });
+  const speed = await page.$eval("#speed", (e) => e.textContent);
+  const got = Number((/decode (\d+) tok/.exec(speed) || [])[1]);
+  if (!(got > 0 && got < 400)) throw new Error(`Stop did not stop the reply: ${speed}`);
+  console.log(`[test-web] OK: chat replied; Stop ended a 400-token reply after ${got} tokens`);
+  await page.screenshot({ path: `${artifacts}/web-demo.png`, fullPage: true });
   await page.close();
 
-  // 2. Bad input: a file that is not GGUF (the page's own HTML) is an error on the page.
+  // 3. Bad input: a file that is not GGUF (the page's own HTML) is an error on the page.
   const bad = new URLSearchParams({ model: `${base}/index.html`, prompt: "x", n: "4", temp: "0", backend: "cpu", auto: "1" });
   const r2 = await runPage(browser, `${base}/index.html?${bad}`, 60e3);
   await r2.page.screenshot({ path: `${artifacts}/web-demo-bad-input.png`, fullPage: true });

@@ -24,11 +24,12 @@ export function init(wasmUrl) {
   return ready;
 }
 
-/** Give the event loop a turn (a macrotask, without setTimeout's 4 ms clamp). */
+/**
+ * Give the event loop a turn: a new macrotask (a MessageChannel message, without
+ * setTimeout's 4 ms clamp), so input (a Stop click) and painting run before the next
+ * token. Not `scheduler.yield()`: its continuations are prioritized over other tasks.
+ */
 function yieldToEventLoop() {
-  if (globalThis.scheduler && typeof globalThis.scheduler.yield === "function") {
-    return globalThis.scheduler.yield();
-  }
   return new Promise((resolve) => {
     const ch = new MessageChannel();
     ch.port1.onmessage = () => resolve();
