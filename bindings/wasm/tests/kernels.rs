@@ -120,3 +120,67 @@ fn extreme_codes_do_not_overflow() {
         }
     }
 }
+
+/// A random block row: `nb` blocks of `bytes` each, the f16 scale(s) in the first
+/// `scales` 2-byte fields finite, the rest random.
+fn block_row(rng: &mut Rng, nb: usize, bytes: usize, scales: usize) -> Vec<u8> {
+    let mut w: Vec<u8> = (0..nb * bytes).map(|_| rng.next() as u8).collect();
+    for b in w.chunks_exact_mut(bytes) {
+        for k in 0..scales {
+            let v = f16::from_f32(0.02 * rng.heavy()).to_bits().to_le_bytes();
+            b[2 * k..2 * k + 2].copy_from_slice(&v);
+        }
+    }
+    w
+}
+
+/// An activation row in the Q8 layout: 32 codes per block, then f32 `d` per block (and
+/// f32 `s` per block for Q8_1). Extreme codes (±127, −128) are mixed in.
+fn act_row(rng: &mut Rng, nb: usize, with_sum: bool) -> Vec<u8> {
+    let mut a: Vec<u8> = (0..nb * 32)
+        .map(|i| match i % 29 {
+            0 => 0x80,
+            1 => 0x7f,
+            _ => rng.next() as u8,
+        })
+        .collect();
+    for _ in 0..nb * if with_sum { 2 } else { 1 } {
+        a.extend_from_slice(&(0.05 * rng.heavy()).to_le_bytes());
+    }
+    a
+}
+
+/// The SIMD128 Q4_1·Q8_1 and Q8_0·Q8_0 dots (the default model's two block types) equal
+/// their scalar references bit for bit, on random rows of many lengths; short
+/// activations give NaN as the reference does.
+#[wasm_bindgen_test]
+fn simd128_block_dots_are_bit_identical_to_the_references() {
+    use suanpan::backend::cpu::dot::{dot, dot_ref, has_simd};
+    use suanpan::format::GgmlType;
+    assert_eq!(suanpan::backend::cpu::dot::simd_level(), "simd128");
+    let mut rng = Rng(0xD07);
+    let mut checked = 0;
+    for (ty, bytes, scales, with_sum) in [
+        (GgmlType::Q4_1, 20, 2, true),
+        (GgmlType::Q8_0, 34, 1, false),
+    ] {
+        assert!(has_simd(ty));
+        for nb in [1usize, 2, 3, 18, 48, 1536 / 32] {
+            for _ in 0..20 {
+                let w = block_row(&mut rng, nb, bytes, scales);
+                let a = act_row(&mut rng, nb, with_sum);
+                let (got, want) = (dot(ty, &w, &a), dot_ref(ty, &w, &a));
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{ty:?} nb {nb}: {got} vs {want}"
+                );
+                checked += 1;
+            }
+            let a = act_row(&mut rng, nb, with_sum);
+            let w = block_row(&mut rng, nb, bytes, scales);
+            assert!(dot(ty, &w, &a[..a.len() - 1]).is_nan());
+        }
+    }
+    assert_eq!(checked, 2 * 6 * 20);
+}
