@@ -13,9 +13,9 @@
 
 pub mod render;
 
+use crate::clock::{SystemTime, UNIX_EPOCH};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use render::RenderLimits;
 

@@ -16,10 +16,10 @@ pub mod constrain;
 pub mod state;
 pub mod stop;
 
+use crate::clock::Instant;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::kv::{KvCache, KvMode, KvParams, KvStore, Overflow};

@@ -13,8 +13,10 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::sync::Arc;
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::Duration;
 
 use crate::alloc_guard::Budget;
@@ -128,41 +130,58 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
 {
     let tripped = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = sync_channel::<Result<T>>(1);
     let budget = Budget::new(limits.max_memory, tripped.clone());
     let (max_memory, fuel) = (limits.max_memory, limits.fuel);
-    std::thread::Builder::new()
-        .name("suanpan-template".into())
-        .stack_size(8 << 20)
-        .spawn(move || {
-            let (res, _) = budget.run(f);
-            let _ = tx.send(res);
-        })
-        .map_err(|e| Error::Internal(format!("cannot start the template thread: {e}")))?;
-    loop {
-        match rx.recv_timeout(Duration::from_millis(5)) {
-            Ok(res) => {
-                return res.map_err(|e| match e {
-                    Error::Template(m) if m.contains("engine ran out of fuel") => Error::Template(
-                        format!("the template did not finish within {fuel} instructions ({m})"),
-                    ),
-                    e => e,
-                })
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::Internal(
-                    "the template thread ended without a result".into(),
-                ))
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+    let fuel_message = move |e| match e {
+        Error::Template(m) if m.contains("engine ran out of fuel") => Error::Template(format!(
+            "the template did not finish within {fuel} instructions ({m})"
+        )),
+        e => e,
+    };
+    // The browser build has no threads: render on the caller, bounded by fuel, recursion
+    // and output limits (and the budget, if a metered allocator is in place).
+    #[cfg(target_arch = "wasm32")]
+    {
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::Cancelled);
         }
+        let (res, _) = budget.run(f);
         if tripped.load(Ordering::SeqCst) {
             return Err(Error::OutOfMemory(format!(
                 "the chat template needs more than {max_memory} bytes of memory to render"
             )));
         }
-        if cancel.is_some_and(|c| c.is_cancelled()) {
-            return Err(Error::Cancelled);
+        res.map_err(fuel_message)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let (tx, rx) = sync_channel::<Result<T>>(1);
+        std::thread::Builder::new()
+            .name("suanpan-template".into())
+            .stack_size(8 << 20)
+            .spawn(move || {
+                let (res, _) = budget.run(f);
+                let _ = tx.send(res);
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the template thread: {e}")))?;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(res) => return res.map_err(fuel_message),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Internal(
+                        "the template thread ended without a result".into(),
+                    ))
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if tripped.load(Ordering::SeqCst) {
+                return Err(Error::OutOfMemory(format!(
+                    "the chat template needs more than {max_memory} bytes of memory to render"
+                )));
+            }
+            if cancel.is_some_and(|c| c.is_cancelled()) {
+                return Err(Error::Cancelled);
+            }
         }
     }
 }

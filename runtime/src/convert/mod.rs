@@ -37,10 +37,10 @@ pub mod output;
 mod safetensors;
 mod tensor_io;
 
+use crate::clock::Instant;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use crate::dfloat;
 use crate::error::{Error, Result};

@@ -5,7 +5,11 @@
 use std::ops::Range;
 use std::path::Path;
 
+#[cfg(not(target_arch = "wasm32"))]
 use memmap2::Mmap;
+/// No mmap in the browser build: the file is read whole.
+#[cfg(target_arch = "wasm32")]
+type Mmap = Vec<u8>;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -45,7 +49,14 @@ impl SafetensorsFile {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the file is mapped read-only; like every model file it must not be
         // modified while mapped (documented for model files in `format::gguf`).
+        #[cfg(not(target_arch = "wasm32"))]
         let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
+        #[cfg(target_arch = "wasm32")]
+        let map: Mmap = {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut { f }, &mut v).map_err(|e| Error::io(path, e))?;
+            v
+        };
         let st = SafeTensors::deserialize(&map)
             .map_err(|e| Error::bad_model(format!("{}: {e}", path.display())))?;
         let base = map.as_ptr() as usize;

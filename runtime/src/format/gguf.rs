@@ -167,7 +167,10 @@ impl TensorInfo {
     }
 }
 
+/// The file image: a read-only mapping natively, owned bytes from memory (and always in
+/// the browser build, which has no mmap).
 enum Storage {
+    #[cfg(not(target_arch = "wasm32"))]
     Mmap(memmap2::Mmap),
     Owned(Vec<u8>),
 }
@@ -175,6 +178,7 @@ enum Storage {
 impl Storage {
     fn bytes(&self) -> &[u8] {
         match self {
+            #[cfg(not(target_arch = "wasm32"))]
             Storage::Mmap(m) => m,
             Storage::Owned(v) => v,
         }
@@ -341,10 +345,21 @@ impl GgufFile {
                 path.display()
             )));
         }
-        // SAFETY: the mapping is read-only; we accept that another process truncating the
-        // file while it is mapped is outside what any mmap-based loader can defend against.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Self::parse(Storage::Mmap(mmap))
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            // SAFETY: the mapping is read-only; we accept that another process truncating the
+            // file while it is mapped is outside what any mmap-based loader can defend against.
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+            Self::parse(Storage::Mmap(mmap))
+        }
+        // No mmap (nor, in a browser, a file system): read it whole.
+        #[cfg(target_arch = "wasm32")]
+        {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut { file }, &mut bytes)
+                .map_err(|e| Error::io(path, e))?;
+            Self::parse(Storage::Owned(bytes))
+        }
     }
 
     /// Parse a GGUF image held in memory (tests, fuzzing, files built on the fly).

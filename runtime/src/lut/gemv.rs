@@ -26,6 +26,8 @@ pub fn simd_level() -> &'static str {
         "avx2"
     } else if has_neon() {
         "neon"
+    } else if has_simd128() {
+        "simd128"
     } else {
         "scalar"
     }
@@ -46,6 +48,11 @@ pub(crate) fn has_avx512() -> bool {
 /// NEON is baseline on aarch64: used unless `SUANPAN_FORCE_SCALAR` is set.
 pub(crate) fn has_neon() -> bool {
     crate::backend::cpu::features::cpu().neon
+}
+
+/// WebAssembly SIMD128 (a build-time feature there), unless `SUANPAN_FORCE_SCALAR`.
+pub(crate) fn has_simd128() -> bool {
+    crate::backend::cpu::features::cpu().simd128
 }
 
 /// The per-group float epilogue, shared by every kernel (the SIMD one mirrors it lane-wise).
@@ -141,6 +148,12 @@ pub fn gemv_chunks(
         // SAFETY: NEON is baseline on aarch64; `check` validated the chunk range and
         // output length, and the kernel asserts the buffer lengths it relies on.
         unsafe { super::neon::gemv_neon(m, t, chunks, y) };
+        return Ok(());
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if has_simd128() {
+        // `check` validated the chunk range and output length.
+        super::wasm::gemv_simd128(m, t, chunks, y);
         return Ok(());
     }
     gemv_portable_chunks(m, t, chunks, y)

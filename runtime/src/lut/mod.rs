@@ -11,7 +11,8 @@
 //! * [`gemv`]: the dispatching [`gemv::gemv`] / [`gemv::gemv_chunks`] / [`gemv::gemv_pool`],
 //!   the portable streaming kernel, the scalar reference (reads the layout through its index
 //!   formula) and the ideal f32 reference; `x86` holds the AVX2, `x86_512` the AVX-512 and
-//!   `neon` the aarch64 table and lookup-accumulate kernels. All kernels give bit-identical results.
+//!   `neon` the aarch64 table and lookup-accumulate kernels, `wasm` the WebAssembly SIMD128
+//!   GEMV (browser builds with `+simd128`). All kernels give bit-identical results.
 //!
 //! Accuracy: LUT vs ideal `dequantize(W)·x` differs only by table quantization, at most
 //! [`gemv::table_error_bound`] per row (`Σ_g |s|·ts_g/4·(g/4)·(2^b−1)`) plus f32 rounding.
@@ -36,6 +37,8 @@ pub mod layout;
 mod neon;
 pub mod quantize;
 pub mod table;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]

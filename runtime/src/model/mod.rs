@@ -8,9 +8,9 @@ pub mod graph;
 pub mod load;
 pub mod weights;
 
+use crate::clock::Instant;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Instant;
 
 pub use config::{Arch, ModelConfig};
 pub use estimate::MemoryEstimate;

@@ -427,23 +427,29 @@ impl Weights {
         let queue = Mutex::new(mats);
         let total = AtomicUsize::new(0);
         let err: Mutex<Option<Error>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..threads.max(1) {
-                s.spawn(|| loop {
-                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                    let Some(m) = next else { break };
-                    match m.transcode_df11(file) {
-                        Ok(b) => drop(total.fetch_add(b, Ordering::Relaxed)),
-                        Err(e) => {
-                            err.lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            break;
-                        }
-                    }
-                });
+        let work = || loop {
+            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(m) = next else { break };
+            match m.transcode_df11(file) {
+                Ok(b) => drop(total.fetch_add(b, Ordering::Relaxed)),
+                Err(e) => {
+                    err.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                    break;
+                }
             }
-        });
+        };
+        if threads <= 1 {
+            // On the caller: also where no thread can be started (the browser build).
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(work);
+                }
+            });
+        }
         if let Some(e) = err.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }

@@ -206,7 +206,7 @@ impl Guide {
     /// Compute the mask of tokens allowed next (end-of-generation tokens only, once the
     /// output is complete).
     pub(crate) fn compute_mask(&mut self) -> Result<()> {
-        let t = std::time::Instant::now();
+        let t = crate::clock::Instant::now();
         let r = self.compute_mask_inner();
         self.mask_ms += t.elapsed().as_secs_f64() * 1e3;
         r

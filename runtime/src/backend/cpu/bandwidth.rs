@@ -2,7 +2,7 @@
 //! than the caches. Decode speed is read against it as a fraction of the roofline:
 //! `tokens/s × weight bytes per token ÷ bandwidth`.
 
-use std::time::Instant;
+use crate::clock::Instant;
 
 use super::pool::{split_range, Pool};
 

@@ -23,6 +23,9 @@ pub struct CpuFeatures {
     pub avx512bw: bool,
     /// aarch64 NEON (baseline there).
     pub neon: bool,
+    /// WebAssembly SIMD128: a build-time feature (`-C target-feature=+simd128`), since a
+    /// module using it does not load where it is missing.
+    pub simd128: bool,
     /// `SUANPAN_FORCE_SCALAR` was set: every flag above is false.
     pub forced_scalar: bool,
 }
@@ -37,7 +40,10 @@ impl CpuFeatures {
             };
         }
         #[allow(unused_mut)]
-        let mut f = CpuFeatures::default();
+        let mut f = CpuFeatures {
+            simd128: cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
+            ..Default::default()
+        };
         #[cfg(target_arch = "x86_64")]
         {
             f.avx2 = is_x86_feature_detected!("avx2")

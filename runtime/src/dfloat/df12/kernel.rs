@@ -124,7 +124,8 @@ pub fn decode_dense(
     }
 }
 
-/// The split tables (`hi`, `lo`) of the module docs.
+/// The split tables (`hi`, `lo`) of the module docs (for the SIMD kernels).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn split_tables(table: &[u8; 16]) -> ([u8; 16], [u8; 16]) {
     let mut hi = [0u8; 16];
     let mut lo = [0u8; 16];

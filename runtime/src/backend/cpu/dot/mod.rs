@@ -2,7 +2,8 @@
 //! quantized as llama.cpp does it (see [`crate::quant::ggml`]).
 //!
 //! Each format has a scalar reference (`*_ref`) and a SIMD kernel chosen once at start-up:
-//! AVX2+FMA on x86_64, NEON on aarch64. Integer parts are exact in all; the SIMD kernels
+//! AVX2+FMA on x86_64, NEON on aarch64, SIMD128 on wasm32 (Q4_1 and Q8_0, bit-identical to
+//! the references). Integer parts are exact in all; the SIMD kernels
 //! reassociate the float accumulation, so they agree with the reference to a few ulps of
 //! the row's magnitude (tested in `tests.rs`). The NEON kernels follow the AVX2 kernels' order
 //! exactly, so both SIMD back ends give the same bits (tested against a scalar model of
@@ -66,6 +67,8 @@ pub fn simd_level() -> &'static str {
         "avx2"
     } else if has_neon() {
         "neon"
+    } else if has_simd128() {
+        "simd128"
     } else {
         "scalar"
     }
@@ -81,6 +84,11 @@ fn has_neon() -> bool {
     super::features::cpu().neon
 }
 
+/// WebAssembly SIMD128 (a build-time feature), unless `SUANPAN_FORCE_SCALAR`.
+fn has_simd128() -> bool {
+    super::features::cpu().simd128
+}
+
 /// Whether [`dot`] runs a SIMD kernel for `ty` on this machine (else the scalar reference).
 pub fn has_simd(ty: GgmlType) -> bool {
     use GgmlType::*;
@@ -89,6 +97,9 @@ pub fn has_simd(ty: GgmlType) -> bool {
             ty,
             Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q5K | Q6K | Q5_0
         );
+    }
+    if has_simd128() {
+        return matches!(ty, Q4_1 | Q8_0);
     }
     has_neon() && matches!(ty, Q4_0 | Q4_1 | Q8_0 | F16 | BF16 | F32 | Q4K | Q6K | Q5_0)
 }
@@ -134,6 +145,14 @@ pub fn dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
                 GgmlType::BF16 => neon::dot_bf16_f32(w, bytemuck::cast_slice(a)),
                 _ => dot_ref(ty, w, a),
             };
+        }
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if has_simd128() {
+        match ty {
+            GgmlType::Q4_1 => return wasm::dot_q4_1_q8_1(w, a),
+            GgmlType::Q8_0 => return wasm::dot_q8_0_q8_0(w, a),
+            _ => {}
         }
     }
     dot_ref(ty, w, a)
@@ -298,6 +317,8 @@ mod x86;
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm;
 
 /// `Σ k[i]·x[i]` for an f16 row (a cached key) and f32 values.
 #[inline]
