@@ -1,6 +1,5 @@
 //! Model hyper-parameters read from GGUF metadata (`{arch}.*` keys), never hard-coded.
 
-use crate::backend::cpu::ops::RopeStyle;
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile};
 
@@ -52,6 +51,16 @@ impl Arch {
             Arch::Gemma3 => "gemma3",
         }
     }
+}
+
+/// How rotary dimensions are paired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (x[2i], x[2i+1]): llama.cpp's "normal" mode, used with GGUF Llama
+    /// weights whose Q/K rows are permuted at conversion.
+    Interleaved,
+    /// Halves (x[i], x[i + d/2]): GPT-NeoX style, used by Qwen2/Qwen3.
+    Neox,
 }
 
 /// Everything the graph needs to know about a model's shape.

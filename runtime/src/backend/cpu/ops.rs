@@ -23,15 +23,8 @@ pub fn rms_norm_heads(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
-/// How rotary dimensions are paired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// Adjacent pairs (x[2i], x[2i+1]): llama.cpp's "normal" mode, used with GGUF Llama
-    /// weights whose Q/K rows are permuted at conversion.
-    Interleaved,
-    /// Halves (x[i], x[i + d/2]): GPT-NeoX style, used by Qwen2/Qwen3.
-    Neox,
-}
+/// How rotary dimensions are paired (defined with the model's description).
+pub use crate::model::config::RopeStyle;
 
 /// Cosines and sines of one position for `n_rot/2` frequencies, computed as ggml does:
 /// theta_i = pos · base^(-2i/n_rot), optionally divided by a per-frequency factor.
