@@ -39,20 +39,25 @@ pub const MAX_JOBS: usize = 4;
 ///
 /// Tables built with int8 activations ([`LutTables::rebuild_int8`], which
 /// [`super::table::rebuild_many`] picks for large batches) run the tiled int8 GEMM
-/// ([`tiled`]) instead of the lookups; all tokens must be built the same way.
+/// ([`tiled`]) instead of the lookups; tables holding both forms
+/// ([`LutTables::rebuild_both`]) run it for the matrices [`tiled::prefers`] it for. All
+/// tokens must hold the form used.
 pub fn gemm_many<'m, 'o>(
     pool: &Pool,
     jobs: impl IntoIterator<Item = (LutMatrix<'m>, &'o mut [f32])>,
     tables: &[LutTables],
 ) -> Result<()> {
     let n = tables.len();
-    let int8 = tables.first().is_some_and(|t| t.int8().is_some());
     let acts: Vec<&Acts8> = tables.iter().filter_map(|t| t.int8()).collect();
-    if int8 && acts.len() != n || !int8 && !tables.iter().all(|t| t.has_lookup()) {
+    let has_int8 = n > 0 && acts.len() == n;
+    let has_lookup = tables.iter().all(|t| t.has_lookup());
+    if !has_int8 && !has_lookup {
         return Err(Error::invalid(
             "LUT GEMM: tokens' tables mix lookup tables and int8 activations",
         ));
     }
+    // Per matrix: int8 when only that form is built, else when it wins at this batch size.
+    let int8 = |m: &LutMatrix| has_int8 && (!has_lookup || tiled::prefers(m, n));
     let mut ptrs: [Option<(LutMatrix<'m>, OutPtr)>; MAX_JOBS] = [const { None }; MAX_JOBS];
     let mut total = 0;
     for (i, (m, out)) in jobs.into_iter().enumerate() {
@@ -100,7 +105,7 @@ pub fn gemm_many<'m, 'o>(
                 let row = |t: usize| unsafe {
                     std::slice::from_raw_parts_mut(p.0.add(t * m.rows() + rows.start), rows.len())
                 };
-                if int8 {
+                if int8(m) {
                     tiled::chunk(m, c, &acts, |t, vals| {
                         row(t).copy_from_slice(&vals[..rows.len()])
                     });

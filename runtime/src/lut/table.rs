@@ -156,6 +156,17 @@ impl LutTables {
     /// ([`super::tiled`]): `gemm_many` then runs that kernel, and the GEMV refuses these
     /// tables (see [`LutTables::has_lookup`]).
     pub fn rebuild_int8(&mut self, x: &[f32], group: usize) -> Result<()> {
+        self.rebuild_int8_keep(x, group, false)
+    }
+
+    /// Both forms: the lookup tables and the int8 activations; `gemm_many` picks per matrix
+    /// ([`super::tiled::prefers`]).
+    pub fn rebuild_both(&mut self, x: &[f32], group: usize) -> Result<()> {
+        self.rebuild(x, group)?;
+        self.rebuild_int8_keep(x, group, true)
+    }
+
+    fn rebuild_int8_keep(&mut self, x: &[f32], group: usize, keep: bool) -> Result<()> {
         if !super::layout::GROUPS.contains(&group) {
             return Err(Error::invalid(format!(
                 "LUT tables: group {group} not one of {:?}",
@@ -165,9 +176,11 @@ impl LutTables {
         self.int8.rebuild(x, group)?;
         self.group = group;
         self.cols = x.len();
-        self.q.clear();
-        self.half_scale.clear();
-        self.sums.clear();
+        if !keep {
+            self.q.clear();
+            self.half_scale.clear();
+            self.sums.clear();
+        }
         Ok(())
     }
 
@@ -217,10 +230,11 @@ unsafe impl Sync for TablesPtr {}
 /// split over the threads of `pool` (prefill: a serial table build would leave the other
 /// threads waiting before every GEMM). Same tables as the serial loop, byte for byte.
 ///
-/// With at least [`super::tiled::MIN_TOKENS`] tokens on a CPU with the tiled int8 GEMM, it
-/// builds the int8 activations instead ([`LutTables::rebuild_int8`]), and
-/// [`super::gemm::gemm_many`] runs that kernel: the prefill path is chosen here and there,
-/// not by the model graph.
+/// On a CPU with the tiled int8 GEMM, from [`super::tiled::MIN_TOKENS`] tokens it builds
+/// the int8 activations too ([`LutTables::rebuild_both`]), and from
+/// [`super::tiled::MIN_TOKENS_LOW_BITS`] only them ([`LutTables::rebuild_int8`]);
+/// [`super::gemm::gemm_many`] then picks the kernel per matrix: the prefill path is chosen
+/// here and there, not by the model graph.
 pub fn rebuild_many(
     pool: &Pool,
     tables: &mut [LutTables],
@@ -230,10 +244,12 @@ pub fn rebuild_many(
 ) -> Result<()> {
     let n = tables.len();
     // Enough tokens to amortize the weight expansion, and a CPU with the int8 kernel.
-    let int8 = n >= super::tiled::MIN_TOKENS && super::tiled::available();
+    let int8 = super::tiled::available();
     let build = |t: &mut LutTables, xr: &[f32]| {
-        if int8 {
+        if int8 && n >= super::tiled::MIN_TOKENS_LOW_BITS {
             t.rebuild_int8(xr, group)
+        } else if int8 && n >= super::tiled::MIN_TOKENS {
+            t.rebuild_both(xr, group)
         } else {
             t.rebuild(xr, group)
         }

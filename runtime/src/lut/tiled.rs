@@ -37,9 +37,23 @@ use super::acts8::Acts8;
 use super::layout::{LutMatrix, CHUNK_ROWS};
 use crate::error::{Error, Result};
 
-/// Batches of at least this many tokens take the int8 GEMM (when [`available`]); smaller
-/// ones the LUT GEMM. Measured with `examples/lut_gemm_bench.rs` (see the issue-15 note).
+/// Batches of at least this many tokens take the int8 GEMM for 3- and 4-bit matrices (when
+/// [`available`]); smaller ones the LUT GEMM. Measured with `examples/lut_gemm_bench.rs`
+/// (2048×2048, one thread, Zen 5): at 4 bits int8/LUT breaks even near 8–12 tokens.
 pub const MIN_TOKENS: usize = 16;
+
+/// From this many tokens 1- and 2-bit matrices take the int8 GEMM too: their lookups are
+/// half as many, and int8/LUT broke even near 24–32 tokens at 2 bits.
+pub const MIN_TOKENS_LOW_BITS: usize = 32;
+
+/// Whether a batch of `n` tokens runs `m` on the int8 GEMM when both forms are built.
+pub fn prefers(m: &LutMatrix, n: usize) -> bool {
+    n >= if m.bits() >= 3 {
+        MIN_TOKENS
+    } else {
+        MIN_TOKENS_LOW_BITS
+    }
+}
 
 /// Tokens per register tile of the SIMD kernel.
 pub const TILE: usize = 8;

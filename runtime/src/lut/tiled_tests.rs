@@ -135,7 +135,7 @@ fn gemm_many_int8_equals_reference_and_is_close_to_ideal() {
             .iter()
             .map(|&rows| random_matrix(&mut rng, rows, cols, bits, group))
             .collect();
-        for n in [1usize, 7, 8, 19] {
+        for n in [1usize, 7, 8, 19, 33] {
             let (xs, _) = acts(&mut rng, n, cols, group);
             let flat: Vec<f32> = xs.concat();
             let mut tables = vec![LutTables::default(); n];
@@ -183,8 +183,9 @@ fn gemm_many_int8_equals_reference_and_is_close_to_ideal() {
             let mut picked = vec![LutTables::default(); n];
             rebuild_many(&pool, &mut picked, &flat, cols, group).unwrap();
             let int8 = n >= MIN_TOKENS && available();
+            let lookup = n < MIN_TOKENS_LOW_BITS || !available();
             assert!(picked.iter().all(|t| t.int8().is_some() == int8));
-            assert!(picked.iter().all(|t| t.has_lookup() != int8));
+            assert!(picked.iter().all(|t| t.has_lookup() == lookup));
         }
     }
 }
@@ -214,4 +215,55 @@ fn int8_tables_bad_input_is_an_error() {
     assert!(gemm_int8_ref(&m, &[a], &mut out[..39]).is_err());
     let m128 = random_matrix(&mut rng, 3, 128, 2, 32);
     assert!(gemm_int8_ref(&m128, &[a], &mut out[..3]).is_err());
+}
+
+/// Tables holding both forms (mid-size batches): `gemm_many` runs each matrix on the kernel
+/// `prefers` picks for its bit width, in one pass: int8 rows equal the int8 reference, the
+/// others the lookup reference, bit for bit.
+#[test]
+fn both_forms_pick_the_kernel_per_matrix() {
+    use crate::lut::gemv::gemv_ref;
+    let pool = Pool::new(2).unwrap();
+    let mut rng = Rng(0x7115);
+    let (cols, group, n) = (128, 64, MIN_TOKENS + 1);
+    let mats = [
+        random_matrix(&mut rng, 40, cols, 4, group),
+        random_matrix(&mut rng, 40, cols, 2, group),
+    ];
+    let (xs, _) = acts(&mut rng, n, cols, group);
+    let mut tables = vec![LutTables::default(); n];
+    for (t, x) in tables.iter_mut().zip(&xs) {
+        t.rebuild_both(x, group).unwrap();
+        assert!(t.has_lookup() && t.int8().is_some());
+    }
+    let mut outs = [vec![0f32; n * 40], vec![0f32; n * 40]];
+    let [o4, o2] = &mut outs;
+    gemm_many(
+        &pool,
+        [
+            (mats[0].clone(), &mut o4[..]),
+            (mats[1].clone(), &mut o2[..]),
+        ],
+        &tables,
+    )
+    .unwrap();
+    let a8: Vec<&Acts8> = tables.iter().map(|t| t.int8().unwrap()).collect();
+    for (m, out) in mats.iter().zip(&outs) {
+        let mut want = vec![0f32; n * 40];
+        if prefers(m, n) {
+            gemm_int8_ref(m, &a8, &mut want).unwrap();
+        } else {
+            for (t, w) in tables.iter().zip(want.chunks_exact_mut(40)) {
+                gemv_ref(m, t, w).unwrap();
+            }
+        }
+        assert!(
+            out.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "b{}",
+            m.bits()
+        );
+    }
+    assert!(prefers(&mats[0], n) && !prefers(&mats[1], n));
 }
