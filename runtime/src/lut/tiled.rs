@@ -39,7 +39,8 @@ use crate::error::{Error, Result};
 
 /// Batches of at least this many tokens take the int8 GEMM for 3- and 4-bit matrices (when
 /// [`available`]); smaller ones the LUT GEMM. Measured with `examples/lut_gemm_bench.rs`
-/// (2048×2048, one thread, Zen 5): at 4 bits int8/LUT breaks even near 8–12 tokens.
+/// (2048×2048, one thread, the 2-core AMD EPYC VM): at 4 bits int8/LUT broke even near 8–12
+/// tokens.
 pub const MIN_TOKENS: usize = 16;
 
 /// From this many tokens 1- and 2-bit matrices take the int8 GEMM too: their lookups are
