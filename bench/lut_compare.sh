@@ -10,7 +10,8 @@
 #
 # Files go to $BENCH_DIR (default /tmp/suanpan-bench) and are reused when present.
 # Needs python3 with llama-cpp-python 0.3.36 (see tests/golden/README.md).
-# Prints one JSON line per engine/file and one ratio line per pair (>1: suanpan faster).
+# Prints one JSON line per engine/file and one ratio line per pair (>1: suanpan faster),
+# at THREADS and again at 1 thread (the 1-thread rows; skipped when THREADS is 1).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WHAT="${1:-smollm2}"
@@ -40,10 +41,10 @@ case "$WHAT" in
 esac
 
 bench_sp() {
-  "$SP" bench -m "$1" -t "$THREADS" --prompt-tokens $PT --gen-tokens $GT --json $2 | grep '^{' | tail -n 1
+  "$SP" bench -m "$1" -t "$TH" --prompt-tokens $PT --gen-tokens $GT --json $2 | grep '^{' | tail -n 1
 }
 bench_llama() {
-  "$PY" bench/llamacpp_bench.py --model "$1" --threads "$THREADS" --prompt-tokens $PT --gen-tokens $GT | grep '^{' | tail -n 1
+  "$PY" bench/llamacpp_bench.py --model "$1" --threads "$TH" --prompt-tokens $PT --gen-tokens $GT | grep '^{' | tail -n 1
 }
 
 bw_flag="--bandwidth"
@@ -55,10 +56,12 @@ for p in $pairs; do
   rtn=""; [ "$WHAT" = synth1b ] && rtn="--rtn"
   [ -f "$ours" ] || "$SP" convert "$SRC" "$ours" --to "$to" --group "$group" $rtn >&2
   [ -f "$theirs" ] || "$PY" bench/llamacpp_quantize.py "$SRC" "$theirs" "$ltype" >&2 2>/dev/null
-  S="$(bench_sp "$ours" "$bw_flag")"
-  L="$(bench_llama "$theirs")"
-  echo "$S"; echo "$L"
-  S="$S" L="$L" LABEL="$to g$group vs llama.cpp $ltype" "$PY" - <<'PYEOF'
+  threads_list="$THREADS"; [ "$THREADS" = 1 ] || threads_list="$THREADS 1"
+  for TH in $threads_list; do
+    S="$(bench_sp "$ours" "$bw_flag")"
+    L="$(bench_llama "$theirs")"
+    echo "$S"; echo "$L"
+    S="$S" L="$L" LABEL="$to g$group vs llama.cpp $ltype" "$PY" - <<'PYEOF'
 import json, os
 s, l = json.loads(os.environ["S"]), json.loads(os.environ["L"])
 out = {"ratio": os.environ["LABEL"], "threads": l["threads"],
@@ -68,4 +71,5 @@ if "roofline" in s:
     out["suanpan_decode_roofline"] = s["roofline"]
 print(json.dumps(out))
 PYEOF
+  done
 done

@@ -16,9 +16,11 @@
 //! ...
 //! ```
 
+use super::acts8::Acts8;
 use super::gemv::{chunk_rows, gemv_chunks, gemv_pair};
 use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::LutTables;
+use super::tiled;
 use crate::backend::cpu::pool::{split_range, Pool};
 use crate::error::{Error, Result};
 
@@ -34,12 +36,28 @@ pub const MAX_JOBS: usize = 4;
 /// where `tables[t]` was built from `x_t`. All matrices must take the tables' column count
 /// and group; at most [`MAX_JOBS`] matrices. Errors (no partial writes) when a shape does
 /// not match.
+///
+/// Tables built with int8 activations ([`LutTables::rebuild_int8`], which
+/// [`super::table::rebuild_many`] picks for large batches) run the tiled int8 GEMM
+/// ([`tiled`]) instead of the lookups; tables holding both forms
+/// ([`LutTables::rebuild_both`]) run it for the matrices [`tiled::prefers`] it for. All
+/// tokens must hold the form used.
 pub fn gemm_many<'m, 'o>(
     pool: &Pool,
     jobs: impl IntoIterator<Item = (LutMatrix<'m>, &'o mut [f32])>,
     tables: &[LutTables],
 ) -> Result<()> {
     let n = tables.len();
+    let acts: Vec<&Acts8> = tables.iter().filter_map(|t| t.int8()).collect();
+    let has_int8 = n > 0 && acts.len() == n;
+    let has_lookup = tables.iter().all(|t| t.has_lookup());
+    if !has_int8 && !has_lookup {
+        return Err(Error::invalid(
+            "LUT GEMM: tokens' tables mix lookup tables and int8 activations",
+        ));
+    }
+    // Per matrix: int8 when only that form is built, else when it wins at this batch size.
+    let int8 = |m: &LutMatrix| has_int8 && (!has_lookup || tiled::prefers(m, n));
     let mut ptrs: [Option<(LutMatrix<'m>, OutPtr)>; MAX_JOBS] = [const { None }; MAX_JOBS];
     let mut total = 0;
     for (i, (m, out)) in jobs.into_iter().enumerate() {
@@ -87,6 +105,12 @@ pub fn gemm_many<'m, 'o>(
                 let row = |t: usize| unsafe {
                     std::slice::from_raw_parts_mut(p.0.add(t * m.rows() + rows.start), rows.len())
                 };
+                if int8(m) {
+                    tiled::chunk(m, c, &acts, |t, vals| {
+                        row(t).copy_from_slice(&vals[..rows.len()])
+                    });
+                    continue;
+                }
                 let mut t = 0;
                 while t < n {
                     let mut out = [[0f32; CHUNK_ROWS]; 2];

@@ -86,6 +86,11 @@ fn check(m: &LutMatrix, t: &LutTables, chunks: &Range<usize>, y: &[f32]) -> Resu
             m.group()
         )));
     }
+    if !t.has_lookup() {
+        return Err(Error::invalid(
+            "LUT GEMV: tables hold int8 activations (built for the tiled GEMM), not lookups",
+        ));
+    }
     if chunks.start > chunks.end || chunks.end > m.chunks() {
         return Err(Error::invalid(format!(
             "LUT GEMV: chunks {chunks:?} outside 0..{}",
@@ -172,7 +177,7 @@ pub fn gemv_pair(
 ) -> bool {
     let fits = c < m.chunks()
         && t.iter()
-            .all(|t| t.group() == m.group() && t.cols() == m.cols());
+            .all(|t| t.group() == m.group() && t.cols() == m.cols() && t.has_lookup());
     #[cfg(target_arch = "x86_64")]
     if fits && has_avx512() {
         // SAFETY: AVX-512F/BW, AVX2 and F16C were detected at run time; the chunk index and

@@ -13,6 +13,9 @@
 //!   formula) and the ideal f32 reference; `x86` holds the AVX2, `x86_512` the AVX-512 and
 //!   `neon` the aarch64 table and lookup-accumulate kernels, `wasm` the WebAssembly SIMD128
 //!   GEMV (browser builds with `+simd128`). All kernels give bit-identical results.
+//! * [`gemm`]: batches (prefill) and several matrices in one pass; large batches on CPUs
+//!   with AVX-512 VNNI run [`tiled`], an int8 GEMM over weights expanded from the planes
+//!   and int8 activations ([`acts8`]), `x86_vnni` its kernels.
 //!
 //! Accuracy: LUT vs ideal `dequantize(W)·x` differs only by table quantization, at most
 //! [`gemv::table_error_bound`] per row (`Σ_g |s|·ts_g/4·(g/4)·(2^b−1)`) plus f32 rounding.
@@ -29,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acts8;
 pub mod gemm;
 pub mod gemv;
 pub mod gptq;
@@ -37,12 +41,15 @@ pub mod layout;
 mod neon;
 pub mod quantize;
 pub mod table;
+pub mod tiled;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_512;
+#[cfg(target_arch = "x86_64")]
+mod x86_vnni;
 
 pub use layout::LutMatrix;
 pub use quantize::Method;

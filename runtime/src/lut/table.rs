@@ -12,6 +12,7 @@
 //! rounding keeps the mirror exact: `q[15 − m] = −q[m]`), stored biased as `q + 128` in a
 //! `u8` so that the kernel can widen lookups with a mask and a shift (unsigned).
 
+use super::acts8::Acts8;
 use crate::backend::cpu::pool::Pool;
 use crate::error::{Error, Result};
 
@@ -29,6 +30,9 @@ pub struct LutTables {
     half_scale: Vec<f32>,
     /// Per group: `Σ x` over the group, in f32.
     sums: Vec<f32>,
+    /// The int8 activations of the tiled prefill GEMM ([`LutTables::rebuild_int8`]); empty
+    /// when the lookup tables above are built, and then the tables are empty.
+    int8: Acts8,
 }
 
 /// The lower half `T[0..8]` of the symmetric table for `x[0..4]` (bit 3 clear).
@@ -116,6 +120,7 @@ impl LutTables {
         let groups = x.len() / group;
         self.group = group;
         self.cols = x.len();
+        self.int8.clear();
         self.q.resize(x.len() * 4, 0);
         self.half_scale.resize(groups, 0.0);
         self.sums.resize(groups, 0.0);
@@ -145,6 +150,49 @@ impl LutTables {
             self.sums[gi] = xg.iter().sum();
         }
         Ok(())
+    }
+
+    /// Instead of lookup tables, the int8 activations of `x` for the tiled prefill GEMM
+    /// ([`super::tiled`]): `gemm_many` then runs that kernel, and the GEMV refuses these
+    /// tables (see [`LutTables::has_lookup`]).
+    pub fn rebuild_int8(&mut self, x: &[f32], group: usize) -> Result<()> {
+        self.rebuild_int8_keep(x, group, false)
+    }
+
+    /// Both forms: the lookup tables and the int8 activations; `gemm_many` picks per matrix
+    /// ([`super::tiled::prefers`]).
+    pub fn rebuild_both(&mut self, x: &[f32], group: usize) -> Result<()> {
+        self.rebuild(x, group)?;
+        self.rebuild_int8_keep(x, group, true)
+    }
+
+    fn rebuild_int8_keep(&mut self, x: &[f32], group: usize, keep: bool) -> Result<()> {
+        if !super::layout::GROUPS.contains(&group) {
+            return Err(Error::invalid(format!(
+                "LUT tables: group {group} not one of {:?}",
+                super::layout::GROUPS
+            )));
+        }
+        self.int8.rebuild(x, group)?;
+        self.group = group;
+        self.cols = x.len();
+        if !keep {
+            self.q.clear();
+            self.half_scale.clear();
+            self.sums.clear();
+        }
+        Ok(())
+    }
+
+    /// Whether the lookup tables are built (by [`LutTables::rebuild`], not
+    /// [`LutTables::rebuild_int8`]).
+    pub fn has_lookup(&self) -> bool {
+        self.cols > 0 && self.q.len() == 4 * self.cols
+    }
+
+    /// The int8 activations, when built by [`LutTables::rebuild_int8`].
+    pub fn int8(&self) -> Option<&Acts8> {
+        (self.cols > 0 && self.int8.cols() == self.cols).then_some(&self.int8)
     }
 
     pub fn group(&self) -> usize {
@@ -181,6 +229,12 @@ unsafe impl Sync for TablesPtr {}
 /// `tables[t].rebuild(x[t·cols..(t+1)·cols], group)` for every `t < tables.len()`, tokens
 /// split over the threads of `pool` (prefill: a serial table build would leave the other
 /// threads waiting before every GEMM). Same tables as the serial loop, byte for byte.
+///
+/// On a CPU with the tiled int8 GEMM, from [`super::tiled::MIN_TOKENS`] tokens it builds
+/// the int8 activations too ([`LutTables::rebuild_both`]), and from
+/// [`super::tiled::MIN_TOKENS_LOW_BITS`] only them ([`LutTables::rebuild_int8`]);
+/// [`super::gemm::gemm_many`] then picks the kernel per matrix: the prefill path is chosen
+/// here and there, not by the model graph.
 pub fn rebuild_many(
     pool: &Pool,
     tables: &mut [LutTables],
@@ -189,6 +243,17 @@ pub fn rebuild_many(
     group: usize,
 ) -> Result<()> {
     let n = tables.len();
+    // Enough tokens to amortize the weight expansion, and a CPU with the int8 kernel.
+    let int8 = super::tiled::available();
+    let build = |t: &mut LutTables, xr: &[f32]| {
+        if int8 && n >= super::tiled::MIN_TOKENS_LOW_BITS {
+            t.rebuild_int8(xr, group)
+        } else if int8 && n >= super::tiled::MIN_TOKENS {
+            t.rebuild_both(xr, group)
+        } else {
+            t.rebuild(xr, group)
+        }
+    };
     if cols == 0 || x.len() < n * cols {
         return Err(Error::invalid(format!(
             "LUT tables: {} activations for {n} tokens of {cols}",
@@ -197,7 +262,7 @@ pub fn rebuild_many(
     }
     if n <= 1 || pool.n_threads() == 1 {
         for (t, xr) in tables.iter_mut().zip(x.chunks_exact(cols)) {
-            t.rebuild(xr, group)?;
+            build(t, xr)?;
         }
         return Ok(());
     }
@@ -211,7 +276,7 @@ pub fn rebuild_many(
             // the only live reference to tables[t].
             let tab = unsafe { &mut *ptr.0.add(t) };
             // Cannot fail: the shape was checked above.
-            let _ = tab.rebuild(&x[t * cols..(t + 1) * cols], group);
+            let _ = build(tab, &x[t * cols..(t + 1) * cols]);
         }
     });
     Ok(())

@@ -21,6 +21,8 @@ pub struct CpuFeatures {
     pub bmi2: bool,
     /// x86-64 AVX-512 F + BW, on top of `avx2`.
     pub avx512bw: bool,
+    /// x86-64 AVX-512 VNNI (`vpdpbusd`), on top of `avx512bw`: the int8 tiled LUT GEMM.
+    pub avx512vnni: bool,
     /// aarch64 NEON (baseline there).
     pub neon: bool,
     /// WebAssembly SIMD128: a build-time feature (`-C target-feature=+simd128`), since a
@@ -54,6 +56,7 @@ impl CpuFeatures {
                 && std::env::var_os("SUANPAN_NO_AVX512").is_none()
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw");
+            f.avx512vnni = f.avx512bw && is_x86_feature_detected!("avx512vnni");
         }
         #[cfg(target_arch = "aarch64")]
         {
@@ -89,9 +92,10 @@ mod tests {
             !f.avx512bw || f.avx2,
             "AVX-512 kernels need the AVX2 level too"
         );
+        assert!(!f.avx512vnni || f.avx512bw, "VNNI kernels need AVX-512 BW");
         #[cfg(target_arch = "x86_64")]
         assert!(!f.neon);
         #[cfg(target_arch = "aarch64")]
-        assert!(!f.avx2 && !f.bmi2 && !f.avx512bw);
+        assert!(!f.avx2 && !f.bmi2 && !f.avx512bw && !f.avx512vnni);
     }
 }
