@@ -21,6 +21,8 @@ pub struct CpuFeatures {
     pub bmi2: bool,
     /// x86-64 AVX-512 F + BW, on top of `avx2`.
     pub avx512bw: bool,
+    /// x86-64 AVX-512 BF16 (`vdpbf16ps`), on top of `avx512bw`.
+    pub avx512bf16: bool,
     /// aarch64 NEON (baseline there).
     pub neon: bool,
     /// `SUANPAN_FORCE_SCALAR` was set: every flag above is false.
@@ -48,6 +50,7 @@ impl CpuFeatures {
                 && std::env::var_os("SUANPAN_NO_AVX512").is_none()
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw");
+            f.avx512bf16 = f.avx512bw && is_x86_feature_detected!("avx512bf16");
         }
         #[cfg(target_arch = "aarch64")]
         {
@@ -79,6 +82,7 @@ mod tests {
                 }
             );
         }
+        assert!(!f.avx512bf16 || f.avx512bw);
         assert!(
             !f.avx512bw || f.avx2,
             "AVX-512 kernels need the AVX2 level too"
@@ -86,6 +90,6 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         assert!(!f.neon);
         #[cfg(target_arch = "aarch64")]
-        assert!(!f.avx2 && !f.bmi2 && !f.avx512bw);
+        assert!(!f.avx2 && !f.bmi2 && !f.avx512bw && !f.avx512bf16);
     }
 }

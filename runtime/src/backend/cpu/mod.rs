@@ -5,6 +5,7 @@ pub mod attention_q;
 pub mod bandwidth;
 pub mod dot;
 pub mod features;
+pub mod gemm_bf16;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
