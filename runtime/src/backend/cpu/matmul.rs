@@ -3,6 +3,7 @@
 //! Rows are split over the pool's threads; each thread streams its weight rows once and
 //! applies every row to all tokens while it is hot in L1.
 
+use super::dot::qgemm::{gemm_rows_raw, has_gemm, QGEMM_MIN_TOKENS};
 use super::dot::{dot, dot4};
 use super::gemm_bf16::{dense_rows_raw, DenseActs};
 use super::pool::{split_range, Pool};
@@ -100,6 +101,17 @@ pub fn matmul_many<'a, 'w>(
                     // SAFETY: the output holds n_tokens × w.rows f32 (checked above) and
                     // this thread alone writes rows lo..hi of it.
                     unsafe { dense_rows_raw(&sub, lo, w.rows, d, p.0) };
+                }
+                _ if n_tokens >= QGEMM_MIN_TOKENS && has_gemm(w.ty) => {
+                    let rb = w.row_bytes();
+                    let sub = WeightView {
+                        rows: hi - lo,
+                        data: &w.data[lo * rb..hi * rb],
+                        ..*w
+                    };
+                    // SAFETY: has_gemm(w.ty); the output holds n_tokens × w.rows f32
+                    // (checked above) and this thread alone writes rows lo..hi of it.
+                    unsafe { gemm_rows_raw(&sub, lo, w.rows, acts, act_row_bytes, n_tokens, p.0) };
                 }
                 _ => rows_kernel(w, p, lo..hi, acts, act_row_bytes, n_tokens),
             }

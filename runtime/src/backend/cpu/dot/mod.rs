@@ -293,6 +293,9 @@ pub mod blocks_ref;
 mod kquant_neon;
 #[cfg(target_arch = "x86_64")]
 mod kquant_x86;
+pub mod qgemm;
+#[cfg(target_arch = "x86_64")]
+mod qgemm_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
