@@ -319,6 +319,7 @@ pub unsafe fn q6_k_tile(w: [&[u8]; ROWS], a: [&[u8]; TOKENS]) -> [f32; 8] {
                     ),
                 ];
             }
+            #[allow(clippy::needless_range_loop)] // k picks the code vector of every row
             for k in 0..4 {
                 let j = 8 * h + 2 * k;
                 let scales: [__m256i; ROWS] = std::array::from_fn(|r| {

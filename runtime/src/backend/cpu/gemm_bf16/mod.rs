@@ -347,8 +347,8 @@ pub fn ref_avx2_order(w: &[u8], x: &[f32]) -> f32 {
     let t: [f32; 4] = std::array::from_fn(|i| lanes[i] + lanes[i + 4]);
     let h = (t[0] + t[2]) + (t[1] + t[3]);
     let mut s = 0f32;
-    for j in full..cols {
-        s += bf16_at(w, j) * x[j];
+    for (j, &xv) in x.iter().enumerate().take(cols).skip(full) {
+        s += bf16_at(w, j) * xv;
     }
     h + s
 }

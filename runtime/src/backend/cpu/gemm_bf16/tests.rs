@@ -81,8 +81,8 @@ fn each_kernel_equals_its_scalar_model_on_random_shapes() {
                         );
                         // f64 reference: exact products of the BF16 weights and f32 inputs.
                         let (mut exact, mut mag) = (0f64, 0f64);
-                        for j in 0..cols {
-                            let p = bf16_at(wr, j) as f64 * xr[j] as f64;
+                        for (j, &xv) in xr.iter().enumerate() {
+                            let p = bf16_at(wr, j) as f64 * xv as f64;
                             exact += p;
                             mag += p.abs();
                         }
