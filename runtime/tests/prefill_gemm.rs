@@ -53,6 +53,7 @@ fn gemma3_kquant_matrices_through_matmul_many_equal_the_reference_dot() {
     for name in [
         "blk.0.attn_q.weight",
         "blk.0.attn_output.weight",
+        "blk.0.attn_v.weight",
         "blk.0.ffn_down.weight",
         "blk.0.ffn_up.weight",
     ] {
@@ -95,7 +96,7 @@ fn gemma3_kquant_matrices_through_matmul_many_equal_the_reference_dot() {
         }
     }
     // The file's mix: every type with a GEMM tile in this file was exercised.
-    for ty in [GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+    for ty in [GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
         assert!(types.contains(&ty), "{ty:?} not among {types:?}");
     }
 }

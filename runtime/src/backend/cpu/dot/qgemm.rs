@@ -1,5 +1,5 @@
 //! Prefill GEMM for the ggml block types of llama.cpp's K-quant mixes (Q4_K, Q5_K, Q6_K
-//! against Q8_K activations, Q5_0 against Q8_0): tiles of 2 weight rows × 4 tokens
+//! against Q8_K activations, Q5_0 and Q8_0 against Q8_0): tiles of 2 weight rows × 4 tokens
 //! (`qgemm_x86`), each weight block unpacked once per tile, the per-block integer sums of
 //! the tile reduced together and the float update vectorized over the tile. Every result
 //! equals the scalar reference dot ([`super::dot_ref`]) bit for bit, so the token count
@@ -16,7 +16,7 @@ use crate::format::GgmlType;
 
 /// From this many tokens on, [`super::super::matmul::matmul_many`] uses the GEMM for the
 /// types of [`has_gemm`].
-pub const QGEMM_MIN_TOKENS: usize = 4;
+pub const QGEMM_MIN_TOKENS: usize = 2;
 
 /// Tokens per L2 block.
 const TOKEN_BLOCK: usize = 64;
@@ -26,7 +26,7 @@ pub fn has_gemm(ty: GgmlType) -> bool {
     super::has_avx2()
         && matches!(
             ty,
-            GgmlType::Q5_0 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K
+            GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K
         )
 }
 
@@ -40,7 +40,8 @@ unsafe fn tile(ty: GgmlType, w: [&[u8]; 2], a: [&[u8]; 4]) -> [f32; 8] {
     // SAFETY: AVX2, FMA and F16C were detected (has_gemm); the tiles check the lengths.
     unsafe {
         match ty {
-            GgmlType::Q5_0 => k::q5_0_tile(w, a),
+            GgmlType::Q5_0 => k::q5_0_tile::<false>(w, a),
+            GgmlType::Q8_0 => k::q5_0_tile::<true>(w, a),
             GgmlType::Q4K => k::q4_k_tile::<false>(w, a),
             GgmlType::Q5K => k::q4_k_tile::<true>(w, a),
             GgmlType::Q6K => k::q6_k_tile(w, a),
@@ -135,12 +136,20 @@ mod tests {
             .map(|&x| ((x + 1.0) * 127.9) as u8)
             .collect();
         let f16_fields: &[usize] = match ty {
-            GgmlType::Q5_0 => &[0],
+            GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
             GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
             GgmlType::Q6K => &[208],
             _ => &[],
         };
         for (k, b) in bytes.chunks_exact_mut(bb).enumerate() {
+            if ty == GgmlType::Q8_0 {
+                // llama.cpp's Q8_0 codes are -127..=127 (the kernels' sign trick needs it).
+                for c in &mut b[2..] {
+                    if *c == 0x80 {
+                        *c = 0x81;
+                    }
+                }
+            }
             for &at in f16_fields {
                 let v = half::f16::from_f32(0.001 + 0.01 * ((k * 7 + at) % 13) as f32);
                 b[at..at + 2].copy_from_slice(&v.to_le_bytes());
@@ -153,7 +162,13 @@ mod tests {
     /// 1..=17 tokens, several super-block counts.
     #[test]
     fn gemm_equals_the_reference_dot() {
-        for ty in [GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        for ty in [
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+        ] {
             if !has_gemm(ty) {
                 continue;
             }

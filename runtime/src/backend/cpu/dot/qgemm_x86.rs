@@ -63,14 +63,16 @@ fn lanes(v: __m256) -> [f32; 8] {
     unsafe { std::mem::transmute::<__m256, [f32; 8]>(v) }
 }
 
-/// Q5_0 weight rows × Q8_0 activation rows: lane `4r + t` of the result is
-/// `dot_q5_0_q8_0_ref(w[r], a[t])`; NaN lanes if an activation row is too short.
+/// Q5_0 (`Q8` false, 22-byte blocks) or Q8_0 (`Q8` true, 34-byte blocks) weight rows ×
+/// Q8_0 activation rows: lane `4r + t` of the result is `dot_q5_0_q8_0_ref(w[r], a[t])`
+/// (`dot_q8_0_q8_0_ref`); NaN lanes if an activation row is too short.
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q5_0_tile(w: [&[u8]; ROWS], a: [&[u8]; TOKENS]) -> [f32; 8] {
-    let nb = w[0].len().min(w[1].len()) / 22;
+pub unsafe fn q5_0_tile<const Q8: bool>(w: [&[u8]; ROWS], a: [&[u8]; TOKENS]) -> [f32; 8] {
+    let bb = if Q8 { 34 } else { 22 };
+    let nb = w[0].len().min(w[1].len()) / bb;
     let mut acts = [None; TOKENS];
     for (p, row) in acts.iter_mut().zip(a) {
         *p = Acts::new(row, nb, false);
@@ -99,15 +101,21 @@ pub unsafe fn q5_0_tile(w: [&[u8]; ROWS], a: [&[u8]; TOKENS]) -> [f32; 8] {
         let mut abs = [_mm256_setzero_si256(); ROWS];
         let mut d = [0f32; ROWS];
         for r in 0..ROWS {
-            let wb = &w[r][22 * i..22 * i + 22];
-            // SAFETY: bytes 6..22 of the block are the 16 nibble bytes, 0..2 its f16 scale.
-            let q = unsafe { _mm_loadu_si128(wb.as_ptr().add(6) as *const __m128i) };
-            let low = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m15);
-            let qh = i32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-            let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread);
-            let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi8(-1));
-            code[r] = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_and_si256(set, m16)), m16);
+            let wb = &w[r][bb * i..bb * (i + 1)];
+            if Q8 {
+                // SAFETY: bytes 2..34 of a Q8_0 block are its 32 codes.
+                code[r] = unsafe { _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i) };
+            } else {
+                // SAFETY: bytes 6..22 of a Q5_0 block are the 16 nibble bytes.
+                let q = unsafe { _mm_loadu_si128(wb.as_ptr().add(6) as *const __m128i) };
+                let low = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m15);
+                let qh = i32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+                let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread);
+                let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi8(-1));
+                code[r] = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_and_si256(set, m16)), m16);
+            }
             abs[r] = _mm256_sign_epi8(code[r], code[r]);
+            // SAFETY: bytes 0..2 of the block are its f16 scale.
             d[r] = unsafe { f16_at(wb.as_ptr()) };
         }
         let mut v = [_mm256_setzero_si256(); 8];
