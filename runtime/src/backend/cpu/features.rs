@@ -23,6 +23,8 @@ pub struct CpuFeatures {
     pub avx512bw: bool,
     /// x86-64 AVX-512 BF16 (`vdpbf16ps`), on top of `avx512bw`.
     pub avx512bf16: bool,
+    /// x86-64 AVX-512 VNNI with VL (`vpdpbusd` on 256-bit vectors), on top of `avx512bw`.
+    pub avx512vnni: bool,
     /// aarch64 NEON (baseline there).
     pub neon: bool,
     /// `SUANPAN_FORCE_SCALAR` was set: every flag above is false.
@@ -51,6 +53,9 @@ impl CpuFeatures {
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw");
             f.avx512bf16 = f.avx512bw && is_x86_feature_detected!("avx512bf16");
+            f.avx512vnni = f.avx512bw
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512vl");
         }
         #[cfg(target_arch = "aarch64")]
         {
@@ -83,6 +88,7 @@ mod tests {
             );
         }
         assert!(!f.avx512bf16 || f.avx512bw);
+        assert!(!f.avx512vnni || f.avx512bw);
         assert!(
             !f.avx512bw || f.avx2,
             "AVX-512 kernels need the AVX2 level too"
@@ -90,6 +96,6 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         assert!(!f.neon);
         #[cfg(target_arch = "aarch64")]
-        assert!(!f.avx2 && !f.bmi2 && !f.avx512bw && !f.avx512bf16);
+        assert!(!f.avx2 && !f.bmi2 && !f.avx512bw && !f.avx512bf16 && !f.avx512vnni);
     }
 }

@@ -295,6 +295,8 @@ mod kquant_neon;
 mod kquant_x86;
 pub mod qgemm;
 #[cfg(target_arch = "x86_64")]
+mod qgemm_vnni;
+#[cfg(target_arch = "x86_64")]
 mod qgemm_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -30,16 +30,20 @@ pub fn has_gemm(ty: GgmlType) -> bool {
         )
 }
 
-/// One tile: lane `4r + t` = `w[r] · a[t]`.
+/// One tile: lane `4r + t` = `w[r] · a[t]`; `vnni`: the AVX-512 VNNI tile where there is
+/// one.
 ///
 /// # Safety
-/// [`has_gemm`]`(ty)` holds.
+/// [`has_gemm`]`(ty)` holds, and AVX-512 VNNI/VL are available if `vnni`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn tile(ty: GgmlType, w: [&[u8]; 2], a: [&[u8]; 4]) -> [f32; 8] {
+unsafe fn tile(ty: GgmlType, w: [&[u8]; 2], a: [&[u8]; 4], vnni: bool) -> [f32; 8] {
     use super::qgemm_x86 as k;
-    // SAFETY: AVX2, FMA and F16C were detected (has_gemm); the tiles check the lengths.
+    // SAFETY: AVX2, FMA and F16C were detected (has_gemm), VNNI if `vnni` (caller); the
+    // tiles check the lengths.
     unsafe {
         match ty {
+            GgmlType::Q5_0 if vnni => super::qgemm_vnni::q5_0_tile::<false>(w, a),
+            GgmlType::Q8_0 if vnni => super::qgemm_vnni::q5_0_tile::<true>(w, a),
             GgmlType::Q5_0 => k::q5_0_tile::<false>(w, a),
             GgmlType::Q8_0 => k::q5_0_tile::<true>(w, a),
             GgmlType::Q4K => k::q4_k_tile::<false>(w, a),
@@ -51,7 +55,7 @@ unsafe fn tile(ty: GgmlType, w: [&[u8]; 2], a: [&[u8]; 4]) -> [f32; 8] {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile(ty: GgmlType, w: [&[u8]; 2], a: [&[u8]; 4]) -> [f32; 8] {
+unsafe fn tile(ty: GgmlType, w: [&[u8]; 2], a: [&[u8]; 4], _vnni: bool) -> [f32; 8] {
     std::array::from_fn(|k| super::dot_ref(ty, w[k / 4], a[k % 4]))
 }
 
@@ -70,6 +74,26 @@ pub unsafe fn gemm_rows_raw(
     act_row_bytes: usize,
     n_tokens: usize,
     out: *mut f32,
+) {
+    let vnni = crate::backend::cpu::features::cpu().avx512vnni;
+    // SAFETY: the caller's contract; VNNI only where detected.
+    unsafe { rows_with(w, r0, rows_total, acts, act_row_bytes, n_tokens, out, vnni) }
+}
+
+/// [`gemm_rows_raw`] with the tile set chosen (tests run both).
+///
+/// # Safety
+/// As [`gemm_rows_raw`], and AVX-512 VNNI/VL are available if `vnni`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_with(
+    w: &WeightView,
+    r0: usize,
+    rows_total: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    n_tokens: usize,
+    out: *mut f32,
+    vnni: bool,
 ) {
     assert!(
         acts.len() >= n_tokens * act_row_bytes && r0 + w.rows <= rows_total,
@@ -94,8 +118,8 @@ pub unsafe fn gemm_rows_raw(
             while t < te {
                 let nt = (te - t).min(4);
                 let a = std::array::from_fn(|k| act(t + k.min(nt - 1)));
-                // SAFETY: has_gemm(w.ty) (caller's contract).
-                let v = unsafe { tile(w.ty, ws, a) };
+                // SAFETY: has_gemm(w.ty), VNNI if `vnni` (caller's contract).
+                let v = unsafe { tile(w.ty, ws, a, vnni) };
                 for i in 0..nr {
                     for k in 0..nt {
                         // SAFETY: t + k < n_tokens and r0 + r + i < rows_total.
@@ -191,20 +215,23 @@ mod tests {
                     for (xr, ar) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(arb)) {
                         quantize_row(fmt, xr, ar);
                     }
-                    let mut out = vec![f32::NAN; n * rows];
-                    // SAFETY: has_gemm(ty); out holds n × rows; one thread.
-                    unsafe { gemm_rows_raw(&w, 0, rows, &acts, arb, n, out.as_mut_ptr()) };
-                    for r in 0..rows {
-                        let wr = &wd[r * w.row_bytes()..(r + 1) * w.row_bytes()];
-                        for t in 0..n {
-                            let want = super::super::dot_ref(ty, wr, &acts[t * arb..(t + 1) * arb]);
-                            let got = out[t * rows + r];
-                            assert!(want.is_finite());
-                            assert_eq!(
+                    for vnni in [false, crate::backend::cpu::features::cpu().avx512vnni] {
+                        let mut out = vec![f32::NAN; n * rows];
+                        // SAFETY: has_gemm(ty); VNNI only where detected; out holds n × rows.
+                        unsafe { rows_with(&w, 0, rows, &acts, arb, n, out.as_mut_ptr(), vnni) };
+                        for r in 0..rows {
+                            let wr = &wd[r * w.row_bytes()..(r + 1) * w.row_bytes()];
+                            for t in 0..n {
+                                let want =
+                                    super::super::dot_ref(ty, wr, &acts[t * arb..(t + 1) * arb]);
+                                let got = out[t * rows + r];
+                                assert!(want.is_finite());
+                                assert_eq!(
                                 got.to_bits(),
                                 want.to_bits(),
-                                "{ty:?} {rows}×{cols} n {n} row {r} token {t}: {got} vs {want}"
+                                "{ty:?} {rows}×{cols} n {n} row {r} token {t} (vnni {vnni}): {got} vs {want}"
                             );
+                            }
                         }
                     }
                 }

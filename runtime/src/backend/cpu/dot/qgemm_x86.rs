@@ -20,7 +20,7 @@ pub const TOKENS: usize = 4;
 /// The f16 at `p` as f32 (F16C; exact).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     // SAFETY (caller): two bytes at `p` are readable.
     let bits = unsafe { std::ptr::read_unaligned(p as *const u16) };
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
@@ -29,7 +29,7 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 /// Lane `k` of the result is the sum of the 8 lanes of `v[k]` (exact i32 arithmetic).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn reduce8(v: &[__m256i; 8]) -> __m256i {
+pub(super) fn reduce8(v: &[__m256i; 8]) -> __m256i {
     let a0 = _mm256_hadd_epi32(v[0], v[1]);
     let a1 = _mm256_hadd_epi32(v[2], v[3]);
     let a2 = _mm256_hadd_epi32(v[4], v[5]);
@@ -46,19 +46,19 @@ fn reduce8(v: &[__m256i; 8]) -> __m256i {
 /// Lane `4r + t` = `row[r]`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn per_row(row: [f32; ROWS]) -> __m256 {
+pub(super) fn per_row(row: [f32; ROWS]) -> __m256 {
     _mm256_set_m128(_mm_set1_ps(row[1]), _mm_set1_ps(row[0]))
 }
 
 /// Lane `4r + t` = `tok[t]`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn per_token(tok: [f32; TOKENS]) -> __m256 {
+pub(super) fn per_token(tok: [f32; TOKENS]) -> __m256 {
     let v = _mm_set_ps(tok[3], tok[2], tok[1], tok[0]);
     _mm256_set_m128(v, v)
 }
 
-fn lanes(v: __m256) -> [f32; 8] {
+pub(super) fn lanes(v: __m256) -> [f32; 8] {
     // SAFETY: __m256 and [f32; 8] have the same size; every bit pattern is valid.
     unsafe { std::mem::transmute::<__m256, [f32; 8]>(v) }
 }

@@ -41,8 +41,10 @@ mod x86_avx2;
 mod x86_bf16;
 
 /// From this many tokens on, BF16-class matmuls go through the GEMM (below it, the
-/// decode row kernels; measured with `bench/df12_compare.sh`).
-pub const GEMM_MIN_TOKENS: usize = 8;
+/// decode row kernels). `examples/prefill_gemm_bench.rs` measured the GEMM faster from 1
+/// token on (a 4-row tile keeps 16 FMA chains busy where the row kernel has one); decode
+/// (1 token) keeps the row kernels and their f32 activations.
+pub const GEMM_MIN_TOKENS: usize = 2;
 
 /// Tokens per L2 block: each weight tile is applied to this many activation rows before
 /// the next tile is loaded.
