@@ -115,6 +115,7 @@ pub struct DenseActs<'a> {
     pub cols: usize,
     kernel: Option<Bf16Kernel>,
     /// `n_tokens × cols` BF16 bits (RNE) when the kernel wants them.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     bf16: Vec<u16>,
 }
 
