@@ -147,8 +147,21 @@ fn smollm2_df12_is_lossless_small_and_bitwise_bf16() {
     );
     assert_eq!(ek.transcode_bytes, 0);
     assert_eq!(e.total_bytes() - ek.total_bytes(), e.transcode_bytes);
-    for prompt in ["The capital of France is", "def fib(n):", "日本の首都は"] {
+    // The last prompt is a prefill batch well past GEMM_MIN_TOKENS: the BF16 GEMM, fed by
+    // the df12 and DF11 decoders, must give the BF16 matrix's bits too.
+    let long = "In the beginning the Universe was created. This has made a lot of people very \
+                angry and been widely regarded as a bad move. Many were increasingly of the \
+                opinion that they'd all made a big mistake in coming down from the trees.";
+    for prompt in [
+        "The capital of France is",
+        "def fib(n):",
+        "日本の首都は",
+        long,
+    ] {
         let toks = mb.tokenizer().encode(prompt, true, false).unwrap();
+        if prompt == long {
+            assert!(toks.len() >= 4 * suanpan::backend::cpu::gemm_bf16::GEMM_MIN_TOKENS);
+        }
         let want = logits_of(&mb, &toks);
         for (name, m) in [
             ("df12", &m12),

@@ -203,13 +203,21 @@ fn q4_1_model_same_greedy_tokens_as_cpu() {
 /// The converter's BF16 file (every matrix, embedding and tied head included, rounded to
 /// nearest BF16): f32 activations into every projection, so the backends differ by
 /// summation order alone: measured max |Δlogit| 5e-3 to 7e-3, tolerance 0.1; all 32 tokens equal
-/// on both prompts. (The DFloat11 twin of this file gives the same GPU logits bit for bit:
-/// `df11_file_on_gpu_equals_bf16_bitwise`.)
+/// on both prompts. Where the CPU's prefill GEMM runs `vdpbf16ps` (AVX-512 BF16) it rounds
+/// the activations to BF16 as llama.cpp does: measured max |Δlogit| 0.115 on the prompt,
+/// tolerance 0.3, tokens still all equal. (The DFloat11 twin of this file gives the same GPU
+/// logits bit for bit: `df11_file_on_gpu_equals_bf16_bitwise`.)
 #[test]
 fn bf16_model_same_greedy_tokens_as_cpu() {
+    use suanpan::backend::cpu::gemm_bf16::Bf16Kernel;
     let m = files::bf16_and_df11().0;
     let gm = GpuModel::upload(dev(), m.config(), m.weights(), m.file()).unwrap();
-    compare(&m, &gm, "BF16", &PROMPTS[..2], 0.1, 0.0, 2);
+    let tol = if Bf16Kernel::best() == Some(Bf16Kernel::Avx512Bf16) {
+        0.3
+    } else {
+        0.1
+    };
+    compare(&m, &gm, "BF16", &PROMPTS[..2], tol, 0.0, 2);
 }
 
 /// Batched prefill equals token-by-token on the GPU (KV cache and batched kernels agree),
@@ -671,7 +679,16 @@ fn df11_file_on_gpu_equals_bf16_bitwise() {
     assert_eq!(b.len(), ids.len() * v);
     let d = max_abs_diff(&cpu_first, &b[b.len() - v..]);
     eprintln!("DF11 {:?}: max |Δlogit| vs CPU {d:.2e}", PROMPTS[2]);
-    assert!(d < 0.1, "DF11 prompt logits differ from the CPU's by {d}");
+    // As `bf16_model_same_greedy_tokens_as_cpu`: the CPU prefill on `vdpbf16ps` rounds the
+    // activations to BF16, hence the wider bound there (measured 0.084 on this prompt).
+    let tol = if suanpan::backend::cpu::gemm_bf16::Bf16Kernel::best()
+        == Some(suanpan::backend::cpu::gemm_bf16::Bf16Kernel::Avx512Bf16)
+    {
+        0.3
+    } else {
+        0.1
+    };
+    assert!(d < tol, "DF11 prompt logits differ from the CPU's by {d}");
     let mut got = Vec::new();
     loop {
         assert!(

@@ -69,9 +69,21 @@ fn every_arch_and_type_runs_consistently() {
                 .zip(&stepped)
                 .map(|(x, y)| (x - y).abs())
                 .fold(0f32, f32::max);
+            // BF16 prefill on `vdpbf16ps` rounds the activations to BF16 (as llama.cpp
+            // does); token-by-token decode keeps them f32. The two then agree to BF16's
+            // precision (2^-8 relative per product) of the logits' scale, not to 1e-3.
+            let scale = batched.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let tol = if ty == GgmlType::BF16
+                && suanpan::backend::cpu::gemm_bf16::Bf16Kernel::best()
+                    == Some(suanpan::backend::cpu::gemm_bf16::Bf16Kernel::Avx512Bf16)
+            {
+                1e-3 + scale / 64.0
+            } else {
+                1e-3
+            };
             assert!(
-                diff < 1e-3,
-                "{arch} {ty}: batched vs stepped differ by {diff}"
+                diff < tol,
+                "{arch} {ty}: batched vs stepped differ by {diff} (logits up to {scale})"
             );
             assert_eq!(stepped.len(), m.config().n_vocab);
         }

@@ -8,7 +8,8 @@ use std::cell::RefCell;
 
 use super::decode::Df11Decoder;
 use super::tensor::Df11View;
-use crate::backend::cpu::matmul::{matmul_rows_raw, WeightView};
+use crate::backend::cpu::gemm_bf16::{dense_rows_raw, DenseActs};
+use crate::backend::cpu::matmul::WeightView;
 use crate::backend::cpu::pool::{split_range, Pool};
 use crate::error::{Error, Result};
 use crate::format::GgmlType;
@@ -67,9 +68,14 @@ pub fn decode_matmul_many(
             )));
         }
     }
-    if acts.len() < n_tokens * act_row_bytes {
+    let cols = jobs.first().map_or(0, |j| j.cols);
+    // The BF16 matrix's arithmetic: the GEMM for a prefill batch, else the row kernels.
+    let Some(da) = DenseActs::prepare(acts, act_row_bytes, n_tokens, cols)
+        .filter(|_| jobs.iter().all(|j| j.cols == cols))
+    else {
         return Err(Error::invalid("DFloat11: activations too small"));
-    }
+    };
+    let da = &da;
     let total: usize = jobs.iter().map(|j| j.rows).sum();
     let ptrs: Vec<F32Ptr> = jobs
         .iter_mut()
@@ -92,7 +98,7 @@ pub fn decode_matmul_many(
                 let mut buf = b.borrow_mut();
                 // SAFETY: `p` is job j's output of n_tokens × rows f32 (checked above);
                 // this thread alone writes rows lo..hi of it.
-                unsafe { fused_rows(j, lo..hi, acts, act_row_bytes, n_tokens, p.0, &mut buf) }
+                unsafe { fused_rows(j, lo..hi, da, p.0, &mut buf) }
             });
             if let Err(e) = res {
                 let mut g = err.lock().unwrap_or_else(|p| p.into_inner());
@@ -111,13 +117,11 @@ pub fn decode_matmul_many(
 /// (after the carried partial row), apply every complete row of `rows` in it.
 ///
 /// # Safety
-/// As [`matmul_rows_raw`] for `out` and rows `rows` of `j`.
+/// As [`dense_rows_raw`] for `out` and rows `rows` of `j`.
 unsafe fn fused_rows(
     j: &Df11Job<'_, '_>,
     rows: Range<usize>,
-    acts: &[u8],
-    act_row_bytes: usize,
-    n_tokens: usize,
+    da: &DenseActs,
     out: *mut f32,
     buf: &mut Vec<u16>,
 ) -> Result<()> {
@@ -160,7 +164,7 @@ unsafe fn fused_rows(
                 data: bytemuck::cast_slice(data),
             };
             // SAFETY: rows row_a..row_b lie in `rows` (the caller's to write).
-            unsafe { matmul_rows_raw(&w, row_a, j.rows, acts, act_row_bytes, n_tokens, out) };
+            unsafe { dense_rows_raw(&w, row_a, j.rows, da, out) };
         }
         // Keep the partial row after row_b (if any) at the front of the buffer.
         let keep_from = (row_b * c).max(held_start);
@@ -307,7 +311,7 @@ mod tests {
                 if shapes[group.clone()].iter().any(|s| s.1 != cols) {
                     continue;
                 }
-                for n in [1usize, 5] {
+                for n in [1usize, 5, 9, 17] {
                     let acts: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).cos()).collect();
                     let acts: &[u8] = bytemuck::cast_slice(&acts);
                     let rb = 4 * cols;

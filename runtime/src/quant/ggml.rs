@@ -252,6 +252,12 @@ impl<'a> Q8kRow<'a> {
         f32::from_le_bytes([d[0], d[1], d[2], d[3]])
     }
 
+    /// The 16 sums of super-block `i` as 32 bytes (i16 little-endian, see [`Self::bsum`]).
+    #[inline(always)]
+    pub fn bsums(&self, i: usize) -> &'a [u8] {
+        &self.sums[32 * i..32 * (i + 1)]
+    }
+
     /// The sum of codes 16j..16j+16 of super-block `i`.
     #[inline(always)]
     pub fn bsum(&self, i: usize, j: usize) -> i32 {

@@ -21,7 +21,10 @@ pub struct CpuFeatures {
     pub bmi2: bool,
     /// x86-64 AVX-512 F + BW, on top of `avx2`.
     pub avx512bw: bool,
-    /// x86-64 AVX-512 VNNI (`vpdpbusd`), on top of `avx512bw`: the int8 tiled LUT GEMM.
+    /// x86-64 AVX-512 BF16 (`vdpbf16ps`), on top of `avx512bw`.
+    pub avx512bf16: bool,
+    /// x86-64 AVX-512 VNNI with VL (`vpdpbusd` on 256- and 512-bit vectors), on top of
+    /// `avx512bw`: the int8 tiled LUT GEMM and the Q5_0/Q8_0 GEMM tiles.
     pub avx512vnni: bool,
     /// aarch64 NEON (baseline there).
     pub neon: bool,
@@ -56,7 +59,10 @@ impl CpuFeatures {
                 && std::env::var_os("SUANPAN_NO_AVX512").is_none()
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw");
-            f.avx512vnni = f.avx512bw && is_x86_feature_detected!("avx512vnni");
+            f.avx512bf16 = f.avx512bw && is_x86_feature_detected!("avx512bf16");
+            f.avx512vnni = f.avx512bw
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512vl");
         }
         #[cfg(target_arch = "aarch64")]
         {
@@ -88,14 +94,15 @@ mod tests {
                 }
             );
         }
+        assert!(!f.avx512bf16 || f.avx512bw);
+        assert!(!f.avx512vnni || f.avx512bw);
         assert!(
             !f.avx512bw || f.avx2,
             "AVX-512 kernels need the AVX2 level too"
         );
-        assert!(!f.avx512vnni || f.avx512bw, "VNNI kernels need AVX-512 BW");
         #[cfg(target_arch = "x86_64")]
         assert!(!f.neon);
         #[cfg(target_arch = "aarch64")]
-        assert!(!f.avx2 && !f.bmi2 && !f.avx512bw && !f.avx512vnni);
+        assert!(!f.avx2 && !f.bmi2 && !f.avx512bw && !f.avx512bf16 && !f.avx512vnni);
     }
 }

@@ -3,7 +3,9 @@
 //! Rows are split over the pool's threads; each thread streams its weight rows once and
 //! applies every row to all tokens while it is hot in L1.
 
+use super::dot::qgemm::{gemm_rows_raw, has_gemm, QGEMM_MIN_TOKENS};
 use super::dot::{dot, dot4};
+use super::gemm_bf16::{dense_rows_raw, DenseActs};
 use super::pool::{split_range, Pool};
 use crate::format::GgmlType;
 
@@ -69,6 +71,14 @@ pub fn matmul_many<'a, 'w>(
         total += w.rows;
         ptrs[i] = Some((w, OutPtr(out.as_mut_ptr())));
     }
+    // BF16 matrices of a prefill batch go through the GEMM (activations prepared once).
+    let dense = ptrs
+        .iter()
+        .flatten()
+        .find(|(w, _)| w.ty == GgmlType::BF16)
+        .and_then(|(w, _)| DenseActs::prepare(acts, act_row_bytes, n_tokens, w.cols))
+        .filter(|d| d.kernel().is_some());
+    let dense = dense.as_ref();
     pool.run(|ith, nth| {
         // Split the concatenated rows of all matrices evenly.
         let mine = split_range(total, 8, ith, nth);
@@ -77,8 +87,33 @@ pub fn matmul_many<'a, 'w>(
             let lo = mine.start.max(base).min(base + w.rows) - base;
             let hi = mine.end.max(base).min(base + w.rows) - base;
             base += w.rows;
-            if lo < hi {
-                rows_kernel(w, p, lo..hi, acts, act_row_bytes, n_tokens);
+            if lo >= hi {
+                continue;
+            }
+            match dense {
+                Some(d) if w.ty == GgmlType::BF16 && w.cols == d.cols => {
+                    let rb = w.row_bytes();
+                    let sub = WeightView {
+                        rows: hi - lo,
+                        data: &w.data[lo * rb..hi * rb],
+                        ..*w
+                    };
+                    // SAFETY: the output holds n_tokens × w.rows f32 (checked above) and
+                    // this thread alone writes rows lo..hi of it.
+                    unsafe { dense_rows_raw(&sub, lo, w.rows, d, p.0) };
+                }
+                _ if n_tokens >= QGEMM_MIN_TOKENS && has_gemm(w.ty) => {
+                    let rb = w.row_bytes();
+                    let sub = WeightView {
+                        rows: hi - lo,
+                        data: &w.data[lo * rb..hi * rb],
+                        ..*w
+                    };
+                    // SAFETY: has_gemm(w.ty); the output holds n_tokens × w.rows f32
+                    // (checked above) and this thread alone writes rows lo..hi of it.
+                    unsafe { gemm_rows_raw(&sub, lo, w.rows, acts, act_row_bytes, n_tokens, p.0) };
+                }
+                _ => rows_kernel(w, p, lo..hi, acts, act_row_bytes, n_tokens),
             }
         }
     });

@@ -6,6 +6,7 @@ pub mod bandwidth;
 pub mod dot;
 pub mod exec;
 pub mod features;
+pub mod gemm_bf16;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use super::Df12View;
-use crate::backend::cpu::matmul::{matmul_rows_raw, WeightView};
+use crate::backend::cpu::gemm_bf16::{dense_rows_raw, DenseActs};
+use crate::backend::cpu::matmul::WeightView;
 use crate::backend::cpu::pool::{split_range, Pool};
 use crate::error::{Error, Result};
 use crate::format::GgmlType;
@@ -28,8 +29,11 @@ struct F32Ptr(*mut f32);
 // SAFETY: threads write disjoint rows of every output.
 unsafe impl Sync for F32Ptr {}
 
-/// BF16 values decoded per step: 16 KiB, half of a typical L1d.
+/// BF16 values decoded per step for the row kernels: 16 KiB, half of a typical L1d.
 const BLOCK_VALUES: usize = 8192;
+/// BF16 values decoded per step for the GEMM (64 KiB, L2): more rows per pass over the
+/// activations, in whole GEMM tiles.
+const GEMM_BLOCK_VALUES: usize = 32768;
 
 thread_local! {
     static BUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
@@ -56,11 +60,14 @@ pub fn df12_matmul_many(
             )));
         }
     }
-    if acts.len() < n_tokens * act_row_bytes
-        || act_row_bytes < 4 * jobs.first().map_or(0, |j| j.cols)
-    {
+    let cols = jobs.first().map_or(0, |j| j.cols);
+    // The BF16 matrix's arithmetic: the GEMM for a prefill batch, else the row kernels.
+    let Some(da) = DenseActs::prepare(acts, act_row_bytes, n_tokens, cols)
+        .filter(|_| jobs.iter().all(|j| j.cols == cols))
+    else {
         return Err(Error::invalid("df12: activations too small"));
-    }
+    };
+    let (da, gemm) = (&da, da.kernel().is_some());
     let total: usize = jobs.iter().map(|j| j.rows).sum();
     let ptrs: Vec<F32Ptr> = jobs
         .iter_mut()
@@ -78,15 +85,17 @@ pub fn df12_matmul_many(
             if lo >= hi {
                 continue;
             }
-            let step = (BLOCK_VALUES / j.cols.max(1)).max(1);
+            let step = if gemm {
+                (GEMM_BLOCK_VALUES / j.cols.max(1) / 4 * 4).max(4)
+            } else {
+                (BLOCK_VALUES / j.cols.max(1)).max(1)
+            };
             let res = BUF.with(|b| -> Result<()> {
                 let mut buf = b.borrow_mut();
                 #[cfg(target_arch = "x86_64")]
-                if fused_x86_ok(j.cols) {
+                if !gemm && fused_x86_ok(j.cols) {
                     // SAFETY: as below, rows lo..hi of job j's output are this thread's.
-                    return unsafe {
-                        fused_rows_x86(j, lo..hi, acts, act_row_bytes, n_tokens, p.0, &mut buf)
-                    };
+                    return unsafe { fused_rows_x86(j, lo..hi, da, p.0, &mut buf) };
                 }
                 let mut r = lo;
                 while r < hi {
@@ -104,7 +113,7 @@ pub fn df12_matmul_many(
                     };
                     // SAFETY: `p` is job j's output of n_tokens × rows f32 (checked above);
                     // this thread alone writes rows lo..hi of it, and r..r1 lies in them.
-                    unsafe { matmul_rows_raw(&w, r, j.rows, acts, act_row_bytes, n_tokens, p.0) };
+                    unsafe { dense_rows_raw(&w, r, j.rows, da, p.0) };
                     r = r1;
                 }
                 Ok(())
@@ -137,14 +146,13 @@ fn fused_x86_ok(cols: usize) -> bool {
 /// goes through the BF16 row kernel itself.
 ///
 /// # Safety
-/// As [`matmul_rows_raw`] for `out` and rows `rows` of `j`; [`fused_x86_ok`] holds.
+/// As [`dense_rows_raw`] for `out` and rows `rows` of `j`; [`fused_x86_ok`] holds and `da`
+/// is prepared for the row kernels.
 #[cfg(target_arch = "x86_64")]
 unsafe fn fused_rows_x86(
     j: &Df12Job<'_, '_>,
     rows: std::ops::Range<usize>,
-    acts: &[u8],
-    act_row_bytes: usize,
-    n_tokens: usize,
+    da: &DenseActs,
     out: *mut f32,
     buf: &mut Vec<u16>,
 ) -> Result<()> {
@@ -160,6 +168,7 @@ unsafe fn fused_rows_x86(
         .map(|i| i / c)
         .collect();
     let mut e = 0;
+    let (acts, act_row_bytes, n_tokens) = (da.f32_rows, da.row_bytes, da.n_tokens);
     let x = |tok: usize| -> &[f32] {
         bytemuck::cast_slice(&acts[tok * act_row_bytes..tok * act_row_bytes + 4 * c])
     };
@@ -179,7 +188,7 @@ unsafe fn fused_rows_x86(
                 data: bytemuck::cast_slice(&buf[..c]),
             };
             // SAFETY: row r is the caller's to write.
-            unsafe { matmul_rows_raw(&w, r, j.rows, acts, act_row_bytes, n_tokens, out) };
+            unsafe { dense_rows_raw(&w, r, j.rows, da, out) };
             continue;
         }
         let at = |tok: usize| tok * j.rows + r;
@@ -261,7 +270,7 @@ mod tests {
             if shapes[group.clone()].iter().any(|s| s.1 != cols) {
                 continue;
             }
-            for n in [1usize, 5] {
+            for n in [1usize, 5, 9, 17] {
                 let acts: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).cos()).collect();
                 let acts: &[u8] = bytemuck::cast_slice(&acts);
                 let rb = 4 * cols;

@@ -312,6 +312,11 @@ pub mod blocks_ref;
 mod kquant_neon;
 #[cfg(target_arch = "x86_64")]
 mod kquant_x86;
+pub mod qgemm;
+#[cfg(target_arch = "x86_64")]
+mod qgemm_vnni;
+#[cfg(target_arch = "x86_64")]
+mod qgemm_x86;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
