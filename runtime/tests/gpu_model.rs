@@ -138,15 +138,22 @@ fn compare_forced(m: &Arc<Model>, gm: &GpuModel, what: &str, prompt: &str, tol: 
     let (toks, _, _) = cpu_greedy(m, &ids, N_GEN);
     let mut seq = ids.clone();
     seq.extend_from_slice(&toks[..N_GEN - 1]);
+    // The CPU in batches under the int8 LUT GEMM's threshold (`lut::tiled::MIN_TOKENS`),
+    // so both backends apply the LUT matrices through lookup tables: this compares the
+    // GPU's kernels with the CPU's, not the int8 prefill's different rounding.
+    let chunk = suanpan::lut::tiled::MIN_TOKENS - 1;
     let mut s = m
         .session(&SessionParams {
             n_ctx: 128,
-            n_batch: 64,
+            n_batch: chunk,
             all_logits: true,
             ..Default::default()
         })
         .unwrap();
-    let cpu = s.eval(&seq, Logits::All).unwrap().to_vec();
+    let mut cpu = Vec::with_capacity(seq.len() * v);
+    for part in seq.chunks(chunk) {
+        cpu.extend_from_slice(s.eval(part, Logits::All).unwrap());
+    }
     let t0 = std::time::Instant::now();
     let mut st = GpuState::new(gm, seq.len(), 128, true, false).unwrap();
     let gpu = forward(gm, &mut st, m.file(), &seq, Logits::All)
@@ -842,7 +849,22 @@ fn synthetic_lut_and_df11_files_match_cpu() {
             "synthetic {name}: types {:?}; max |Δlogit| prefill {d:.2e}, decode {d2:.2e} (logits up to {scale:.2})",
             types(&m),
         );
-        assert!(d < 1e-4 && d2 < 1e-4, "{name}: prefill {d}, decode {d2}");
+        // Where the CPU's BF16 prefill GEMM runs on `vdpbf16ps` (AVX-512 BF16), it rounds
+        // the activations of BF16-class matrices (DFloat11, df12) to BF16 first, as
+        // llama.cpp does: a relative error of up to 2^-8 per product, so those files get
+        // 2^-8 of the logit scale; elsewhere the arithmetic is the GPU's to 1e-4.
+        let bf16_prefill = name != "lut4 all"
+            && suanpan::backend::cpu::gemm_bf16::Bf16Kernel::best()
+                == Some(suanpan::backend::cpu::gemm_bf16::Bf16Kernel::Avx512Bf16);
+        let tol = if bf16_prefill {
+            (1.0 + scale) / 256.0
+        } else {
+            1e-4
+        };
+        assert!(
+            d < tol && d2 < tol,
+            "{name}: prefill {d}, decode {d2} (tol {tol})"
+        );
         assert!(scale > 0.1, "{name}: degenerate logits");
     }
     let _ = std::fs::remove_dir_all(&dir);
