@@ -21,9 +21,9 @@ pub use render::RenderLimits;
 
 use minijinja::{Environment, ErrorKind, Value};
 
+use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::format::gguf::GgufFile;
-use crate::session::CancelToken;
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,6 +28,7 @@
 //! are public for the tests and benchmarks only and hidden from the docs: not a stable API.
 
 pub mod alloc_guard;
+pub mod cancel;
 pub mod clock;
 pub mod error;
 pub mod format;

@@ -18,9 +18,9 @@ pub mod stop;
 
 use crate::clock::Instant;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::kv::{KvCache, KvMode, KvParams, KvStore, Overflow};
 use crate::model::estimate::session_shape;
@@ -30,27 +30,6 @@ use crate::sample::{Sampler, SamplingParams};
 use crate::tokenizer::StreamDecoder;
 use constrain::{Constraint, Guide};
 use stop::StopMatcher;
-
-/// Stops a running generation from any thread; the session stays usable afterwards.
-#[derive(Clone, Debug, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Ask the generation to stop at the next token boundary.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    /// Clear a cancellation (done at the start of each generation).
-    pub fn reset(&self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
 
 /// Shape of a session.
 #[derive(Clone, Debug)]

@@ -16,6 +16,55 @@
 //! What a backend cannot do is said once, in [`Unsupported`] errors from the place that
 //! builds it (model upload, session creation), never in checks spread over the session.
 
+/// The weight a [`Norm`] names in a backend's weights: `$layers` a slice of layer structs
+/// with the fields `attn_norm`, `ffn_norm` (plain) and `q_norm`, `k_norm`,
+/// `post_attn_norm`, `post_ffn_norm` (`Option`s), `$output` the final norm. Every
+/// backend's layer struct uses these names, so the mapping is written once.
+macro_rules! select_norm {
+    ($layers:expr, $output:expr, $w:expr) => {{
+        let w: $crate::backend::Norm = $w;
+        let layers = $layers;
+        let layer = |l: usize| {
+            layers
+                .get(l)
+                .ok_or_else(|| $crate::error::Error::Internal(format!("norm of layer {l}")))
+        };
+        let v = match w {
+            $crate::backend::Norm::Attn(l) => Some(&layer(l)?.attn_norm),
+            $crate::backend::Norm::Ffn(l) => Some(&layer(l)?.ffn_norm),
+            $crate::backend::Norm::QHead(l) => layer(l)?.q_norm.as_ref(),
+            $crate::backend::Norm::KHead(l) => layer(l)?.k_norm.as_ref(),
+            $crate::backend::Norm::PostAttn(l) => layer(l)?.post_attn_norm.as_ref(),
+            $crate::backend::Norm::PostFfn(l) => layer(l)?.post_ffn_norm.as_ref(),
+            $crate::backend::Norm::Output => Some($output),
+        };
+        v.ok_or_else(|| $crate::error::Error::Internal(format!("the model has no {w:?} norm")))
+    }};
+}
+
+/// The matrix a [`Mat`] names: `$layers` a slice of layer structs with the fields `wq`,
+/// `wk`, `wv`, `wo`, `w_gate`, `w_up`, `w_down`; `$output` the LM head.
+macro_rules! select_mat {
+    ($layers:expr, $output:expr, $m:expr) => {{
+        let layers = $layers;
+        let layer = |l: usize| {
+            layers
+                .get(l)
+                .ok_or_else(|| $crate::error::Error::Internal(format!("matrix of layer {l}")))
+        };
+        match $m {
+            $crate::backend::Mat::Q(l) => &layer(l)?.wq,
+            $crate::backend::Mat::K(l) => &layer(l)?.wk,
+            $crate::backend::Mat::V(l) => &layer(l)?.wv,
+            $crate::backend::Mat::O(l) => &layer(l)?.wo,
+            $crate::backend::Mat::Gate(l) => &layer(l)?.w_gate,
+            $crate::backend::Mat::Up(l) => &layer(l)?.w_up,
+            $crate::backend::Mat::Down(l) => &layer(l)?.w_down,
+            $crate::backend::Mat::Output => $output,
+        }
+    }};
+}
+
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;

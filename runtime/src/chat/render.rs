@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alloc_guard::Budget;
+use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
-use crate::session::CancelToken;
 
 /// Bounds for one render.
 #[derive(Clone, Debug, PartialEq, Eq)]

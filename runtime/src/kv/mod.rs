@@ -123,6 +123,34 @@ impl KvStore for KvCache {
     }
 }
 
+/// The overflow policy, shared by every [`KvStore`]: `None` when `n` more tokens fit beside
+/// `len` in `capacity`; else [`Error::ContextFull`] (policy `Error`, or a batch larger than
+/// the room beside the `sink_cap` sinks), or how many tokens after the sinks must be
+/// evicted (policy `Slide`; the store may evict more, e.g. whole pages).
+pub fn tokens_to_evict(
+    params: &KvParams,
+    len: usize,
+    n: usize,
+    capacity: usize,
+    sink_cap: usize,
+) -> Result<Option<usize>> {
+    if len + n <= capacity {
+        return Ok(None);
+    }
+    if params.overflow == Overflow::Error {
+        return Err(Error::ContextFull(format!(
+            "{len} tokens in context + {n} new exceed the context size {capacity}"
+        )));
+    }
+    if n > capacity - sink_cap {
+        return Err(Error::ContextFull(format!(
+            "a batch of {n} tokens does not fit beside {sink_cap} attention sinks in a context of {capacity}"
+        )));
+    }
+    // Here the sinks are full (else len + n <= capacity), so everything after them can go.
+    Ok(Some(len + n - capacity))
+}
+
 /// Rotates cached keys by a RoPE position delta (used to move attention sinks).
 #[derive(Clone, Debug)]
 pub struct RopeShift {
@@ -457,23 +485,10 @@ impl KvCache {
     /// fit; otherwise [`Error::ContextFull`], or slide the window.
     pub fn make_room(&mut self, n: usize) -> Result<()> {
         let len = self.len();
-        if len + n <= self.capacity {
+        let Some(need) = tokens_to_evict(&self.params, len, n, self.capacity, self.sink_cap)?
+        else {
             return Ok(());
-        }
-        if self.params.overflow == Overflow::Error {
-            return Err(Error::ContextFull(format!(
-                "{len} tokens in context + {n} new exceed the context size {}",
-                self.capacity
-            )));
-        }
-        if n > self.capacity - self.sink_cap {
-            return Err(Error::ContextFull(format!(
-                "a batch of {n} tokens does not fit beside {} attention sinks in a context of {}",
-                self.sink_cap, self.capacity
-            )));
-        }
-        // Here the sinks are full (else len + n <= capacity), so everything after them can go.
-        let need = len + n - self.capacity;
+        };
         let page = self.params.group;
         let gone = match &mut self.store {
             Store::F16 {

@@ -77,41 +77,13 @@ impl<'a> GpuBackend<'a> {
     }
 
     fn norm(&self, w: Norm) -> Result<&'a GpuBuffer> {
-        let m = self.m;
-        let layer = |l: usize| {
-            m.layers
-                .get(l)
-                .ok_or_else(|| Error::Internal(format!("norm of layer {l}")))
-        };
-        let v = match w {
-            Norm::Attn(l) => Some(&layer(l)?.attn_norm),
-            Norm::Ffn(l) => Some(&layer(l)?.ffn_norm),
-            Norm::QHead(l) => layer(l)?.q_norm.as_ref(),
-            Norm::KHead(l) => layer(l)?.k_norm.as_ref(),
-            Norm::PostAttn(l) => layer(l)?.post_attn_norm.as_ref(),
-            Norm::PostFfn(l) => layer(l)?.post_ffn_norm.as_ref(),
-            Norm::Output => Some(&m.output_norm),
-        };
-        v.ok_or_else(|| Error::Internal(format!("the model has no {w:?} norm")))
+        let model = self.m;
+        select_norm!(&model.layers, &model.output_norm, w)
     }
 
     fn linear(&self, mat: Mat) -> Result<&'a GpuLinear> {
-        let m = self.m;
-        let layer = |l: usize| {
-            m.layers
-                .get(l)
-                .ok_or_else(|| Error::Internal(format!("matrix of layer {l}")))
-        };
-        Ok(match mat {
-            Mat::Q(l) => &layer(l)?.wq,
-            Mat::K(l) => &layer(l)?.wk,
-            Mat::V(l) => &layer(l)?.wv,
-            Mat::O(l) => &layer(l)?.wo,
-            Mat::Gate(l) => &layer(l)?.w_gate,
-            Mat::Up(l) => &layer(l)?.w_up,
-            Mat::Down(l) => &layer(l)?.w_down,
-            Mat::Output => &m.output,
-        })
+        let model = self.m;
+        Ok(select_mat!(&model.layers, &model.output, mat))
     }
 }
 

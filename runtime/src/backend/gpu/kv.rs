@@ -24,7 +24,7 @@ use super::kv_quant::GpuQuantKv;
 use super::ops::{self, AttnCall};
 use super::record::Recorder;
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, KvGeom, KvMode, KvParams, KvStore, Overflow, RopeShift};
+use crate::kv::{tokens_to_evict, KvCache, KvGeom, KvMode, KvParams, KvStore, Overflow, RopeShift};
 use crate::model::config::ModelConfig;
 
 enum Store {
@@ -144,23 +144,10 @@ impl GpuKvCache {
         let dev = self.dev.clone();
         let d = &*dev;
         let len = self.len();
-        if len + n <= self.capacity {
+        let Some(need) = tokens_to_evict(&self.params, len, n, self.capacity, self.sink_cap)?
+        else {
             return Ok(());
-        }
-        if self.params.overflow == Overflow::Error {
-            return Err(Error::ContextFull(format!(
-                "{len} tokens in context + {n} new exceed the context size {}",
-                self.capacity
-            )));
-        }
-        if n > self.capacity - self.sink_cap {
-            return Err(Error::ContextFull(format!(
-                "a batch of {n} tokens does not fit beside {} attention sinks in a context of {}",
-                self.sink_cap, self.capacity
-            )));
-        }
-        // The sinks are full here (else len + n <= capacity): everything after them can go.
-        let need = len + n - self.capacity;
+        };
         let page = self.params.group;
         let (geom, sink_cap, capacity) = (self.geom, self.sink_cap, self.capacity);
         let gone = match &mut self.store {
