@@ -183,7 +183,7 @@ impl Session {
         // Checks the request (context, batch, memory budget) for either backend; the KV
         // cache plans the same context and batch on both.
         let shape = session_shape(c, params, model.n_threads())?;
-        let (n_ctx, mut n_batch) = (shape.n_ctx, shape.n_batch);
+        let (n_ctx, n_batch) = (shape.n_ctx, shape.n_batch);
         // The GPU backend keeps its own cache; the CPU cache is then an unused 1-token f16
         // placeholder.
         let kv = if on_gpu {
@@ -212,11 +212,12 @@ impl Session {
                 )?;
                 // The same context; a quantized GPU cache may take smaller batches.
                 debug_assert!(st.n_ctx() == n_ctx && st.n_batch() <= n_batch);
-                n_batch = st.n_batch();
                 Some(st)
             }
             None => None,
         };
+        #[cfg(feature = "gpu")]
+        let n_batch = gpu.as_ref().map_or(n_batch, |st| st.n_batch());
         let scratch = if on_gpu {
             Scratch::new(c, 0, 0, 0, false)
         } else {

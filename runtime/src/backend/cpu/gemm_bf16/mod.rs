@@ -249,6 +249,10 @@ unsafe fn tile(
     res: &mut [[f32; 4]; 4],
 ) {
     let c = a.cols;
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(unused_variables)
+    )]
     let wp: [*const u8; 4] = std::array::from_fn(|i| wr[2 * c * i.min(nr - 1)..].as_ptr());
     match kernel {
         #[cfg(target_arch = "x86_64")]
