@@ -30,6 +30,8 @@
 
 use half::f16;
 
+use crate::quant::group::{search, Grid, Schedule};
+
 /// Codes per packed block.
 pub const BLOCK: usize = 32;
 
@@ -209,46 +211,42 @@ pub fn quantize_group(bits: QBits, xs: &[f32], codes: &mut [u8]) -> (f16, f16) {
         m0.to_f32() + s0.to_f32() * bits.max_code() as f32,
     );
     let mean = xs.iter().map(|x| x.clamp(-CLAMP, CLAMP)).sum::<f32>() / xs.len() as f32;
-    let mut best = (e0, s0, m0);
-    let mut try_range = |a: f32, b: f32, best: &mut (f64, f16, f16)| -> bool {
-        let (l, h) = (mean + (lo - mean) * a, mean + (hi - mean) * b);
-        let m = f16_floor(l);
-        let s = f16_ceil(((h - m.to_f32()) / bits.max_code() as f32).max(0.0));
-        let e = sq_error(bits, xs, s, m, scratch);
-        let better = e < best.0;
-        if better {
-            *best = (e, s, m);
-        }
-        better
+    let sched = Schedule {
+        joint: &CLIP[1..],
+        ends: &CLIP,
+        refits: 2,
     };
-    let (mut ra, mut rb) = (1.0, 1.0);
-    for &r in &CLIP[1..] {
-        if try_range(r, r, &mut best) {
-            (ra, rb) = (r, r);
-        }
+    let grid = KvGrid { bits, xs };
+    search(
+        &grid,
+        (lo, hi, mean),
+        Some((e0, (s0, m0))),
+        sched,
+        codes,
+        scratch,
+    )
+    .0
+}
+
+/// The KV cache's [`Grid`]: f16 scale and minimum, rounded outwards.
+struct KvGrid<'a> {
+    bits: QBits,
+    xs: &'a [f32],
+}
+
+impl Grid for KvGrid<'_> {
+    type Params = (f16, f16);
+    fn for_range(&self, l: f32, h: f32) -> (f16, f16) {
+        let m = f16_floor(l);
+        let s = f16_ceil(((h - m.to_f32()) / self.bits.max_code() as f32).max(0.0));
+        (s, m)
     }
-    for &a in &CLIP {
-        if try_range(a, rb, &mut best) {
-            ra = a;
-        }
+    fn quantize(&self, (s, m): (f16, f16), codes: &mut [u8]) -> f64 {
+        sq_error(self.bits, self.xs, s, m, codes)
     }
-    for &b in &CLIP {
-        try_range(ra, b, &mut best);
+    fn refit(&self, codes: &[u8]) -> Option<(f16, f16)> {
+        lsq_fit(self.xs, codes)
     }
-    let (mut e, mut s, mut m) = best;
-    sq_error(bits, xs, s, m, codes);
-    for _ in 0..2 {
-        let Some((s2, m2)) = lsq_fit(xs, codes) else {
-            break;
-        };
-        let e2 = sq_error(bits, xs, s2, m2, scratch);
-        if e2 >= e {
-            break;
-        }
-        (e, s, m) = (e2, s2, m2);
-        codes.copy_from_slice(scratch);
-    }
-    (s, m)
 }
 
 /// Least-squares `(s, m)` with `x ≈ m + s·u` for fixed codes; `None` if degenerate.

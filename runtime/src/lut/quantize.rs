@@ -14,6 +14,8 @@
 
 use half::f16;
 
+use crate::quant::group::{search, Grid, Schedule};
+
 /// How a matrix is quantized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -125,48 +127,40 @@ pub fn quantize_group_search_weighted(
     let (lo, hi) = min_max(w);
     let mean = w.iter().sum::<f32>() / w.len().max(1) as f32;
     let mut scratch = vec![0u8; w.len()];
-    let mut best = (f64::INFINITY, f16::ZERO, f16::ZERO);
-    let mut try_ratios = |a: f32, b: f32, best: &mut (f64, f16, f16)| -> bool {
-        let (l, h) = (mean + (lo - mean) * a, mean + (hi - mean) * b);
-        let (s, z) = params_for_range(l, h, qmax);
-        let e = quantize_with(w, imp, s, z, qmax, &mut scratch);
-        let better = e < best.0;
-        if better {
-            *best = (e, s, z);
-        }
-        better
+    let grid = LutGrid { w, imp, qmax };
+    let sched = Schedule {
+        joint: &RATIOS,
+        ends: &RATIOS,
+        refits: REFINE_ROUNDS,
     };
-    // Coordinate search: a joint ratio (starting from the unclipped range), then the low
-    // end with the high end fixed, then the high end with the low end fixed.
-    let (mut ra, mut rb) = (1.0, 1.0);
-    for &r in &RATIOS {
-        if try_ratios(r, r, &mut best) {
-            (ra, rb) = (r, r);
+    // Starting from "nothing yet" at (0, 0), as a failed (NaN) group reads back.
+    let start = Some((f64::INFINITY, (f16::ZERO, f16::ZERO)));
+    search(&grid, (lo, hi, mean), start, sched, codes, &mut scratch).0
+}
+
+/// The LUT format's [`Grid`]: f16 scale and zero, errors weighted by importance.
+struct LutGrid<'a> {
+    w: &'a [f32],
+    imp: &'a [f32],
+    qmax: f32,
+}
+
+impl Grid for LutGrid<'_> {
+    type Params = (f16, f16);
+    fn for_range(&self, lo: f32, hi: f32) -> (f16, f16) {
+        params_for_range(lo, hi, self.qmax)
+    }
+    fn quantize(&self, (s, z): (f16, f16), codes: &mut [u8]) -> f64 {
+        let e = quantize_with(self.w, self.imp, s, z, self.qmax, codes);
+        if e.is_nan() {
+            f64::INFINITY
+        } else {
+            e
         }
     }
-    for &a in &RATIOS {
-        if try_ratios(a, rb, &mut best) {
-            ra = a;
-        }
+    fn refit(&self, codes: &[u8]) -> Option<(f16, f16)> {
+        lsq_fit(self.w, self.imp, codes)
     }
-    for &b in &RATIOS {
-        try_ratios(ra, b, &mut best);
-    }
-    // Least-squares refinement: fit w ≈ a·u + c to the current codes, re-quantize.
-    let (mut e, mut s, mut z) = best;
-    quantize_with(w, imp, s, z, qmax, codes);
-    for _ in 0..REFINE_ROUNDS {
-        let Some((s2, z2)) = lsq_fit(w, imp, codes) else {
-            break;
-        };
-        let e2 = quantize_with(w, imp, s2, z2, qmax, &mut scratch);
-        if e2.is_nan() || e2 >= e {
-            break;
-        }
-        (e, s, z) = (e2, s2, z2);
-        codes.copy_from_slice(&scratch);
-    }
-    (s, z)
 }
 
 /// Weighted least-squares `(s, z)` with `w ≈ s·(u − z)` for fixed codes; `None` if
@@ -232,7 +226,7 @@ fn min_max(w: &[f32]) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lut::testutil::Rng;
+    use crate::testutil::Rng;
 
     fn sse_of(w: &[f32], bits: usize, search: bool) -> f64 {
         let mut codes = vec![0u8; w.len()];
