@@ -304,6 +304,20 @@ fn convert_one(src: &Source, t: &SourceTensor, a: Action, p: &ConvertParams) -> 
                     t.name, p.group, t.name
                 )));
             }
+            let ternary_src = matches!(t.ty, GgmlType::TQ1_0 | GgmlType::TQ2_0);
+            if method == Method::Ternary && ternary_src {
+                // BitNet blocks hold ternary codes already: re-pack them, no re-quantizing.
+                let m = ternary_lossless(src.raw(t), t.ty, rows, cols, p.group)
+                    .map_err(|e| Error::invalid(format!("{}: {e}", t.name)))?;
+                return Ok(out(
+                    logical,
+                    GgmlType::Lut {
+                        bits: 2,
+                        group: p.group as u16,
+                    },
+                    m.to_bytes(),
+                ));
+            }
             let w = read_f32(src, t)?;
             let m = match &p.calib {
                 Some(c) if method == Method::Search && c.covers(&t.name) => {
@@ -500,4 +514,46 @@ pub fn convert(
 /// Open `path` as a GGUF and check it parses (used after writing).
 pub fn verify(path: &Path) -> Result<GgufFile> {
     GgufFile::open(path)
+}
+
+/// A TQ1_0 / TQ2_0 matrix as a 2-bit LUT matrix with the same values: each 256-weight
+/// block's codes `u` (weight `d·(u − 1)`) become LUT codes with scale `d` (the same f16)
+/// and zero 1 for every group of the block (`group` divides 256), so `s·(u − z)` is the
+/// block's dequantized value bit for bit.
+fn ternary_lossless(
+    raw: &[u8],
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    group: usize,
+) -> Result<LutMatrix<'static>> {
+    use crate::quant::ternary::{codes_tq1_0, codes_tq2_0, TQ1_0_BYTES, TQ2_0_BYTES};
+    let (bytes, codes_of): (usize, fn(&[u8], &mut [u8]) -> u16) = match ty {
+        GgmlType::TQ1_0 => (TQ1_0_BYTES, codes_tq1_0),
+        GgmlType::TQ2_0 => (TQ2_0_BYTES, codes_tq2_0),
+        other => return Err(Error::Internal(format!("{other} is not ternary"))),
+    };
+    if !cols.is_multiple_of(256) || !256usize.is_multiple_of(group) {
+        return Err(Error::invalid(format!(
+            "{cols} columns in 256-weight blocks into groups of {group}"
+        )));
+    }
+    let blocks = rows * cols / 256;
+    if raw.len() != blocks * bytes {
+        return Err(Error::bad_model(format!(
+            "{} bytes for {blocks} {ty} blocks",
+            raw.len()
+        )));
+    }
+    let mut codes = vec![0u8; rows * cols];
+    let mut scales = Vec::with_capacity(rows * cols / group);
+    for (b, c) in raw.chunks_exact(bytes).zip(codes.chunks_exact_mut(256)) {
+        let d = half::f16::from_bits(codes_of(b, c));
+        if !d.is_finite() {
+            return Err(Error::bad_model(format!("{ty} block scale {d}")));
+        }
+        scales.extend(std::iter::repeat_n(d, 256 / group));
+    }
+    let zeros = vec![half::f16::ONE; scales.len()];
+    LutMatrix::pack(2, group, rows, cols, &codes, &scales, &zeros)
 }

@@ -11,8 +11,6 @@
 //!        qh[0..4]   → weights 240 + 4n + j   (n < 4, j < 4)         16 weights
 //! ```
 
-use super::ggml::f16_at;
-
 /// Bytes of one TQ1_0 block.
 pub const TQ1_0_BYTES: usize = 54;
 /// Bytes of one TQ2_0 block.
@@ -27,34 +25,58 @@ pub fn trit(q: u8, n: usize) -> i32 {
     ((v as u16 * 3) >> 8) as i32 - 1
 }
 
-/// Dequantize one TQ1_0 block (54 bytes) into 256 values.
-pub fn dequantize_tq1_0(b: &[u8], out: &mut [f32]) {
-    let d = f16_at(b, 52);
+/// The codes `u` of one TQ1_0 block (54 bytes) into `codes[..256]`, weight = `d·(u − 1)`
+/// with `u` in 0..=2; returns `d`'s f16 bits.
+pub fn codes_tq1_0(b: &[u8], codes: &mut [u8]) -> u16 {
     let (qs, qh) = (&b[..48], &b[48..52]);
+    let u = |q: u8, n: usize| (trit(q, n) + 1) as u8;
     for n in 0..5 {
         for m in 0..32 {
-            out[32 * n + m] = trit(qs[m], n) as f32 * d;
+            codes[32 * n + m] = u(qs[m], n);
         }
         for m in 0..16 {
-            out[160 + 16 * n + m] = trit(qs[32 + m], n) as f32 * d;
+            codes[160 + 16 * n + m] = u(qs[32 + m], n);
         }
     }
     for n in 0..4 {
         for j in 0..4 {
-            out[240 + 4 * n + j] = trit(qh[j], n) as f32 * d;
+            codes[240 + 4 * n + j] = u(qh[j], n);
         }
     }
+    u16::from_le_bytes([b[52], b[53]])
+}
+
+/// The codes `u` of one TQ2_0 block (66 bytes) into `codes[..256]`, weight = `d·(u − 1)`
+/// with `u` in 0..=3 (ggml writes 0..=2; 3 reads as +2); returns `d`'s f16 bits.
+pub fn codes_tq2_0(b: &[u8], codes: &mut [u8]) -> u16 {
+    for h in 0..2 {
+        for s in 0..4 {
+            for m in 0..32 {
+                codes[128 * h + 32 * s + m] = (b[32 * h + m] >> (2 * s)) & 3;
+            }
+        }
+    }
+    u16::from_le_bytes([b[64], b[65]])
+}
+
+/// `out[i] = (codes[i] − 1)·d`, the ternary blocks' dequantization.
+fn dequantize_codes(codes: &[u8; 256], d: u16, out: &mut [f32]) {
+    let d = half::f16::from_bits(d).to_f32();
+    for (o, &u) in out.iter_mut().zip(codes) {
+        *o = (u as i32 - 1) as f32 * d;
+    }
+}
+
+/// Dequantize one TQ1_0 block (54 bytes) into 256 values.
+pub fn dequantize_tq1_0(b: &[u8], out: &mut [f32]) {
+    let mut codes = [0u8; 256];
+    let d = codes_tq1_0(b, &mut codes);
+    dequantize_codes(&codes, d, out);
 }
 
 /// Dequantize one TQ2_0 block (66 bytes) into 256 values.
 pub fn dequantize_tq2_0(b: &[u8], out: &mut [f32]) {
-    let d = f16_at(b, 64);
-    for h in 0..2 {
-        for s in 0..4 {
-            for m in 0..32 {
-                let q = ((b[32 * h + m] >> (2 * s)) & 3) as i32 - 1;
-                out[128 * h + 32 * s + m] = q as f32 * d;
-            }
-        }
-    }
+    let mut codes = [0u8; 256];
+    let d = codes_tq2_0(b, &mut codes);
+    dequantize_codes(&codes, d, out);
 }
