@@ -4,8 +4,9 @@
 //! Run: `cd fuzz && cargo +nightly fuzz run df12_decode`.
 #![no_main]
 
+use suanpan::backend::cpu::dfloat::Df12Decode;
 use libfuzzer_sys::fuzz_target;
-use suanpan::dfloat::df12::kernel::Kernel;
+use suanpan::backend::cpu::dfloat::df12_kernel::Kernel;
 use suanpan::dfloat::df12::{encode, Df12View};
 
 fuzz_target!(|data: &[u8]| {

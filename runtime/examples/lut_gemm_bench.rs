@@ -10,9 +10,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use suanpan::backend::cpu::lut::gemm::gemm_many;
+use suanpan::backend::cpu::lut::table::LutTables;
 use suanpan::backend::cpu::Pool;
-use suanpan::lut::gemm::gemm_many;
-use suanpan::lut::{LutMatrix, LutTables, Method};
+use suanpan::lut::{LutMatrix, Method};
 
 struct Rng(u64);
 impl Rng {
@@ -62,7 +63,7 @@ fn main() -> suanpan::Result<()> {
     let mat = LutMatrix::quantize_with(&w, m, k, bits, group, Method::Rtn)?;
     println!(
         "M={m} K={k} bits={bits} group={group} threads={threads}; int8 kernel available: {}",
-        suanpan::lut::tiled::available()
+        suanpan::backend::cpu::lut::tiled::available()
     );
     println!("    N   LUT µs/token   int8 µs/token   LUT/int8");
     for n in [1usize, 2, 4, 8, 12, 16, 24, 32, 64, 128] {

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use half::f16;
 use suanpan::backend::cpu::dot::{dot, dot_ref, simd_level};
+use suanpan::backend::cpu::lut::{gemv, table::LutTables};
 use suanpan::format::GgmlType;
-use suanpan::lut::{gemv, LutMatrix, LutTables, Method};
+use suanpan::lut::{LutMatrix, Method};
 use suanpan::quant::ggml::{quantize_row, ActFormat};
 
 struct Rng(u64);
@@ -61,7 +62,7 @@ fn main() -> suanpan::Result<()> {
     let mut y = vec![0f32; m];
     println!(
         "M={m} K={k} group={group}, one thread, LUT kernel: {}",
-        suanpan::lut::gemv::simd_level()
+        suanpan::backend::cpu::lut::gemv::simd_level()
     );
 
     // Q4_1 (random blocks with sane f16 scales) through backend::cpu::dot.

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use suanpan::backend::cpu::dot::qgemm::{gemm_rows_raw, has_gemm};
 use suanpan::backend::cpu::gemm_bf16::{dense_rows_raw, Bf16Kernel, DenseActs};
-use suanpan::backend::cpu::matmul::{matmul_rows_raw, WeightView};
+use suanpan::backend::cpu::rows::{matmul_rows_raw, WeightView};
 use suanpan::format::GgmlType;
 use suanpan::quant::ggml::{quantize_row, ActFormat};
 

@@ -23,9 +23,10 @@
 //! ```
 //!
 //! The API is [`Model`], [`Session`] and their parameters, [`Error`], [`convert`], the
-//! formats ([`format`], [`dfloat`]'s DFloat11/df12), [`tokenizer`], [`chat`], [`kv`]'s
-//! parameters and [`perplexity`]. The kernel modules ([`backend`]'s kernels, `lut`, `quant`)
-//! are public for the tests and benchmarks only and hidden from the docs: not a stable API.
+//! formats ([`format`], [`quant`]'s ggml blocks, [`lut`]'s bit planes, [`dfloat`]'s
+//! DFloat11/df12), [`tokenizer`], [`chat`], [`kv`]'s parameters and [`perplexity`]. Every
+//! CPU kernel lives in `backend::cpu`, public for the tests and benchmarks only and hidden
+//! from the docs: not a stable API.
 
 pub mod alloc_guard;
 pub mod cancel;
@@ -36,19 +37,20 @@ pub mod format;
 pub mod backend;
 pub mod install;
 pub mod kv;
-#[doc(hidden)]
 pub mod lut;
 pub mod model;
 pub mod perplexity;
-#[doc(hidden)]
 pub mod quant;
 pub mod sample;
 pub mod session;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use error::{Error, Result};
 pub use model::{BackendKind, Model, ModelParams};
 pub use sample::SamplingParams;
 pub use session::constrain::Constraint;
+pub use session::MemoryEstimate;
 pub use session::{
     CancelToken, GenerateParams, GenerateStats, Session, SessionParams, StopReason, Usage,
 };

@@ -2,7 +2,8 @@
 //! odd sizes), every decode kernel against the reference, corrupt blobs refused with a
 //! clear error, mutated blobs never panic. Real models: `df12_models.rs`.
 
-use suanpan::dfloat::df12::kernel::{decode_dense, Kernel};
+use suanpan::backend::cpu::dfloat::df12_kernel::{decode_dense, Kernel};
+use suanpan::backend::cpu::dfloat::Df12Decode;
 use suanpan::dfloat::df12::{encode, encode_with, Df12View, DF12_HEADER_LEN};
 use suanpan::dfloat::f32_to_bf16_rne;
 use suanpan::Error;

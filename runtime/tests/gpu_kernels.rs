@@ -566,9 +566,10 @@ fn wrong_shapes_are_errors_not_gpu_faults() {
 /// 1e-5 of Σ|w·x| plus the table-quantization bound (which both share).
 #[test]
 fn lut_tables_and_gemv_match_cpu() {
+    use suanpan::backend::cpu::lut::gemv::{gemv_ref, table_error_bound};
+    use suanpan::backend::cpu::lut::table::LutTables;
     use suanpan::backend::gpu::lut::{lut_gemv, lut_tables, GpuLut, LutScratch};
-    use suanpan::lut::gemv::{gemv_ref, table_error_bound};
-    use suanpan::lut::{LutMatrix, LutTables};
+    use suanpan::lut::LutMatrix;
     let d = dev();
     let mut rng = Rng(9);
     let mut cases = 0;
@@ -634,8 +635,8 @@ fn lut_tables_and_gemv_match_cpu() {
 /// A NaN activation poisons only its group's tables, as on the CPU.
 #[test]
 fn lut_tables_poison_only_the_nan_group() {
+    use suanpan::backend::cpu::lut::LutTables;
     use suanpan::backend::gpu::lut::{lut_tables, LutScratch};
-    use suanpan::lut::LutTables;
     let d = dev();
     let mut x = vec![0.5f32; 96];
     x[40] = f32::NAN;
@@ -652,8 +653,9 @@ fn lut_tables_poison_only_the_nan_group() {
 /// even lengths, tiny chunks (many chunk boundaries) and several GPU unit sizes.
 #[test]
 fn df11_decode_is_byte_exact() {
+    use suanpan::backend::cpu::dfloat::Df11Decoder;
     use suanpan::backend::gpu::df11::GpuDf11;
-    use suanpan::dfloat::{encode_with, Df11Decoder, EncodeParams};
+    use suanpan::dfloat::{encode_with, EncodeParams};
     let d = dev();
     let mut rng = Rng(10);
     for &(n, chunk, unit) in &[

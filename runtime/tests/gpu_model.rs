@@ -141,7 +141,7 @@ fn compare_forced(m: &Arc<Model>, gm: &GpuModel, what: &str, prompt: &str, tol: 
     // The CPU in batches under the int8 LUT GEMM's threshold (`lut::tiled::MIN_TOKENS`),
     // so both backends apply the LUT matrices through lookup tables: this compares the
     // GPU's kernels with the CPU's, not the int8 prefill's different rounding.
-    let chunk = suanpan::lut::tiled::MIN_TOKENS - 1;
+    let chunk = suanpan::backend::cpu::lut::tiled::MIN_TOKENS - 1;
     let mut s = m
         .session(&SessionParams {
             n_ctx: 128,
@@ -442,10 +442,11 @@ fn synthetic_architectures_match_cpu() {
 /// may differ by summation order (1e-5 of Σ|w·x|).
 #[test]
 fn lut_gemv_on_real_matrices_matches_cpu() {
+    use suanpan::backend::cpu::lut::gemv::gemv_ref;
+    use suanpan::backend::cpu::lut::table::LutTables;
     use suanpan::backend::gpu::lut::{lut_gemv, lut_tables, GpuLut, LutScratch};
     use suanpan::backend::gpu::{Frame, Recorder};
-    use suanpan::lut::gemv::gemv_ref;
-    use suanpan::lut::{LutMatrix, LutTables};
+    use suanpan::lut::LutMatrix;
     let m = common::model();
     let d = dev();
     for name in ["blk.0.attn_q", "blk.7.ffn_down"] {

@@ -1,9 +1,10 @@
 //! The LUT GEMV through the public API, as the model code will use it: quantize once,
 //! build tables per activation vector, run on the thread pool.
 
+use suanpan::backend::cpu::lut::gemv::{gemv, gemv_ideal, gemv_pool, table_error_bound};
+use suanpan::backend::cpu::lut::table::LutTables;
 use suanpan::backend::cpu::Pool;
-use suanpan::lut::gemv::{gemv, gemv_ideal, gemv_pool, table_error_bound};
-use suanpan::lut::{LutMatrix, LutTables, Method};
+use suanpan::lut::{LutMatrix, Method};
 use suanpan::Error;
 
 fn lcg(seed: &mut u64) -> f32 {

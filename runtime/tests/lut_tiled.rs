@@ -6,11 +6,12 @@
 
 mod common;
 
+use suanpan::backend::cpu::lut::gemm::gemm_many;
+use suanpan::backend::cpu::lut::table::LutTables;
+use suanpan::backend::cpu::lut::tiled::{gemm_int8_ref, int8_error_bound};
 use suanpan::backend::cpu::Pool;
 use suanpan::convert::{read_f32, Source};
-use suanpan::lut::gemm::gemm_many;
-use suanpan::lut::tiled::{gemm_int8_ref, int8_error_bound};
-use suanpan::lut::{LutMatrix, LutTables, Method};
+use suanpan::lut::{LutMatrix, Method};
 
 /// RMS over rows and tokens of |y − ideal| / Σ_k |w·x|.
 fn rel_rms(y: &[f32], ideal: &[f32], mag: &[f32]) -> f64 {

@@ -11,7 +11,8 @@ use suanpan::backend::cpu::dot::{dot_ref, qgemm::QGEMM_MIN_TOKENS};
 use suanpan::backend::cpu::gemm_bf16::{
     ref_avx2_order, ref_avx512bf16, Bf16Kernel, DenseActs, GEMM_MIN_TOKENS,
 };
-use suanpan::backend::cpu::matmul::{matmul_many, WeightView};
+use suanpan::backend::cpu::matmul::matmul_many;
+use suanpan::backend::cpu::rows::WeightView;
 use suanpan::backend::cpu::Pool;
 use suanpan::convert::{convert, ConvertParams, Target};
 use suanpan::format::{GgmlType, GgufFile};

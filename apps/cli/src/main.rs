@@ -18,6 +18,7 @@ mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use suanpan::backend::profile::OpProfile;
 use suanpan::chat::ChatMessage;
 use suanpan::kv::{KvGeom, KvMode, KvParams, Overflow};
 use suanpan::model::Logits;
@@ -270,6 +271,10 @@ struct BenchArgs {
     /// Also measure memory read bandwidth and report decode as a fraction of the roofline.
     #[arg(long)]
     bandwidth: bool,
+    /// CPU backend: time every op of the timed runs and print each op's share of a prompt
+    /// token and of a decoded token (stderr).
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Args)]
@@ -916,11 +921,19 @@ fn bench(a: BenchArgs) -> Result<()> {
     let prompt = bench_prompt(model.config().n_vocab, a.prompt_tokens);
     let profiling = model.on_gpu() && a.kernel_timings && s.set_gpu_profiling(true)?;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    let ops = a.profile && !model.on_gpu();
+    if a.profile && !ops {
+        eprintln!("(--profile times the CPU backend's ops; on the GPU see the kernel timings)");
+    }
+    let (mut pp_ops, mut tg_ops) = (OpProfile::default(), OpProfile::default());
     for rep in 0..=a.reps {
         s.reset();
+        s.set_op_profiling(ops);
         let t0 = Instant::now();
         s.eval(&prompt, Logits::Last)?;
         let t_pp = t0.elapsed().as_secs_f64();
+        let pp_prof = s.op_profile().cloned();
+        s.set_op_profiling(ops);
         let mut next = bench_prompt(model.config().n_vocab, 1)[0];
         let t1 = Instant::now();
         for _ in 0..a.gen_tokens {
@@ -932,7 +945,16 @@ fn bench(a: BenchArgs) -> Result<()> {
             // rep 0 warms caches and the thread pool.
             pp.push(a.prompt_tokens as f64 / t_pp);
             tg.push(a.gen_tokens as f64 / t_tg);
+            if let (Some(p), Some(t)) = (pp_prof, s.op_profile()) {
+                pp_ops.merge(&p);
+                tg_ops.merge(t);
+            }
         }
+    }
+    s.set_op_profiling(false);
+    if ops {
+        print_op_profile("prompt", &pp_ops);
+        print_op_profile("decode", &tg_ops);
     }
     let (pp, tg) = (median(pp), median(tg));
     let bpt = model.weights().bytes_per_token();
@@ -1006,6 +1028,30 @@ fn bench(a: BenchArgs) -> Result<()> {
         eprintln!("(no GPU kernel timings: the adapter has no timestamp queries or they are off)");
     }
     Ok(())
+}
+
+/// One `--profile` table: each op's time per token and share of the pass (stderr).
+fn print_op_profile(what: &str, p: &OpProfile) {
+    let tokens = p.tokens().max(1) as f64;
+    eprintln!(
+        "{what}: time per op over {} passes, {} tokens ({:.3} ms per token in ops)",
+        p.passes(),
+        p.tokens(),
+        1e3 * p.total_seconds() / tokens
+    );
+    eprintln!(
+        "  {:<30} {:>12} {:>12} {:>7}",
+        "op", "calls/token", "ms/token", "share"
+    );
+    for r in p.rows() {
+        eprintln!(
+            "  {:<30} {:>12.2} {:>12.4} {:>6.1}%",
+            r.op,
+            r.calls as f64 / tokens,
+            1e3 * r.seconds / tokens,
+            100.0 * r.share
+        );
+    }
 }
 
 /// Decode speed at a long context: one prefill to `ctx − (reps+1)·gen`, then reps+1 timed

@@ -9,7 +9,8 @@
 
 use std::ffi::{c_char, c_void, CStr};
 
-use suanpan::model::{LoadProgress, MemoryEstimate};
+use suanpan::model::LoadProgress;
+use suanpan::session::MemoryEstimate;
 use suanpan::{
     Constraint, GenerateParams, GenerateStats, ModelParams, SamplingParams, SessionParams,
 };

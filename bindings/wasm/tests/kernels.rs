@@ -14,8 +14,9 @@
 #![cfg(target_arch = "wasm32")]
 
 use half::f16;
-use suanpan::lut::gemv::{chunk_rows, gemv_chunks, gemv_ref_chunks, simd_level};
-use suanpan::lut::{LutMatrix, LutTables, Method};
+use suanpan::backend::cpu::lut::gemv::{chunk_rows, gemv_chunks, gemv_ref_chunks, simd_level};
+use suanpan::backend::cpu::lut::table::LutTables;
+use suanpan::lut::{LutMatrix, Method};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);

@@ -13,6 +13,12 @@
 //! backend types and lets the borrow checker see that a CPU op reads one scratch buffer
 //! while it writes another.
 //!
+//! Kernels live under their backend (`cpu`: ggml block dots, BF16/K-quant GEMMs, lookup
+//! tables, DFloat11/df12 decoders, quantized-KV attention; [`gpu`]: WGSL), over the
+//! formats they read ([`crate::format`], [`crate::quant`], [`crate::lut`], [`crate::dfloat`],
+//! [`crate::kv::quant`]), which import no kernel. `runtime/tests/layering.rs` checks that
+//! layering on the sources.
+//!
 //! What a backend cannot do is said once, in [`Unsupported`] errors from the place that
 //! builds it (model upload, session creation), never in checks spread over the session.
 
@@ -65,13 +71,16 @@ macro_rules! select_mat {
     }};
 }
 
+/// The CPU backend: its executor and every CPU kernel. Public for the tests, benchmarks and
+/// the CLI's `info`; not a stable API.
+#[doc(hidden)]
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod profile;
 
 use crate::error::Result;
 use crate::model::config::Activation;
-use crate::model::graph::TapSite;
 
 /// The activation buffers of one forward pass. Each holds one row per token of the batch
 /// (`n × width`); widths: `X`, `Xn`, `Tmp` = `n_embd`; `Q`, `Attn` = `q_dim`; `K`, `V` =
@@ -134,6 +143,36 @@ pub enum Logits {
     /// None (prompt chunks before the last one).
     None,
 }
+
+/// Where a forward pass shows a block matrix's input to a [`Tap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TapSite {
+    /// The normed input of `attn_q`, `attn_k`, `attn_v` (width `n_embd`).
+    AttnIn,
+    /// The attention output, input of `attn_output` (width `q_dim`).
+    AttnOut,
+    /// The normed input of `ffn_gate`, `ffn_up` (width `n_embd`).
+    FfnIn,
+    /// The SwiGLU output, input of `ffn_down` (width `n_ff`).
+    FfnDown,
+}
+
+impl TapSite {
+    /// The site whose values are the input of block matrix `matrix` (`attn_q`, ...).
+    pub fn of_matrix(matrix: &str) -> Option<TapSite> {
+        Some(match matrix {
+            "attn_q" | "attn_k" | "attn_v" => TapSite::AttnIn,
+            "attn_output" => TapSite::AttnOut,
+            "ffn_gate" | "ffn_up" => TapSite::FfnIn,
+            "ffn_down" => TapSite::FfnDown,
+            _ => return None,
+        })
+    }
+}
+
+/// Observer of the block matrices' inputs: `(layer, site, rows, n_rows)`, `rows` being
+/// `n_rows` inputs back to back. Calibration (`convert::calib`) uses it; inference has none.
+pub type Tap = Box<dyn FnMut(usize, TapSite, &[f32], usize) + Send>;
 
 /// The ops of a decoder forward pass over a batch of `n` tokens (fixed by [`Backend::begin`]).
 ///

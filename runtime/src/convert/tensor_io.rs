@@ -1,10 +1,12 @@
 //! Reading the tensors of a conversion input (GGUF or safetensors) as raw bytes, f32 or
 //! exact BF16 bit patterns, whatever their stored type.
 
+use crate::backend::cpu::dfloat::Df12Decode;
 use std::path::Path;
 
+use crate::backend::cpu::dfloat::Df11Decoder;
 use crate::dfloat::df12::Df12View;
-use crate::dfloat::{Df11Decoder, Df11View};
+use crate::dfloat::Df11View;
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile, Value};
 use crate::lut::LutMatrix;

@@ -54,7 +54,8 @@
 //! # Use
 //!
 //! ```
-//! use suanpan::dfloat::{encode, Df11Decoder, Df11Tensor};
+//! use suanpan::backend::cpu::dfloat::Df11Decoder;
+//! use suanpan::dfloat::{encode, Df11Tensor};
 //! let bf16: Vec<u16> = (0..1000u32).map(|i| half::bf16::from_f32((i as f32).sin()).to_bits()).collect();
 //! let t = encode(&bf16)?;
 //! let blob = t.to_bytes();
@@ -67,21 +68,19 @@
 //! ```
 //!
 //! The [`df12`] submodule holds the faster ~12-bit form DF11 files are transcoded to at load.
+//! This module is the format (a leaf: it imports nothing but errors); the decoders are
+//! kernels of the backends (`backend::cpu::dfloat`, `backend::gpu::df11`).
 //!
 //! [`Error::BadModel`]: crate::Error::BadModel
 //! [`Error::InvalidArg`]: crate::Error::InvalidArg
 
-mod decode;
 pub mod df12;
 mod encode;
 pub mod huffman;
-mod pool;
 mod tensor;
 
-pub use decode::{decode, Df11Decoder, Kernel};
 pub use encode::{encode, encode_with, exponent, exponent_counts, sign_mantissa, EncodeParams};
 pub use huffman::{DEFAULT_MAX_CODE_LEN, MAX_CODE_LEN, NSYM};
-pub use pool::{chunks_covering, decode_elems, decode_matmul_many, Df11Job};
 pub use tensor::{
     Df11Tensor, Df11View, U32s, DEFAULT_CHUNK_BYTES, DF11_HEADER_LEN, DF11_MAGIC, DF11_VERSION,
     MAX_CHUNK_BYTES, MIN_CHUNK_BYTES,

@@ -243,7 +243,7 @@ impl<'a> Df11View<'a> {
     }
 
     /// Everything but the bitstream contents: sizes, code lengths and the whole chunk index.
-    /// O(chunks); [`super::Df11Decoder::decode_into`] runs it on every call.
+    /// O(chunks); `Df11Decoder::decode_into` (CPU backend) runs it on every call.
     pub fn validate(&self) -> Result<()> {
         validate_lengths(self.lengths)?;
         self.validate_sizes()?;

@@ -43,7 +43,7 @@ use crate::backend::cpu::attention::{attention, AttnShape};
 use crate::backend::cpu::ops::{rope, rope_cos_sin, RopeStyle};
 use crate::backend::cpu::Pool;
 use crate::error::{Error, Result};
-use crate::model::ModelConfig;
+use crate::model::config::ModelConfig;
 
 /// What a session needs of its KV cache, whichever backend holds it ([`KvCache`] on the
 /// CPU, `backend::gpu::kv::GpuKvCache` on the GPU): the same policy (context, budget,

@@ -370,7 +370,7 @@ pub fn quantize_gptq(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lut::testutil::Rng;
+    use crate::testutil::Rng;
 
     /// ‖(W − deq(Q))·Xᵀ‖² over the rows of `x` (`n × cols`).
     fn output_error(w: &[f32], m: &LutMatrix, x: &[f32], n: usize) -> f64 {

@@ -408,7 +408,7 @@ impl<'a> LutMatrix<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lut::testutil::Rng;
+    use crate::testutil::Rng;
 
     #[test]
     fn pack_roundtrips_codes_and_params() {

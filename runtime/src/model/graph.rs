@@ -11,41 +11,12 @@ use super::weights::Weights;
 use crate::backend::cpu::exec::CpuBackend;
 pub use crate::backend::cpu::exec::Scratch;
 use crate::backend::cpu::Pool;
-pub use crate::backend::Logits;
+use crate::backend::profile::{OpProfile, Profiled};
 use crate::backend::{Act, Backend, Mat, Norm};
+pub use crate::backend::{Logits, Tap, TapSite};
 use crate::error::Result;
 use crate::format::GgufFile;
 use crate::kv::KvCache;
-
-/// Where a forward pass shows a block matrix's input to a [`Tap`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TapSite {
-    /// The normed input of `attn_q`, `attn_k`, `attn_v` (width `n_embd`).
-    AttnIn,
-    /// The attention output, input of `attn_output` (width `q_dim`).
-    AttnOut,
-    /// The normed input of `ffn_gate`, `ffn_up` (width `n_embd`).
-    FfnIn,
-    /// The SwiGLU output, input of `ffn_down` (width `n_ff`).
-    FfnDown,
-}
-
-impl TapSite {
-    /// The site whose values are the input of block matrix `matrix` (`attn_q`, ...).
-    pub fn of_matrix(matrix: &str) -> Option<TapSite> {
-        Some(match matrix {
-            "attn_q" | "attn_k" | "attn_v" => TapSite::AttnIn,
-            "attn_output" => TapSite::AttnOut,
-            "ffn_gate" | "ffn_up" => TapSite::FfnIn,
-            "ffn_down" => TapSite::FfnDown,
-            _ => return None,
-        })
-    }
-}
-
-/// Observer of the block matrices' inputs: `(layer, site, rows, n_rows)`, `rows` being
-/// `n_rows` inputs back to back. Calibration (`convert::calib`) uses it; inference has none.
-pub type Tap = Box<dyn FnMut(usize, TapSite, &[f32], usize) + Send>;
 
 /// Run `tokens` through the model on backend `b`: embed → N × block → norm → LM head.
 ///
@@ -110,7 +81,8 @@ pub fn run<B: Backend>(c: &ModelConfig, b: &mut B, tokens: &[u32], logits: Logit
 
 /// Run `tokens` (at RoPE positions `kv.next_pos()..`) through the model on the CPU, store
 /// their keys/values in `kv`, and return the requested logits (`n_vocab` per token). The
-/// caller applies the overflow policy first ([`KvCache::make_room`]).
+/// caller applies the overflow policy first ([`KvCache::make_room`]). With `profile`, every
+/// op's time is added to it.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<'s>(
     c: &ModelConfig,
@@ -121,9 +93,13 @@ pub fn forward<'s>(
     kv: &mut KvCache,
     s: &'s mut Scratch,
     logits: Logits,
+    profile: Option<&mut OpProfile>,
 ) -> Result<&'s [f32]> {
     let mut b = CpuBackend::new(c, w, file, pool, kv, s);
-    let r = run(c, &mut b, tokens, logits);
+    let r = match profile {
+        Some(p) => run(c, &mut Profiled::new(b, p), tokens, logits),
+        None => run(c, &mut b, tokens, logits),
+    };
     if r.is_err() {
         kv.abort();
     }

@@ -3,7 +3,6 @@
 //! threads (`Arc<Model>`); sessions hold the mutable state.
 
 pub mod config;
-pub mod estimate;
 pub mod graph;
 pub mod load;
 pub mod weights;
@@ -13,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use config::{Arch, ModelConfig};
-pub use estimate::MemoryEstimate;
 pub use graph::Logits;
 pub use load::LoadProgress;
 pub use weights::Weights;
@@ -131,7 +129,7 @@ pub struct Model {
     /// Identity of the file for saved session states, computed on first use.
     pub(crate) fingerprint: OnceLock<u64>,
     /// Constrained decoding's tables for this vocabulary, built on first use.
-    pub(crate) grammars: OnceLock<std::result::Result<crate::session::constrain::Grammars, String>>,
+    pub(crate) grammars: OnceLock<std::result::Result<crate::tokenizer::grammar::Grammars, String>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -353,7 +351,7 @@ impl Model {
             return format!("gpu ({})", g.device().adapter_name());
         }
         let dot = crate::backend::cpu::dot::simd_level();
-        let lut = crate::lut::gemv::simd_level();
+        let lut = crate::backend::cpu::lut::gemv::simd_level();
         if lut == dot {
             format!("cpu ({dot}, {} threads)", self.n_threads())
         } else {
@@ -426,5 +424,19 @@ fn gpu_for(
                 Some(format!("auto: running on the CPU because {why}")),
             )),
         }
+    }
+}
+
+impl Model {
+    /// The constrained-decoding tables, built on first use (about a second for a 50k
+    /// vocabulary in a debug build) and shared by every session of the model.
+    pub(crate) fn grammars(&self) -> Result<&crate::tokenizer::grammar::Grammars> {
+        self.grammars
+            .get_or_init(|| {
+                crate::tokenizer::grammar::Grammars::new(&self.tokenizer, self.config.n_vocab)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| crate::Error::Internal(e.clone()))
     }
 }

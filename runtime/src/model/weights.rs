@@ -1,14 +1,17 @@
 //! The tensors of a decoder model, checked against the config and kept where they lie in
 //! the mapped file (matrices are never copied; only small norm vectors are decoded to f32).
 
+use crate::backend::cpu::dfloat::Df12Decode;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::config::{Arch, ModelConfig};
-use crate::backend::cpu::matmul::WeightView;
-use crate::dfloat::df12::{transcode_df11, Df12View};
-use crate::dfloat::{decode_elems, Df11Decoder, Df11View};
+use crate::backend::cpu::dfloat::transcode_df11;
+use crate::backend::cpu::dfloat::{decode_elems, Df11Decoder};
+use crate::backend::cpu::rows::WeightView;
+use crate::dfloat::df12::Df12View;
+use crate::dfloat::Df11View;
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile, TensorInfo};
 use crate::lut::LutMatrix;

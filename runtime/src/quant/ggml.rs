@@ -28,6 +28,7 @@
 
 use half::{bf16, f16};
 
+use super::f16_at;
 use super::kquant::QK_K;
 use super::{iq4, kquant, q5, ternary};
 use crate::format::GgmlType;
@@ -36,12 +37,6 @@ use crate::format::GgmlType;
 pub const QK: usize = 32;
 /// Bytes of one Q8_0 weight block.
 pub const Q8_0_BYTES: usize = 34;
-
-/// The f16 at byte offset `at` of `b`, widened to f32.
-#[inline]
-pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
-}
 
 /// Dequantize one row (`out.len()` elements) of a tensor of type `ty` from its bytes.
 /// `row` must hold exactly the bytes of `out.len()` elements. Supports every type for which

@@ -8,7 +8,7 @@
 //! within 32 weights: x[j] = s·LEVELS[qs[j] & 15], x[j+16] = s·LEVELS[qs[j] >> 4]  (j < 16)
 //! ```
 
-use super::ggml::f16_at;
+use super::f16_at;
 
 /// The 16 levels of IQ4_NL / IQ4_XS codes (llama.cpp's `kvalues_iq4nl`).
 pub const LEVELS: [i8; 16] = [

@@ -23,7 +23,7 @@
 //! Scales multiply in the order llama.cpp uses (`(d·sc)·q − dmin·m`), so values match its
 //! reference dequantizer bit for bit.
 
-use super::ggml::f16_at;
+use super::f16_at;
 
 /// Elements of one K-quant super-block.
 pub const QK_K: usize = 256;

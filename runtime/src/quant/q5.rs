@@ -9,7 +9,7 @@
 //! Q5_0: x[j] = d * (code - 16)          Q5_1: x[j] = d * code + m
 //! ```
 
-use super::ggml::f16_at;
+use super::f16_at;
 
 /// Bytes of one Q5_0 block.
 pub const Q5_0_BYTES: usize = 22;

@@ -16,11 +16,9 @@
 //! generation with [`Error::InvalidArg`] naming the constraint, never a hang; a grammar that
 //! does not compile is refused before any token is evaluated.
 
-use std::sync::Arc;
-
 use llguidance::api::TopLevelGrammar;
-use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
-use llguidance::{JsonCompileOptions, Matcher, ParserFactory};
+use llguidance::toktrie::SimpleVob;
+use llguidance::{JsonCompileOptions, Matcher};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -101,77 +99,6 @@ impl Constraint {
     }
 }
 
-/// The model's vocabulary as llguidance sees it.
-struct VocabEnv {
-    trie: TokTrie,
-}
-
-impl TokenizerEnv for VocabEnv {
-    fn tok_trie(&self) -> &TokTrie {
-        &self.trie
-    }
-    /// Greedy longest-match over the trie (used by llguidance only for forced text, which
-    /// the generation loop does not ask for).
-    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        self.trie.greedy_tokenize(s)
-    }
-}
-
-/// Compiles constraints for one model: the token trie and llguidance's per-vocabulary
-/// tables, built on first use and kept with the model.
-pub(crate) struct Grammars {
-    factory: ParserFactory,
-}
-
-impl Grammars {
-    /// Build from the model's tokenizer. Vocabulary rows past the tokenizer (padded
-    /// embeddings) become special tokens no grammar can produce.
-    pub(crate) fn new(model: &Model) -> Result<Grammars> {
-        let tok = &model.tokenizer;
-        let n = model.config.n_vocab.max(tok.vocab_size());
-        let special = |text: &str| {
-            let mut b = Vec::with_capacity(text.len() + 1);
-            b.push(TokTrie::SPECIAL_TOKEN_MARKER);
-            b.extend_from_slice(text.as_bytes());
-            b
-        };
-        let words: Vec<Vec<u8>> = (0..n as u32)
-            .map(|id| {
-                let bytes = tok.token_bytes(id);
-                if (id as usize) >= tok.vocab_size() {
-                    special(&format!("<[{id}]>"))
-                } else if tok.is_control(id) || tok.is_eog(id) || bytes.is_empty() {
-                    special(tok.token_text(id))
-                } else {
-                    bytes.to_vec()
-                }
-            })
-            .collect();
-        let eog = tok.eog_ids();
-        let eos = tok.eos().or(eog.first().copied()).unwrap_or(u32::MAX);
-        let mut trie = TokTrie::from(&TokRxInfo::new(n as u32, eos), &words);
-        if eog.len() > 1 {
-            trie = trie.with_eos_tokens(&eog);
-        }
-        let env: TokEnv = Arc::new(VocabEnv { trie });
-        let mut factory = ParserFactory::new_simple(&env)
-            .map_err(|e| Error::Internal(format!("constrained decoding setup: {e}")))?;
-        factory.quiet();
-        Ok(Grammars { factory })
-    }
-}
-
-impl Model {
-    /// The constrained-decoding tables, built on first use (about a second for a 50k
-    /// vocabulary in a debug build) and shared by every session of the model.
-    pub(crate) fn grammars(&self) -> Result<&Grammars> {
-        self.grammars
-            .get_or_init(|| Grammars::new(self).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| Error::Internal(e.clone()))
-    }
-}
-
 /// One constrained generation: the matcher and the mask of allowed next tokens.
 pub(crate) struct Guide {
     matcher: Matcher,
@@ -190,7 +117,7 @@ impl Guide {
         let grammars = model.grammars()?;
         let grammar = c.to_grammar()?;
         let kind = c.kind();
-        let matcher = Matcher::new(grammars.factory.create_parser(grammar));
+        let matcher = Matcher::new(grammars.factory().create_parser(grammar));
         if let Some(e) = matcher.get_error() {
             return Err(Error::invalid(format!("{kind}: {}", first_line(&e))));
         }

@@ -7,13 +7,13 @@
 
 use std::path::Path;
 
-use super::config::ModelConfig;
-use super::Model;
+use super::params::SessionParams;
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile};
 use crate::kv::KvCache;
-use crate::session::SessionParams;
-use crate::ModelParams;
+use crate::model::config::ModelConfig;
+use crate::model::Model;
+use crate::model::ModelParams;
 
 /// Largest accepted prompt batch.
 const MAX_BATCH: usize = 8192;
@@ -131,7 +131,9 @@ fn resolve_threads(n: usize) -> usize {
 fn df12_bytes_of_df11(file: &GgufFile) -> Result<u64> {
     let mut total = 0;
     for t in file.tensors.iter().filter(|t| t.ty == GgmlType::Df11) {
-        let n: u64 = super::weights::df11_dims(file, &t.name)?.iter().product();
+        let n: u64 = crate::model::weights::df11_dims(file, &t.name)?
+            .iter()
+            .product();
         let blocks = n.div_ceil(crate::dfloat::df12::DEFAULT_BLOCK as u64);
         total += crate::dfloat::df12::DF12_HEADER_LEN as u64 + n + n.div_ceil(2) + 4 * (blocks + 1);
     }
@@ -158,7 +160,8 @@ impl Model {
         Ok(MemoryEstimate {
             file_bytes,
             weights_bytes: file.tensors.iter().map(|t| t.size).sum(),
-            transcode_bytes: if params.keep_df11 || params.backend == super::BackendKind::Gpu {
+            transcode_bytes: if params.keep_df11 || params.backend == crate::model::BackendKind::Gpu
+            {
                 0
             } else {
                 df12_bytes_of_df11(&file)?

@@ -36,6 +36,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 mod from_gguf;
+pub(crate) mod grammar;
 mod pre;
 mod stream;
 

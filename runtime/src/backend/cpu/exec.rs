@@ -12,17 +12,17 @@ use super::ops::{
     silu_mul,
 };
 use super::Pool;
+use crate::backend::cpu::dfloat::{decode_matmul_many, Df11Job};
+use crate::backend::cpu::dfloat::{df12_matmul_many, Df12Job};
+use crate::backend::cpu::lut::gemm::gemm_many;
+use crate::backend::cpu::lut::table::rebuild_many;
+use crate::backend::cpu::lut::LutTables;
 use crate::backend::{Act, Backend, Logits, Mat, Norm};
-use crate::dfloat::df12::{df12_matmul_many, Df12Job};
-use crate::dfloat::{decode_matmul_many, Df11Job};
+use crate::backend::{Tap, TapSite};
 use crate::error::{Error, Result};
 use crate::format::{GgmlType, GgufFile};
 use crate::kv::KvCache;
-use crate::lut::gemm::gemm_many;
-use crate::lut::table::rebuild_many;
-use crate::lut::LutTables;
 use crate::model::config::{Activation, ModelConfig};
-use crate::model::graph::{Tap, TapSite};
 use crate::model::weights::{Linear, RowScratch, Weights};
 use crate::quant::ggml::{quantize_row, ActFormat};
 
@@ -104,7 +104,7 @@ impl Scratch {
         self.cap
     }
 
-    /// Bytes the buffers hold (what [`crate::model::MemoryEstimate`] predicts).
+    /// Bytes the buffers hold (what [`crate::session::MemoryEstimate`] predicts).
     pub fn bytes(&self) -> usize {
         let f32s = [
             &self.x,

@@ -4,27 +4,10 @@
 //! applies every row to all tokens while it is hot in L1.
 
 use super::dot::qgemm::{gemm_rows_raw, has_gemm, QGEMM_MIN_TOKENS};
-use super::dot::{dot, dot4};
 use super::gemm_bf16::{dense_rows_raw, DenseActs};
 use super::pool::{split_range, Pool};
+use super::rows::{matmul_rows_raw, WeightView};
 use crate::format::GgmlType;
-
-/// A borrowed weight matrix: `rows` rows of `cols` elements of type `ty`.
-#[derive(Clone, Copy, Debug)]
-pub struct WeightView<'a> {
-    pub ty: GgmlType,
-    pub rows: usize,
-    pub cols: usize,
-    pub data: &'a [u8],
-}
-
-impl WeightView<'_> {
-    /// Bytes of one row.
-    pub fn row_bytes(&self) -> usize {
-        let (bl, bb) = self.ty.block_geometry();
-        self.cols / bl * bb
-    }
-}
 
 /// Raw output pointer shared by the threads; each writes only its own rows.
 struct OutPtr(*mut f32);
@@ -119,56 +102,7 @@ pub fn matmul_many<'a, 'w>(
     });
 }
 
-/// `out[t][r0 + i] = w[i] · x[t]` for the `w.rows` rows of `w`, which are rows
-/// `r0..r0 + w.rows` of a matrix of `rows_total` rows, on the calling thread: the row
-/// kernel of [`matmul_many`], for callers that produce weight rows themselves (the DFloat11
-/// decoder applies each decoded block while it is in cache, with exactly the arithmetic,
-/// and so the results, of the BF16 matrix).
-///
-/// # Safety
-/// `out` points to `n_tokens × rows_total` writable f32s, `r0 + w.rows <= rows_total`, and
-/// no other thread writes rows `r0..r0 + w.rows` of it meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn matmul_rows_raw(
-    w: &WeightView,
-    r0: usize,
-    rows_total: usize,
-    acts: &[u8],
-    act_row_bytes: usize,
-    n_tokens: usize,
-    out: *mut f32,
-) {
-    assert!(
-        acts.len() >= n_tokens * act_row_bytes && r0 + w.rows <= rows_total,
-        "matmul_rows_raw: activations or rows out of range"
-    );
-    assert!(
-        w.data.len() >= w.row_bytes() * w.rows,
-        "matmul weights too small"
-    );
-    let rb = w.row_bytes();
-    for r in 0..w.rows {
-        let wrow = &w.data[r * rb..(r + 1) * rb];
-        let act = |t: usize| &acts[t * act_row_bytes..(t + 1) * act_row_bytes];
-        let at = |t: usize| t * rows_total + r0 + r;
-        let mut t = 0;
-        while t + 4 <= n_tokens {
-            let v = dot4(w.ty, wrow, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
-            for (k, vk) in v.into_iter().enumerate() {
-                // SAFETY: t + k < n_tokens and r0 + r < rows_total (caller's contract).
-                unsafe { *out.add(at(t + k)) = vk };
-            }
-            t += 4;
-        }
-        for t in t..n_tokens {
-            let v = dot(w.ty, wrow, act(t));
-            // SAFETY: as above.
-            unsafe { *out.add(at(t)) = v };
-        }
-    }
-}
-
-/// Rows `range` of `w` against every token.
+/// Rows `range` of `w` against every token (the row kernel on this thread's share).
 fn rows_kernel(
     w: &WeightView,
     p: &OutPtr,
@@ -178,24 +112,22 @@ fn rows_kernel(
     n_tokens: usize,
 ) {
     let rb = w.row_bytes();
-    let rows = w.rows;
-    for r in range {
-        let wrow = &w.data[r * rb..(r + 1) * rb];
-        let act = |t: usize| &acts[t * act_row_bytes..(t + 1) * act_row_bytes];
-        let mut t = 0;
-        while t + 4 <= n_tokens {
-            let v = dot4(w.ty, wrow, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
-            for (k, vk) in v.into_iter().enumerate() {
-                // SAFETY: t + k < n_tokens and r < rows, so the index is inside the output
-                // (checked by the caller), and no other thread writes row r.
-                unsafe { *p.0.add((t + k) * rows + r) = vk };
-            }
-            t += 4;
-        }
-        for t in t..n_tokens {
-            let v = dot(w.ty, wrow, act(t));
-            // SAFETY: as above.
-            unsafe { *p.0.add(t * rows + r) = v };
-        }
-    }
+    let part = WeightView {
+        rows: range.len(),
+        data: &w.data[range.start * rb..range.end * rb],
+        ..*w
+    };
+    // SAFETY: `p` points to `n_tokens × w.rows` f32s (checked by `matmul_many`), `range` is
+    // within `w.rows`, and each thread gets its own rows.
+    unsafe {
+        matmul_rows_raw(
+            &part,
+            range.start,
+            w.rows,
+            acts,
+            act_row_bytes,
+            n_tokens,
+            p.0,
+        )
+    };
 }

@@ -16,7 +16,8 @@ use super::device::GpuDevice;
 use super::ops::{grid, WG};
 use super::pipeline::{PipeKey, Shader};
 use super::record::{Params, Recorder};
-use crate::dfloat::{Df11Decoder, Df11View};
+use crate::backend::cpu::dfloat::Df11Decoder;
+use crate::dfloat::Df11View;
 use crate::error::{Error, Result};
 
 /// Default refined unit size in bytes of bitstream.

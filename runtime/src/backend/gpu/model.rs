@@ -18,6 +18,7 @@
 //! and a LUT lookup a gather kernel of its own. A tied LM head of such a type is uploaded
 //! and run on the GPU like any projection (the embedding itself is not uploaded twice).
 
+use crate::backend::cpu::dfloat::Df12Decode;
 use std::sync::Arc;
 
 use super::buffer::GpuBuffer;

@@ -36,10 +36,12 @@
 //!
 //! [`Df12View::parse`] checks everything, in one pass over the codes (every escape has
 //! exactly one exception entry in its block and every entry points at an escape), so a
-//! parsed view decodes without further checks; the decoders stay memory-safe on any view.
+//! parsed view decodes without further checks; the decoders (the CPU backend's
+//! `backend::cpu::dfloat::df12_kernel`, the GPU's df12 shader) stay memory-safe on any view.
 //! Every malformed blob is an [`Error::BadModel`](crate::Error::BadModel), never a panic.
 //!
 //! ```
+//! use suanpan::backend::cpu::dfloat::Df12Decode;
 //! use suanpan::dfloat::df12::{encode, Df12View};
 //! let bf16: Vec<u16> = (0..1000u32).map(|i| half::bf16::from_f32((i as f32).sin()).to_bits()).collect();
 //! let blob = encode(&bf16).to_bytes();
@@ -49,15 +51,6 @@
 //! assert_eq!(out, bf16);
 //! # Ok::<(), suanpan::Error>(())
 //! ```
-
-#[cfg(target_arch = "x86_64")]
-mod fused_x86;
-mod gemv;
-pub mod kernel;
-mod transcode;
-
-pub use gemv::{df12_matmul_many, Df12Job};
-pub use transcode::transcode_df11;
 
 use std::ops::Range;
 
@@ -361,7 +354,7 @@ impl<'a> Df12View<'a> {
                 }
                 prev = Some(i);
             }
-            let escapes = kernel::count_escapes(self.codes, vals);
+            let escapes = count_escapes(self.codes, vals);
             if escapes != k1 - k0 {
                 return Err(bad(format!(
                     "block {b} holds {escapes} escape codes but {} exceptions",
@@ -390,18 +383,10 @@ impl<'a> Df12View<'a> {
             .filter(move |i| r.contains(i))
     }
 
-    /// Decode values `r` into `out` (`out.len() == r.len()`), with the fastest kernel.
-    pub fn decode_range(&self, r: Range<usize>, out: &mut [u16]) -> Result<()> {
-        self.decode_range_with(kernel::Kernel::best(), r, out)
-    }
-
-    /// Decode values `r` with a chosen kernel (tests compare them).
-    pub fn decode_range_with(
-        &self,
-        k: kernel::Kernel,
-        r: Range<usize>,
-        out: &mut [u16],
-    ) -> Result<()> {
+    /// Write the escaped exponents of values `r` into `out` (`out.len() == r.len()`),
+    /// whose other values a dense decode (`backend::cpu::dfloat::df12_kernel`) produced with
+    /// exponent 0 for the escape code.
+    pub fn patch_escapes(&self, r: Range<usize>, out: &mut [u16]) -> Result<()> {
         if r.start > r.end || r.end > self.n || out.len() != r.len() {
             return Err(Error::invalid(format!(
                 "df12: value range {r:?} of {} into {} values",
@@ -409,15 +394,6 @@ impl<'a> Df12View<'a> {
                 out.len()
             )));
         }
-        kernel::decode_dense(
-            k,
-            &self.table,
-            self.sign_mantissa,
-            self.codes,
-            r.clone(),
-            out,
-        );
-        // Patch the escapes.
         for e in self.exceptions_near(&r) {
             let i = le32(self.exc_index, e) as usize;
             if r.contains(&i) {
@@ -427,11 +403,11 @@ impl<'a> Df12View<'a> {
         }
         Ok(())
     }
+}
 
-    /// Decode every value.
-    pub fn decode(&self) -> Result<Vec<u16>> {
-        let mut out = vec![0u16; self.n];
-        self.decode_range(0..self.n, &mut out)?;
-        Ok(out)
-    }
+/// Number of escape codes (15) among values `r` of the packed `codes`.
+fn count_escapes(codes: &[u8], r: Range<usize>) -> usize {
+    (r.start..r.end)
+        .filter(|&i| (codes[i / 2] >> (4 * (i % 2))) & 15 == ESCAPE)
+        .count()
 }

@@ -1,6 +1,6 @@
 //! DFloat11 → BF16 decoder: table driven, chunk parallel.
 //!
-//! Three tables are built once per code (per [`Df11Decoder`]):
+//! Two tables are built once per code (per [`Df11Decoder`]):
 //!
 //! * **Per-symbol tables** (the format's reference decoder; the same shape a GPU kernel uses):
 //!   256-entry blocks of `u32`. Block 0 is indexed by the next 8 bits of the stream; an entry
@@ -13,9 +13,6 @@
 //!   and their count in byte 7. LLM exponent codes average ~2.6 bits, so one lookup yields
 //!   ~4 exponents. An entry of 0 (the window starts with a code longer than 12 bits, or with
 //!   no code) takes the per-symbol path.
-//! * **8-bit table** (the previous kernel, [`Kernel::Table8`], kept for comparison): 256
-//!   entries of up to 3 exponents as pre-shifted u16 lanes.
-//!
 //! Multi12 hot loop: one unaligned big-endian 64-bit load per refill gives ≥ 57 valid bits,
 //! enough for four 12-bit lookups (or short lookups followed by one code of up to 32 bits).
 //! Each lookup stores its whole entry as 8 exponent bytes (bytes past the count land on
@@ -29,14 +26,11 @@
 
 use std::ops::Range;
 
-use super::huffman::{canonical_codes, validate_lengths, NSYM};
-use super::tensor::Df11View;
+use crate::dfloat::huffman::{canonical_codes, validate_lengths, NSYM};
+use crate::dfloat::Df11View;
 use crate::error::{Error, Result};
 
 const LINK: u32 = 1 << 31;
-/// Room a refill step needs in the output: 5 lookups × 3 values + one 4-lane write.
-const FAST_MARGIN: usize = 19;
-
 /// Chunks decoded at once by one thread (independent dependency chains).
 const INTERLEAVE: usize = 4;
 
@@ -53,14 +47,12 @@ const MULTI_STORE: usize = (MULTI_LOOKUPS - 1) * MULTI_MAX as usize + 8;
 /// Output room the checked refill asks for (a power of two ≥ MULTI_STORE).
 const MULTI_MARGIN: usize = MULTI_STORE.next_power_of_two();
 
-/// Which decoding loop to run. [`Kernel::Multi12`] is the default everywhere; the others
-/// are kept as references for tests and benchmarks.
+/// Which decoding loop to run. [`Kernel::Multi12`] is the default everywhere; the
+/// reference is for tests and benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     /// One code at a time through the per-symbol tables (the reference decoder).
     Reference,
-    /// 8-bit multi-symbol table, u16 output lanes (the previous fast path).
-    Table8,
     /// 12-bit multi-symbol table, exponent bytes widened in place by a SIMD pass.
     Multi12,
 }
@@ -77,8 +69,6 @@ struct Stream {
 pub struct Df11Decoder {
     lengths: [u8; NSYM],
     nsym: usize,
-    /// 8-bit multi-symbol table (see module docs).
-    fast: Box<[u64; 256]>,
     /// 12-bit multi-symbol table (see module docs).
     multi: Box<[u64; 1 << MULTI_BITS]>,
     /// Per-symbol tables: 256-entry blocks, block 0 first.
@@ -308,29 +298,9 @@ impl Df11Decoder {
                 depth += 8;
             }
         }
-        let mut fast = Box::new([0u64; 256]);
-        for (x, f) in fast.iter_mut().enumerate() {
-            let mut used = 0u32;
-            let mut k = 0u32;
-            let mut entry = 0u64;
-            while k < 3 {
-                let e = tables[(x << used) & 0xff];
-                let len = (e >> 8) & 63;
-                if e & LINK != 0 || len == 0 || len > 8 - used {
-                    break;
-                }
-                entry |= ((e & 0xff) as u64) << (7 + 16 * k);
-                used += len;
-                k += 1;
-            }
-            if k > 0 {
-                *f = entry | ((k as u64) << 6 | used as u64) << 48;
-            }
-        }
         let mut dec = Df11Decoder {
             lengths: *lengths,
             nsym,
-            fast,
             multi: Box::new([0u64; 1 << MULTI_BITS]),
             tables,
         };
@@ -395,110 +365,6 @@ impl Df11Decoder {
             return (len != 0).then_some((e as u8, len));
         }
         None
-    }
-
-    /// One refill of the fast loop on stream `s`: an unaligned 64-bit load, then up to six
-    /// 8-bit lookups (or short lookups followed by one long code). Requires
-    /// `s.i + FAST_MARGIN <= out.len()` and `s.pos / 8 + 8 <= bs.len()`. `None`: a bit
-    /// pattern that is no code.
-    #[inline(always)]
-    fn refill_step(&self, bs: &[u8], out: &mut [u16], s: &mut Stream) -> Option<()> {
-        let byte = s.pos >> 3;
-        let w = u64::from_be_bytes(bs[byte..byte + 8].try_into().expect("8 bytes"));
-        // ≥ 57 valid bits at the top of b.
-        let mut b = w << (s.pos & 7);
-        // Σ (len | nsym << 6) of the fast entries used: low 6 bits = bits consumed (≤ 48),
-        // the rest = values written.
-        let mut acc = 0u64;
-        let mut i = s.i;
-        for _ in 0..6 {
-            let e = self.fast[(b >> 56) as usize];
-            if e == 0 {
-                // A code longer than 8 bits (or no code) needs 32 valid bits: 57 - 25.
-                let used = (acc & 63) as u32;
-                if used <= 25 {
-                    let (sym, len) = self.decode_one(b)?;
-                    out[i] = (sym as u16) << 7;
-                    i += 1;
-                    acc += len as u64;
-                }
-                break;
-            }
-            // Lanes 0..3 hold the exponents (<< 7), lane 3 is metadata: it lands on a slot
-            // that the next write (or the tail loop) overwrites.
-            let o: &mut [u16; 4] = (&mut out[i..i + 4]).try_into().expect("4 lanes");
-            *o = [
-                e as u16,
-                (e >> 16) as u16,
-                (e >> 32) as u16,
-                (e >> 48) as u16,
-            ];
-            let meta = e >> 48;
-            i += (meta >> 6) as usize;
-            acc += meta;
-            b = b.wrapping_shl(meta as u32); // shifts by meta & 63 = code bits
-        }
-        s.pos += (acc & 63) as usize;
-        s.i = i;
-        Some(())
-    }
-
-    #[inline(always)]
-    fn can_step(bs: &[u8], n: usize, s: &Stream) -> bool {
-        s.i + FAST_MARGIN <= n && (s.pos >> 3) + 8 <= bs.len()
-    }
-
-    /// Finish stream `s` one code at a time (fast steps while possible, then bounds-checked
-    /// single codes). Returns the bit position after the last code.
-    fn finish(&self, bs: &[u8], out: &mut [u16], mut s: Stream) -> Result<usize> {
-        let n = out.len();
-        while Self::can_step(bs, n, &s) {
-            if self.refill_step(bs, out, &mut s).is_none() {
-                return Err(bad(format!("bit pattern near bit {} is not a code", s.pos)));
-            }
-        }
-        let mut pos = s.pos;
-        for o in &mut out[s.i..] {
-            let (sym, len) = self.reference_one(bs, pos)?;
-            *o = (sym as u16) << 7;
-            pos += len as usize;
-        }
-        Ok(pos)
-    }
-
-    /// Decode `N` spans at once, span `j` being `outs[j].len()` exponents from bit
-    /// `starts[j]` (written as `e << 7`). Their dependency chains (lookup → shift → lookup)
-    /// are independent, so interleaving them keeps the core busy. Returns each end bit.
-    fn decode_spans<const N: usize>(
-        &self,
-        bs: &[u8],
-        starts: [usize; N],
-        outs: [&mut [u16]; N],
-    ) -> Result<[usize; N]> {
-        let mut st: [Stream; N] = std::array::from_fn(|j| Stream {
-            pos: starts[j],
-            i: 0,
-        });
-        'outer: loop {
-            for j in 0..N {
-                if !Self::can_step(bs, outs[j].len(), &st[j]) {
-                    break 'outer;
-                }
-            }
-            let mut ok = true;
-            for j in 0..N {
-                ok &= self.refill_step(bs, outs[j], &mut st[j]).is_some();
-            }
-            if !ok {
-                break; // `finish` reports it with the position
-            }
-        }
-        let mut ends = [0usize; N];
-        for j in 0..N {
-            let s = Stream { ..st[j] };
-            ends[j] = self.finish(bs, outs[j], s)?;
-        }
-        Ok(ends)
     }
 
     /// One refill of the Multi12 loop on stream `s`, writing exponent bytes to `eb`: an
@@ -858,10 +724,6 @@ impl Df11Decoder {
                     for j in 0..m {
                         ends[j] = self.reference_span(bs, st[j], outs[j])?;
                     }
-                }
-                Kernel::Table8 => {
-                    let [o0, o1, o2, o3] = &mut outs;
-                    interleave!(self, decode_spans, bs, st, ends, m, o0, o1, o2, o3);
                 }
                 Kernel::Multi12 => {
                     // Exponent bytes go to the upper half of each span's output.

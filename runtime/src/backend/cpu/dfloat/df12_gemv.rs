@@ -3,13 +3,14 @@
 //! and runs them through the BF16 row kernel of [`crate::backend::cpu::matmul`] while they
 //! are in cache, so the results are bitwise those of the BF16 matrix. No full BF16 copy.
 
+use crate::backend::cpu::dfloat::Df12Decode;
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-use super::Df12View;
 use crate::backend::cpu::gemm_bf16::{dense_rows_raw, DenseActs};
-use crate::backend::cpu::matmul::WeightView;
 use crate::backend::cpu::pool::{split_range, Pool};
+use crate::backend::cpu::rows::WeightView;
+use crate::dfloat::df12::Df12View;
 use crate::error::{Error, Result};
 use crate::format::GgmlType;
 
@@ -137,11 +138,11 @@ pub fn df12_matmul_many(
 #[cfg(target_arch = "x86_64")]
 fn fused_x86_ok(cols: usize) -> bool {
     crate::backend::cpu::dot::has_avx2()
-        && super::kernel::Kernel::best() == super::kernel::Kernel::Avx2
+        && super::df12_kernel::Kernel::best() == super::df12_kernel::Kernel::Avx2
         && cols.is_multiple_of(32)
 }
 
-/// Rows `rows` of job `j` through [`super::fused_x86::dot_row`], tokens in groups of four
+/// Rows `rows` of job `j` through [`super::df12_fused_x86::dot_row`], tokens in groups of four
 /// as the BF16 row kernel groups them; a row holding an escape is decoded into `buf` and
 /// goes through the BF16 row kernel itself.
 ///
@@ -156,7 +157,7 @@ unsafe fn fused_rows_x86(
     out: *mut f32,
     buf: &mut Vec<u16>,
 ) -> Result<()> {
-    use super::fused_x86::dot_row;
+    use super::df12_fused_x86::dot_row;
     let c = j.cols;
     let t = &j.t;
     let n = t.n;

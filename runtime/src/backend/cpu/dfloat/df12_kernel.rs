@@ -8,6 +8,48 @@
 
 use std::ops::Range;
 
+use crate::dfloat::df12::Df12View;
+use crate::error::Result;
+
+/// Decoding a parsed df12 tensor on the CPU: a dense kernel, then the escapes patched in.
+pub trait Df12Decode {
+    /// Decode values `r` into `out` (`out.len() == r.len()`), with [`Kernel::best`].
+    fn decode_range(&self, r: Range<usize>, out: &mut [u16]) -> Result<()> {
+        self.decode_range_with(Kernel::best(), r, out)
+    }
+    /// Decode values `r` with a chosen kernel (tests compare them).
+    fn decode_range_with(&self, k: Kernel, r: Range<usize>, out: &mut [u16]) -> Result<()>;
+    /// Decode every value.
+    fn decode(&self) -> Result<Vec<u16>>;
+}
+
+impl Df12Decode for Df12View<'_> {
+    fn decode_range_with(&self, k: Kernel, r: Range<usize>, out: &mut [u16]) -> Result<()> {
+        if r.start > r.end || r.end > self.n || out.len() != r.len() {
+            return Err(crate::error::Error::invalid(format!(
+                "df12: value range {r:?} of {} into {} values",
+                self.n,
+                out.len()
+            )));
+        }
+        decode_dense(
+            k,
+            &self.table,
+            self.sign_mantissa,
+            self.codes,
+            r.clone(),
+            out,
+        );
+        self.patch_escapes(r, out)
+    }
+
+    fn decode(&self) -> Result<Vec<u16>> {
+        let mut out = vec![0u16; self.n];
+        self.decode_range(0..self.n, &mut out)?;
+        Ok(out)
+    }
+}
+
 /// A decode kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
@@ -20,20 +62,20 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The kernel decodes use: the fastest this CPU runs, or the reference when
-    /// `SUANPAN_FORCE_SCALAR` is set (read once).
+    /// The kernel decodes use: the fastest that [`crate::backend::cpu::features::cpu`]
+    /// allows (the reference under `SUANPAN_FORCE_SCALAR`).
     pub fn best() -> Kernel {
-        static K: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *K.get_or_init(|| {
-            if std::env::var_os("SUANPAN_FORCE_SCALAR").is_some() {
-                Kernel::Reference
-            } else {
-                Kernel::fastest()
-            }
-        })
+        let f = crate::backend::cpu::features::cpu();
+        if f.avx2 {
+            Kernel::Avx2
+        } else if f.neon {
+            Kernel::Neon
+        } else {
+            Kernel::Reference
+        }
     }
 
-    /// The fastest kernel the CPU runs.
+    /// The fastest kernel the CPU runs, whatever `SUANPAN_FORCE_SCALAR` says.
     fn fastest() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -63,25 +105,6 @@ pub fn decode_one(table: &[u8; 16], sm: u8, code: u8) -> u16 {
     (u16::from(sm & 0x80) << 8)
         | (u16::from(table[(code & 15) as usize]) << 7)
         | u16::from(sm & 0x7f)
-}
-
-/// Number of escape codes (15) among values `r`.
-pub fn count_escapes(codes: &[u8], r: Range<usize>) -> usize {
-    let mut n = 0;
-    let mut i = r.start;
-    if i % 2 == 1 && i < r.end {
-        n += usize::from(codes[i / 2] >> 4 == 15);
-        i += 1;
-    }
-    let whole = (r.end - i) / 2;
-    for &b in &codes[i / 2..i / 2 + whole] {
-        n += usize::from(b & 15 == 15) + usize::from(b >> 4 == 15);
-    }
-    i += 2 * whole;
-    if i < r.end {
-        n += usize::from(codes[i / 2] & 15 == 15);
-    }
-    n
 }
 
 /// Decode values `r` (`out.len() == r.len()`, `r` within `sm` and `codes`) without the

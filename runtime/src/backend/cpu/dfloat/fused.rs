@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::cell::RefCell;
 
 use super::decode::Df11Decoder;
-use super::tensor::Df11View;
 use crate::backend::cpu::gemm_bf16::{dense_rows_raw, DenseActs};
-use crate::backend::cpu::matmul::WeightView;
 use crate::backend::cpu::pool::{split_range, Pool};
+use crate::backend::cpu::rows::WeightView;
+use crate::dfloat::Df11View;
 use crate::error::{Error, Result};
 use crate::format::GgmlType;
 

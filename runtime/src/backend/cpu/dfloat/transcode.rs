@@ -1,8 +1,9 @@
 //! DFloat11 → df12 at load: DF11 stays the storage and download form, df12 the form the
 //! CPU GEMV reads (the bit patterns pass through unchanged).
 
-use super::{encode, Df12Tensor};
-use crate::dfloat::{Df11Decoder, Df11View};
+use crate::backend::cpu::dfloat::Df11Decoder;
+use crate::dfloat::df12::{encode, Df12Tensor};
+use crate::dfloat::Df11View;
 use crate::error::Result;
 
 /// Decode DF11 tensor `t` and re-encode it as df12 (lossless both ways), on the calling

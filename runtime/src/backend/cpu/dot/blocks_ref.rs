@@ -9,7 +9,8 @@
 
 use super::{f16_table, h, Acts};
 use crate::format::GgmlType;
-use crate::quant::ggml::{f16_at, Q8kRow};
+use crate::quant::f16_at;
+use crate::quant::ggml::Q8kRow;
 use crate::quant::iq4::{iq4_xs_scale, LEVELS};
 use crate::quant::kquant::{q3k_scales, scale_min_k4, QK_K};
 use crate::quant::ternary::trit;

@@ -8,7 +8,8 @@
 use std::arch::aarch64::*;
 
 use super::Acts;
-use crate::quant::ggml::{f16_at, Q8kRow};
+use crate::quant::f16_at;
+use crate::quant::ggml::Q8kRow;
 use crate::quant::kquant::scale_min_k4;
 
 /// Σ x·y over 16 signed bytes, exact.

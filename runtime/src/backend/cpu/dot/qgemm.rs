@@ -11,7 +11,7 @@
 //!   r+1 [blk0][blk1]...          (tokens in blocks of 64 for L2, row pairs inside)
 //! ```
 
-use crate::backend::cpu::matmul::WeightView;
+use crate::backend::cpu::rows::WeightView;
 use crate::format::GgmlType;
 
 /// From this many tokens on, [`super::super::matmul::matmul_many`] uses the GEMM for the

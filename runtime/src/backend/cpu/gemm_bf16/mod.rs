@@ -28,7 +28,7 @@
 //!  out[t][r] = hsum(acc[r][t])       (tokens outer in blocks of TOKEN_BLOCK, for L2)
 //! ```
 
-use crate::backend::cpu::matmul::{matmul_rows_raw, WeightView};
+use crate::backend::cpu::rows::{matmul_rows_raw, WeightView};
 use crate::format::GgmlType;
 
 #[cfg(target_arch = "aarch64")]

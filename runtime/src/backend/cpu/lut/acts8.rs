@@ -109,7 +109,7 @@ impl Acts8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lut::testutil::Rng;
+    use crate::testutil::Rng;
 
     #[test]
     fn codes_are_within_half_a_step_and_sums_match() {

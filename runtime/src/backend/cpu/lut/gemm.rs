@@ -18,11 +18,11 @@
 
 use super::acts8::Acts8;
 use super::gemv::{chunk_rows, gemv_chunks, gemv_pair};
-use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::LutTables;
 use super::tiled;
 use crate::backend::cpu::pool::{split_range, Pool};
 use crate::error::{Error, Result};
+use crate::lut::layout::{LutMatrix, CHUNK_ROWS};
 
 /// Output pointer shared by the pool's threads; each writes only the rows of its chunks.
 struct OutPtr(*mut f32);
@@ -133,9 +133,9 @@ pub fn gemm_many<'m, 'o>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lut::gemv::gemv_ref;
-    use crate::lut::testutil::Rng;
+    use crate::backend::cpu::lut::gemv::gemv_ref;
     use crate::lut::Method;
+    use crate::testutil::Rng;
 
     /// Every (matrix, token) of a GEMM equals the reference GEMV of that token, bit for bit.
     #[test]

@@ -13,10 +13,10 @@
 
 use std::ops::Range;
 
-use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::{LutTables, TABLE_BIAS};
 use crate::backend::cpu::pool::Pool;
 use crate::error::{Error, Result};
+use crate::lut::layout::{LutMatrix, CHUNK_ROWS};
 
 /// Which GEMV kernel [`gemv_tables`] uses (decided once).
 pub fn simd_level() -> &'static str {

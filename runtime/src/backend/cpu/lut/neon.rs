@@ -25,8 +25,8 @@ use std::arch::asm;
 use std::ops::Range;
 
 use super::gemv::chunk_rows;
-use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::{LutTables, TABLE_BIAS};
+use crate::lut::layout::{LutMatrix, CHUNK_ROWS};
 
 /// Four f16 (as raw bits) to f32 with `fcvtl`, exact (the f16 intrinsics are not stable
 /// at the crate's MSRV; the instruction is base AArch64 floating point).
@@ -191,10 +191,10 @@ pub unsafe fn quantize_tables_neon(x: &[f32], inv: f32, q: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lut::gemv::{gemv_ref, gemv_ref_chunks, simd_level};
-    use crate::lut::table::quantize_tables_ref;
-    use crate::lut::testutil::Rng;
+    use crate::backend::cpu::lut::gemv::{gemv_ref, gemv_ref_chunks, simd_level};
+    use crate::backend::cpu::lut::table::quantize_tables_ref;
     use crate::lut::Method;
+    use crate::testutil::Rng;
 
     /// The dispatcher picks this back end on aarch64 unless told not to.
     #[test]

@@ -110,7 +110,9 @@ impl LutTables {
     /// [`LutTables::build`] into these buffers, reusing their allocations (the decode loop
     /// allocates nothing once they have grown to the widest activation vector).
     pub fn rebuild(&mut self, x: &[f32], group: usize) -> Result<()> {
-        if !super::layout::GROUPS.contains(&group) || x.is_empty() || !x.len().is_multiple_of(group)
+        if !crate::lut::layout::GROUPS.contains(&group)
+            || x.is_empty()
+            || !x.len().is_multiple_of(group)
         {
             return Err(Error::invalid(format!(
                 "LUT tables: {} activations is not a positive multiple of the group {group}",
@@ -167,10 +169,10 @@ impl LutTables {
     }
 
     fn rebuild_int8_keep(&mut self, x: &[f32], group: usize, keep: bool) -> Result<()> {
-        if !super::layout::GROUPS.contains(&group) {
+        if !crate::lut::layout::GROUPS.contains(&group) {
             return Err(Error::invalid(format!(
                 "LUT tables: group {group} not one of {:?}",
-                super::layout::GROUPS
+                crate::lut::layout::GROUPS
             )));
         }
         self.int8.rebuild(x, group)?;
@@ -285,7 +287,7 @@ pub fn rebuild_many(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lut::testutil::Rng;
+    use crate::testutil::Rng;
 
     #[test]
     fn tables_are_mirrored_and_quantized_within_half_a_step() {

@@ -34,8 +34,8 @@
 use std::cell::RefCell;
 
 use super::acts8::Acts8;
-use super::layout::{LutMatrix, CHUNK_ROWS};
 use crate::error::{Error, Result};
+use crate::lut::layout::{LutMatrix, CHUNK_ROWS};
 
 /// Batches of at least this many tokens take the int8 GEMM for 3- and 4-bit matrices (when
 /// [`available`]); smaller ones the LUT GEMM. Measured with `examples/lut_gemm_bench.rs`

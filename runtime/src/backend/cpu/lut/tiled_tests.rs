@@ -3,12 +3,12 @@
 //! exact product, and `gemm_many` dispatches to it for int8 tables.
 
 use super::*;
+use crate::backend::cpu::lut::gemm::gemm_many;
+use crate::backend::cpu::lut::gemv::gemv_ideal;
+use crate::backend::cpu::lut::table::{rebuild_many, LutTables};
 use crate::backend::cpu::Pool;
-use crate::lut::gemm::gemm_many;
-use crate::lut::gemv::gemv_ideal;
-use crate::lut::table::{rebuild_many, LutTables};
-use crate::lut::testutil::Rng;
 use crate::lut::Method;
+use crate::testutil::Rng;
 use half::f16;
 
 fn random_matrix(
@@ -206,7 +206,7 @@ fn int8_tables_bad_input_is_an_error() {
     let mixed = [lut, i8t.clone()];
     assert!(gemm_many(&pool, [(m.clone(), &mut out[..])], &mixed).is_err());
     let mut y = vec![0f32; 40];
-    assert!(crate::lut::gemv::gemv_tables(&m, &i8t, &mut y).is_err());
+    assert!(crate::backend::cpu::lut::gemv::gemv_tables(&m, &i8t, &mut y).is_err());
     let mut g64 = LutTables::default();
     g64.rebuild_int8(&x, 64).unwrap();
     assert!(gemm_many(&pool, [(m.clone(), &mut out[..40])], &[g64]).is_err());
@@ -222,7 +222,7 @@ fn int8_tables_bad_input_is_an_error() {
 /// others the lookup reference, bit for bit.
 #[test]
 fn both_forms_pick_the_kernel_per_matrix() {
-    use crate::lut::gemv::gemv_ref;
+    use crate::backend::cpu::lut::gemv::gemv_ref;
     let pool = Pool::new(2).unwrap();
     let mut rng = Rng(0x7115);
     let (cols, group, n) = (128, 64, MIN_TOKENS + 1);

@@ -29,8 +29,8 @@ use std::arch::wasm32::*;
 use std::ops::Range;
 
 use super::gemv::chunk_rows;
-use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::{LutTables, TABLE_BIAS};
+use crate::lut::layout::{LutMatrix, CHUNK_ROWS};
 
 /// `y = W·x` for the rows of `chunks`, bit-identical to [`super::gemv::gemv_ref_chunks`].
 ///

@@ -13,8 +13,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::gemv::chunk_rows;
-use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::{LutTables, TABLE_BIAS};
+use crate::lut::layout::{LutMatrix, CHUNK_ROWS};
 
 /// Sum the two 128-bit lanes of 16 u16 accumulators and widen to 8 i32.
 ///

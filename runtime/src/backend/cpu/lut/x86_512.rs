@@ -26,8 +26,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::gemv::chunk_rows;
-use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::table::{LutTables, TABLE_BIAS};
+use crate::lut::layout::{LutMatrix, CHUNK_ROWS};
 
 /// `y = W·x` for `m` and the tables `t`.
 ///

@@ -15,8 +15,8 @@
 use std::arch::x86_64::*;
 
 use super::acts8::Acts8;
-use super::layout::{LutMatrix, CHUNK_ROWS};
 use super::tiled::{Tile, SLOT_ROW, TILE};
+use crate::lut::layout::{LutMatrix, CHUNK_ROWS};
 
 /// Expand chunk `c` of `m` into `tile` (already sized for `m`).
 ///
