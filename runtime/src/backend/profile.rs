@@ -160,7 +160,8 @@ impl<B: Backend> Backend for Profiled<'_, B> {
         timed!(self, "add", self.inner.add(dst, src))
     }
     fn observe(&mut self, layer: usize, site: TapSite, src: Act) {
-        timed!(self, "observe", self.inner.observe(layer, site, src))
+        // Calibration only (a no-op in inference): not part of a token's time.
+        self.inner.observe(layer, site, src)
     }
     fn logits(&mut self, first: usize) -> Result<()> {
         timed!(
