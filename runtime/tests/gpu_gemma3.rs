@@ -75,7 +75,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// (as llama.cpp) first rounds activations to 8-bit blocks (Q8_K, Q8_0): the logits differ
 /// by that rounding. Measured on lavapipe: max |Δlogit| over all 262144 logits 0.91 on the
 /// prompts (mean 0.15), 1.1 over 16 steps; the CPU's top 10 within 0.25; llama.cpp's
-/// first-step top 10 within 0.14 (the CPU's within 0.3). Tolerances: 1.5 over all logits,
+/// first-step top 10 within 0.23 (the CPU's within 0.3). Tolerances: 1.5 over all logits,
 /// 0.5 on the CPU's top 10, and llama.cpp's [`common::parity::LOGIT_TOL`] (1.0). Top-1 equal
 /// at 15/16 and 14/16 steps, the others near ties (CPU margin < 0.1).
 #[test]
