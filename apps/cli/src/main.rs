@@ -854,6 +854,7 @@ fn info(a: InfoArgs) -> Result<()> {
 /// first use, marking the types the runtime cannot compute with, those only its CPU backend
 /// runs, and those it runs through scalar reference kernels on this machine.
 fn tensor_types_line(f: &suanpan::format::gguf::GgufFile) -> String {
+    use suanpan::format::GgmlType::{Df11, Df12, Lut, BF16, F16, F32, Q4_0, Q4_1, Q8_0};
     let mut v: Vec<(suanpan::format::GgmlType, usize)> = Vec::new();
     for t in &f.tensors {
         match v.iter_mut().find(|(ty, _)| *ty == t.ty) {
@@ -869,6 +870,12 @@ fn tensor_types_line(f: &suanpan::format::gguf::GgufFile) -> String {
                 format!("{t}×{n} (CPU only, scalar kernels)")
             } else if t.cpu_only() {
                 format!("{t}×{n} (CPU only)")
+            } else if !matches!(
+                t,
+                F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Lut { .. } | Df11 | Df12
+            ) && !suanpan::backend::cpu::dot::has_simd(*t)
+            {
+                format!("{t}×{n} (scalar CPU kernels)")
             } else {
                 format!("{t}×{n}")
             }

@@ -220,6 +220,17 @@ impl GgmlType {
                     | GgmlType::Q8_0
                     | GgmlType::Q4_0
                     | GgmlType::Q4_1
+                    | GgmlType::Q5_0
+                    | GgmlType::Q5_1
+                    | GgmlType::Q2K
+                    | GgmlType::Q3K
+                    | GgmlType::Q4K
+                    | GgmlType::Q5K
+                    | GgmlType::Q6K
+                    | GgmlType::Iq4Nl
+                    | GgmlType::Iq4Xs
+                    | GgmlType::TQ1_0
+                    | GgmlType::TQ2_0
                     | GgmlType::Lut { .. }
                     | GgmlType::Df11
                     | GgmlType::Df12

@@ -3,6 +3,7 @@
 //! back to the host.
 
 use super::buffer::GpuBuffer;
+use super::kquant;
 use super::kv::GpuKvCache;
 use super::lut::{lut_gemv, lut_tables};
 use super::model::{GpuEmbedding, GpuLinear, GpuModel, GpuWeights};
@@ -116,6 +117,7 @@ fn project_one(
             ops::matmul(r, m, &acts.xq, Some(&acts.xd), out, n, y_stride)?;
         }
         GpuWeights::Ggml(m) => ops::matmul(r, m, x, None, out, n, y_stride)?,
+        GpuWeights::K(m) => kquant::matmul_k(r, m, x, out, n, y_stride)?,
         GpuWeights::Df11(m) => {
             let Some(scratch) = &acts.df11 else {
                 return Err(Error::Internal("DFloat11 scratch missing".into()));

@@ -8,6 +8,8 @@
 //! * [`record`]: dispatches recorded into one submission, parameter slots, cached bind
 //!   groups and timestamp queries.
 //! * [`matrix`]: ggml weight matrices in the GPU layout; [`ops`]: one function per op.
+//! * [`kquant`]: the other ggml block types (K-quants, Q5, IQ4, ternary) and matrices
+//!   split over several bindings, with their GEMV.
 //! * [`lut`]: T-MAC LUT matrices (GPU permutation, table build, lookup GEMV).
 //! * [`df11`]: DFloat11 tensors decoded to BF16 on the GPU.
 //! * [`kv_quant`]: the quantized KV cache (q8/q4/q2 pages behind an f16 window).
@@ -22,6 +24,7 @@ pub mod device;
 pub mod df11;
 pub mod exec;
 pub mod forward;
+pub mod kquant;
 pub mod kv;
 pub mod kv_quant;
 pub mod lut;
@@ -36,6 +39,7 @@ pub use buffer::GpuBuffer;
 pub use device::{Caps, GpuDevice, GpuOptions};
 pub use exec::GpuBackend;
 pub use forward::{GpuModel, GpuState};
+pub use kquant::GpuKMatrix;
 pub use kv_quant::GpuQuantKv;
 pub use matrix::GpuMatrix;
 pub use record::{Frame, Params, Recorder};

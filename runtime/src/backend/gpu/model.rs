@@ -2,15 +2,17 @@
 //! the one place that says what the GPU backend cannot run ([`GpuModel::supports`]).
 //!
 //! Weight forms: ggml matrices (F32/F16/BF16/Q4_0/Q4_1/Q8_0) in the layouts of
-//! [`matrix`]; suanpan's LUT matrices permuted for `lut.wgsl` ([`GpuLut`], straight from
-//! the file's bit planes); DFloat11 matrices kept compressed in device memory
+//! [`matrix`]; the other ggml block types (and Q8_0 matrices too large for one binding) in
+//! [`kquant`]'s, split by rows; suanpan's LUT matrices permuted for `lut.wgsl` ([`GpuLut`],
+//! straight from the file's bit planes); DFloat11 matrices kept compressed in device memory
 //! ([`GpuDf11`]) and decoded to BF16 into one scratch buffer of the session just before
 //! each projection, inside the same submission, where the BF16 matmul reads them (so
 //! device memory is the compressed model plus one matrix, the largest DF11 one); df12
 //! matrices decoded to BF16 on the host at upload (no df12 shader yet).
 //!
-//! The token embedding is read on the GPU (`get_rows`) when its type is a ggml one. A
-//! DFloat11, df12 or LUT embedding is looked up on the host instead ([`Linear::row_into`],
+//! The token embedding is read on the GPU (`get_rows`) when `matmul.wgsl` runs its type
+//! and it fits one binding. A DFloat11, df12, LUT or other ggml embedding (K-quants, Gemma
+//! 3's 178 MB Q8_0 table) is looked up on the host instead ([`Linear::row_into`],
 //! as the CPU backend does) and the rows are written as the forward's f32 input: a forward
 //! needs only `n` rows (2.3 KB of f32 per token for SmolLM2), which the CPU decodes in
 //! microseconds from the mapped file, while on the GPU a DFloat11 lookup would need a
@@ -24,6 +26,7 @@ use std::sync::Arc;
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
 use super::df11::{GpuDf11, UNIT_BYTES};
+use super::kquant::{self, GpuKMatrix};
 use super::lut::GpuLut;
 use super::matrix::{self, GpuMatrix};
 use super::ops;
@@ -39,6 +42,9 @@ use crate::model::weights::{Linear, Weights};
 pub enum GpuWeights {
     /// A ggml-typed matrix (F32/F16/BF16/Q4_0/Q4_1/Q8_0).
     Ggml(GpuMatrix),
+    /// Another ggml block type (K-quants, Q5, IQ4, ternary), or a Q8_0 matrix larger than
+    /// one binding, for `kquant.wgsl`.
+    K(GpuKMatrix),
     /// A T-MAC LUT matrix.
     Lut(GpuLut),
     /// A DFloat11 matrix, decoded to BF16 into the session's scratch before each use.
@@ -58,6 +64,7 @@ impl GpuLinear {
     fn bytes(&self) -> u64 {
         match &self.w {
             GpuWeights::Ggml(m) => m.bytes(),
+            GpuWeights::K(m) => m.bytes(),
             GpuWeights::Lut(m) => m.bytes(),
             GpuWeights::Df11(m) => m.bytes(),
         }
@@ -129,6 +136,12 @@ fn upload_df11(d: &GpuDevice, l: &Linear, file: &GgufFile) -> Result<GpuDf11> {
     })
 }
 
+/// Whether `l`'s ggml bytes (which `matrix.rs` only rearranges) fit one storage binding.
+fn fits_one_binding(d: &GpuDevice, l: &Linear, file: &GgufFile) -> bool {
+    let caps = d.caps();
+    l.view(file).data.len() as u64 + 4 <= caps.max_binding.min(caps.max_buffer)
+}
+
 /// A model's weights on one GPU device.
 #[derive(Debug)]
 pub struct GpuModel {
@@ -144,6 +157,9 @@ pub struct GpuModel {
     pub(super) df11_scratch: usize,
     /// DFloat11 projections per forward (each adds two dispatches).
     pub(super) n_df11: usize,
+    /// Dispatches per forward beyond one per projection: matrices split over several
+    /// bindings run one GEMV per part.
+    pub(super) n_split_extra: usize,
 }
 
 /// Chooses LUT weights for a projection: `Some(matrix)` uploads it as LUT instead of its
@@ -207,12 +223,18 @@ impl GpuModel {
                             bytemuck::cast_slice(&bits),
                         )?)
                     }
-                    ty if matrix::supported(ty) => {
+                    ty if matrix::supported(ty)
+                        && (fits_one_binding(d, l, file) || !kquant::supported(ty)) =>
+                    {
                         if ops::takes_q8(ty) && !l.cols.is_multiple_of(32) {
                             return Err(Error::bad_model(format!("{}: partial blocks", l.name)));
                         }
                         let v = l.view(file);
                         GpuWeights::Ggml(GpuMatrix::upload(d, &l.name, ty, l.rows, l.cols, v.data)?)
+                    }
+                    ty if kquant::supported(ty) => {
+                        let v = l.view(file);
+                        GpuWeights::K(GpuKMatrix::upload(d, &l.name, ty, l.rows, l.cols, v.data)?)
                     }
                     ty => {
                         return Err(Error::Backend(format!(
@@ -280,14 +302,12 @@ impl GpuModel {
                 }
                 GpuEmbedding::Host(e.clone())
             }
-            ty if matrix::supported(ty) => GpuEmbedding::Device(GpuMatrix::upload(
-                d,
-                &e.name,
-                ty,
-                e.rows,
-                e.cols,
-                e.view(file).data,
-            )?),
+            ty if matrix::supported(ty) && fits_one_binding(d, e, file) => GpuEmbedding::Device(
+                GpuMatrix::upload(d, &e.name, ty, e.rows, e.cols, e.view(file).data)?,
+            ),
+            // The other block types, and tables beyond one binding (Gemma 3's 262144×640
+            // Q8_0), are read on the host like a DFloat11 table.
+            ty if kquant::supported(ty) => GpuEmbedding::Host(e.clone()),
             ty => {
                 return Err(Error::Backend(format!(
                     "token embedding type {ty} is not supported by the GPU backend"
@@ -307,6 +327,13 @@ impl GpuModel {
         }
         let df11_scratch = all.iter().map(|l| l.df11_values()).max().unwrap_or(0);
         let n_df11 = all.iter().filter(|l| l.df11_values() > 0).count();
+        let n_split_extra = all
+            .iter()
+            .map(|l| match &l.w {
+                GpuWeights::K(m) => m.parts() - 1,
+                _ => 0,
+            })
+            .sum();
         if df11_scratch > 0 {
             d.check_binding("the DFloat11 decode scratch", 2 * df11_scratch as u64)?;
         }
@@ -322,6 +349,7 @@ impl GpuModel {
             bytes,
             df11_scratch,
             n_df11,
+            n_split_extra,
         })
     }
 

@@ -29,6 +29,8 @@ pub enum Shader {
     Lut,
     /// DFloat11 → BF16 decode.
     Df11,
+    /// GEMV / small-batch GEMM for the K-quants, 5-bit, IQ4 and ternary blocks (f32 inputs).
+    KQuant,
 }
 
 const COMMON: &str = include_str!("shaders/common.wgsl");
@@ -44,6 +46,7 @@ impl Shader {
             Shader::KvAttention => include_str!("shaders/kv_attention.wgsl"),
             Shader::Lut => include_str!("shaders/lut.wgsl"),
             Shader::Df11 => include_str!("shaders/df11.wgsl"),
+            Shader::KQuant => include_str!("shaders/kquant.wgsl"),
         };
         format!("{COMMON}\n{body}")
     }

@@ -130,7 +130,11 @@ impl GpuState {
                 logits: vec![0.0; n_logits],
             },
             // At most 32 dispatches per layer and 16 outside, plus 2 per DFloat11 decode.
-            frame: Frame::new(d, 32 * c.n_layer + 16 + 2 * m.n_df11, profile)?,
+            frame: Frame::new(
+                d,
+                32 * c.n_layer + 16 + 2 * m.n_df11 + m.n_split_extra,
+                profile,
+            )?,
         })
     }
 
