@@ -1,9 +1,13 @@
 // The suanpan web demo: pick a .gguf (or give a URL), watch it load, chat with streamed
-// replies, stop them. Test mode (used by scripts/test-web):
-//   ?model=URL&prompt=TEXT&n=N&temp=0&backend=cpu&auto=1
+// replies, stop them. `?backend=webgpu|cpu|auto` (default auto) picks the backend; the
+// header shows the one in use (the WebGPU adapter, or wasm CPU and why). `maxBinding=BYTES`
+// caps the adapter's storage-binding limit (a smaller device's limit, for tests).
+// Test mode (used by scripts/test-web):
+//   ?model=URL&prompt=TEXT&n=N&temp=0&backend=webgpu|cpu&auto=1
 // loads the model, completes TEXT with N tokens (as `suanpan run -p TEXT -n N --temp 0`)
 // into #output and sets data-done="1" on it, with data-tokens (ids), data-top2 (the two
-// best logits of each draw) and data-tps; or data-error with the message.
+// best logits of each draw), data-tps and data-backend-kind; or data-error with the
+// message.
 
 import { init, loadModel } from "./suanpan.js";
 
@@ -33,11 +37,26 @@ function fail(err) {
 window.addEventListener("error", (e) => fail(e.error || e.message));
 window.addEventListener("unhandledrejection", (e) => fail(e.reason));
 
-/** Which backend runs, and why not WebGPU. */
+/** Which backend runs: the WebGPU adapter, or wasm CPU and why. */
 function backendLine() {
-  const why = [];
-  if (!("gpu" in navigator)) why.push("this browser has no WebGPU");
-  else why.push("the WebGPU backend is not in this build yet");
+  const info = model.backendInfo;
+  if (info.kind === "webgpu") {
+    const a = info.adapter;
+    const b = a.browser;
+    const name = b
+      ? [b.vendor, b.architecture, b.description].filter(Boolean).join(" ") +
+        (b.fallback ? " (software fallback adapter)" : "")
+      : a.name;
+    const f16 = a.shader_f16 ? "shader-f16" : "no shader-f16 (not needed)";
+    const subgroups = a.subgroups || Boolean(b && b.features.includes("subgroups"));
+    const mb = (x) => (x / 2 ** 20).toFixed(0);
+    return (
+      `WebGPU: ${name || "unnamed adapter"} (${f16}, subgroups ${subgroups ? "yes" : "no"} (unused), ` +
+      `bindings up to ${mb(a.max_binding)} MiB; ${mb(a.weight_bytes)} MiB of weights) · ${info.why}`
+    );
+  }
+  const why = [info.why];
+  if (!("gpu" in navigator)) why.push("this browser has no navigator.gpu");
   why.push(
     self.crossOriginIsolated
       ? "one thread (wasm threads not built yet)"
@@ -66,6 +85,8 @@ async function load(source, label) {
   setStatus(`Loading ${label}…`);
   const t0 = performance.now();
   model = await loadModel(source, {
+    backend: params.get("backend") ?? "auto",
+    maxBinding: params.get("maxBinding") ?? undefined,
     onProgress: (got, total) => {
       if (total) $("progress").value = got / total;
       const mb = (x) => (x / 1e6).toFixed(1);
@@ -77,14 +98,16 @@ async function load(source, label) {
   history = [];
   $("log").textContent = "";
   const secs = ((performance.now() - t0) / 1e3).toFixed(1);
-  setStatus(`Loaded ${label} (${model.info.arch}, ${(model.info.n_params / 1e6).toFixed(0)} M params) in ${secs} s.`);
+  const on = model.backendInfo.kind === "webgpu" ? "WebGPU" : "wasm CPU";
+  setStatus(`Loaded ${label} (${model.info.arch}, ${(model.info.n_params / 1e6).toFixed(0)} M params) on ${on} in ${secs} s.`);
   $("backend").textContent = `backend: ${backendLine()}`;
   setBusy(false);
 }
 
 function showSpeed(s) {
+  const on = model.backendInfo.kind === "webgpu" ? "WebGPU" : "wasm CPU";
   $("speed").textContent =
-    `prompt ${s.prompt_tokens} tok ${s.prompt_tps.toFixed(1)} tok/s · ` +
+    `${on}: prompt ${s.prompt_tokens} tok ${s.prompt_tps.toFixed(1)} tok/s · ` +
     `decode ${s.generated_tokens} tok ${s.decode_tps.toFixed(1)} tok/s`;
 }
 
@@ -137,10 +160,6 @@ async function send(text) {
 async function runTest() {
   const url = params.get("model");
   const prompt = params.get("prompt") ?? "";
-  const backend = params.get("backend") ?? "cpu";
-  if (backend !== "cpu") {
-    throw new Error(`backend=${backend}: this build runs the wasm CPU backend only (backend=cpu)`);
-  }
   await load(url, url);
   const opts = {
     maxTokens: Number(params.get("n") ?? 16),
@@ -157,6 +176,8 @@ async function runTest() {
   output.dataset.tps = String(s.decode_tps);
   output.dataset.promptTps = String(s.prompt_tps);
   output.dataset.backend = model.backend;
+  output.dataset.backendKind = model.backendInfo.kind;
+  output.dataset.adapter = JSON.stringify(model.backendInfo.adapter ?? null);
   output.dataset.done = "1";
 }
 

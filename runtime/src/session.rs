@@ -368,6 +368,38 @@ impl Session {
     }
 
     fn eval_raw(&mut self, tokens: &[u32], logits: Logits) -> Result<&[f32]> {
+        let (last_len, _) = self.ingest(tokens, logits, false)?;
+        let n = match logits {
+            Logits::None => 0,
+            Logits::Last => self.model.config.n_vocab,
+            Logits::All => last_len * self.model.config.n_vocab,
+        };
+        Ok(self.last_logits(n))
+    }
+
+    /// [`Self::eval`] of `tokens` with [`Logits::Last`] on the GPU, without waiting for the
+    /// logits: the passes are recorded and submitted, the tokens join the context, and the
+    /// returned [`crate::backend::gpu::Readback`] yields the last token's logits when
+    /// awaited. Nothing blocks, so this is the browser's way to run the GPU backend (its
+    /// WebGPU maps results only once control returns to the event loop). An error for a
+    /// model on the CPU (use [`Self::eval`]).
+    #[cfg(feature = "gpu")]
+    pub fn eval_submit(&mut self, tokens: &[u32]) -> Result<crate::backend::gpu::Readback> {
+        if tokens.is_empty() {
+            return Err(Error::invalid("nothing to evaluate"));
+        }
+        if self.gpu.is_none() {
+            return Err(Error::invalid("eval_submit needs a model on the GPU"));
+        }
+        self.flush_pending()?;
+        let (_, readback) = self.ingest(tokens, Logits::Last, true)?;
+        readback.ok_or_else(|| Error::Internal("no GPU read-back".into()))
+    }
+
+    /// Run `tokens` through the model batch by batch, the last batch with `logits`; with
+    /// `defer` (GPU only) the last batch's logits are left to the returned read-back.
+    /// Returns the last batch's length.
+    fn ingest(&mut self, tokens: &[u32], logits: Logits, defer: bool) -> Result<(usize, Deferred)> {
         if tokens.is_empty() {
             return Err(Error::invalid("nothing to evaluate"));
         }
@@ -385,6 +417,13 @@ impl Session {
         let m = &*model;
         let last = tokens.len().div_ceil(self.n_batch) - 1;
         let mut last_len = 0;
+        #[cfg(feature = "gpu")]
+        let mut readback = None;
+        #[cfg(not(feature = "gpu"))]
+        let readback = {
+            let _ = defer;
+            None
+        };
         for (i, chunk) in tokens.chunks(self.n_batch).enumerate() {
             let want = if i == last { logits } else { Logits::None };
             if self.cancel.is_cancelled() {
@@ -393,7 +432,12 @@ impl Session {
             self.store_mut().make_room(chunk.len())?;
             #[cfg(feature = "gpu")]
             if let (Some(g), Some(st)) = (&m.gpu, &mut self.gpu) {
-                crate::backend::gpu::forward::forward(g, st, &m.file, chunk, want)?;
+                use crate::backend::gpu::forward::{forward, forward_submit};
+                if defer && i == last {
+                    readback = Some(forward_submit(g, st, &m.file, chunk)?);
+                } else {
+                    forward(g, st, &m.file, chunk, want)?;
+                }
                 self.tokens.extend_from_slice(chunk);
                 last_len = chunk.len();
                 continue;
@@ -412,12 +456,7 @@ impl Session {
             self.tokens.extend_from_slice(chunk);
             last_len = chunk.len();
         }
-        let n = match logits {
-            Logits::None => 0,
-            Logits::Last => m.config.n_vocab,
-            Logits::All => last_len * m.config.n_vocab,
-        };
-        Ok(self.last_logits(n))
+        Ok((last_len, readback))
     }
 
     /// Run `f` on the backend of this session (its KV cache and buffers), outside of any
@@ -626,6 +665,12 @@ impl Session {
         })
     }
 }
+
+/// A GPU read-back left for the caller to await ([`Session::eval_submit`]).
+#[cfg(feature = "gpu")]
+type Deferred = Option<crate::backend::gpu::Readback>;
+#[cfg(not(feature = "gpu"))]
+type Deferred = Option<std::convert::Infallible>;
 
 /// A draw without candidates (only a constrained draw can have none).
 fn dead_end() -> Error {

@@ -1,12 +1,19 @@
 // Drives the built web demo in headless Chromium (scripts/test-web runs it):
 //   node run.mjs BASE_URL MODEL_URL PROMPT N NATIVE_JSON ARTIFACTS_DIR [tokens-only]
-// 1. ?model=…&prompt=…&n=N&temp=0&backend=cpu&auto=1: N greedy tokens on wasm CPU must equal
-//    the native CPU backend's (NATIVE_JSON: `suanpan run --json` output, its `done` event),
-//    except at a near tie (the wasm draw's two best logits under 0.1 apart, the native
-//    token being the runner-up): from there on the texts may differ and are not compared.
+// 1. ?model=…&prompt=…&n=N&temp=0&backend=B&auto=1, for B = cpu (wasm CPU) and webgpu (the
+//    GPU backend on the browser's WebGPU adapter: SwiftShader in headless CI): N greedy
+//    tokens must equal the native CPU backend's (NATIVE_JSON: `suanpan run --json` output,
+//    its `done` event), except at a near tie (the page's draw's two best logits under 0.1
+//    apart, the native token being the runner-up): from there on the texts may differ and
+//    are not compared. The page must say it ran on the backend asked for.
 // 2. The chat UI: a reply through the chat template, and Stop ending a long one.
 // 3. A file that is not GGUF: the page shows the runtime's error in data-error.
-// Saves screenshots of both into ARTIFACTS_DIR and prints the wasm tok/s.
+// 4. A model too large for the adapter: backend=webgpu with the adapter's storage-binding
+//    limit capped at 1 MiB by the page (maxBinding, the runtime's GpuOptions::max_binding:
+//    the same refusal a device with that limit gives) shows the runtime's error, naming
+//    the tensor and the limit, and the tab stays usable.
+// Saves screenshots into ARTIFACTS_DIR and prints the tok/s of each backend.
+// BACKENDS (env, default "cpu,webgpu") limits step 1.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
@@ -16,6 +23,8 @@ const puppeteer = require("puppeteer-core");
 const [base, modelUrl, prompt, n, nativeJson, artifacts, mode] = process.argv.slice(2);
 const full = mode !== "tokens-only";
 const TIE = 0.1;
+const backends = (process.env.BACKENDS || "cpu,webgpu").split(",").filter(Boolean);
+const tag = mode === "tokens-only" ? "-tokens" : "";
 
 function nativeTokens(path) {
   const lines = readFileSync(path, "utf8").split("\n").filter((l) => l.startsWith("{"));
@@ -51,41 +60,52 @@ async function runPage(browser, url, timeoutMs) {
 const browser = await puppeteer.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
+  // waitForFunction is one protocol call: it must outlive the slowest page (WebGPU on
+  // SwiftShader takes seconds per token).
+  protocolTimeout: 1200e3,
   args: [
     "--headless=new",
     "--no-sandbox",
     "--enable-unsafe-webgpu",
     "--enable-unsafe-swiftshader",
+    "--use-angle=swiftshader",
     "--disable-dev-shm-usage",
+    ...(process.env.CHROMIUM_FLAGS || "").split(" ").filter(Boolean),
   ],
 });
-let failed = false;
-try {
-  // 1. Greedy tokens on wasm CPU vs native CPU.
-  const q = new URLSearchParams({ model: modelUrl, prompt, n, temp: "0", backend: "cpu", auto: "1" });
-  const { page, result, logs } = await runPage(browser, `${base}/index.html?${q}`, 300e3);
+
+/** N greedy tokens of the page on `backend`, compared with the native CPU backend's. */
+async function greedy(backend) {
+  const q = new URLSearchParams({ model: modelUrl, prompt, n, temp: "0", backend, auto: "1" });
+  const r = await runPage(browser, `${base}/index.html?${q}`, 600e3);
+  const { result, logs } = r;
   if (result.error !== undefined) {
     console.error(logs.join("\n"));
-    throw new Error(`the page reported an error: ${result.error}`);
+    throw new Error(`backend=${backend}: the page reported an error: ${result.error}`);
   }
-  const wasm = JSON.parse(result.tokens);
+  if (result.backendKind !== backend) {
+    throw new Error(`backend=${backend} asked for, the page ran on ${result.backendKind} (${result.backend})`);
+  }
+  const got = JSON.parse(result.tokens);
   const top2 = JSON.parse(result.top2);
   const native = nativeTokens(nativeJson);
-  console.log(`[test-web] backend: ${result.backend}`);
-  console.log(`[test-web] wasm text: ${JSON.stringify(result.text)}`);
-  console.log(`[test-web] wasm   tokens: ${wasm.join(" ")}`);
+  const who = backend === "cpu" ? "wasm CPU" : "WebGPU";
+  console.log(`[test-web] ${who} backend: ${result.backend}`);
+  if (backend === "webgpu") console.log(`[test-web] WebGPU adapter: ${result.adapter}`);
+  console.log(`[test-web] ${who} text: ${JSON.stringify(result.text)}`);
+  console.log(`[test-web] ${who} tokens: ${got.join(" ")}`);
   console.log(`[test-web] native tokens: ${native.join(" ")}`);
-  if (wasm.length !== Number(n) || native.length !== Number(n)) {
-    throw new Error(`expected ${n} tokens each: wasm ${wasm.length}, native ${native.length}`);
+  if (got.length !== Number(n) || native.length !== Number(n)) {
+    throw new Error(`expected ${n} tokens each: ${who} ${got.length}, native ${native.length}`);
   }
-  let same = wasm.length;
-  for (let i = 0; i < wasm.length; i++) {
-    if (wasm[i] === native[i]) continue;
+  let same = got.length;
+  for (let i = 0; i < got.length; i++) {
+    if (got[i] === native[i]) continue;
     const [[a, la], [b, lb]] = top2[i];
-    const tie = a === wasm[i] && b === native[i] && la - lb < TIE;
+    const tie = a === got[i] && b === native[i] && la - lb < TIE;
     if (!tie) {
       throw new Error(
-        `token ${i}: wasm ${wasm[i]}, native ${native[i]}; wasm's two best ${a} (${la}) and ` +
+        `token ${i}: ${who} ${got[i]}, native ${native[i]}; ${who}'s two best ${a} (${la}) and ` +
           `${b} (${lb}): not a near tie (< ${TIE})`,
       );
     }
@@ -94,9 +114,21 @@ try {
     break;
   }
   console.log(
-    `[test-web] OK: ${same} of ${n} greedy tokens equal${same < Number(n) ? ", then a near tie" : ""}; wasm CPU decode ${Number(result.tps).toFixed(2)} tok/s, ` +
-      `prompt ${Number(result.promptTps).toFixed(2)} tok/s`,
+    `[test-web] OK: ${who}: ${same} of ${n} greedy tokens equal${same < Number(n) ? ", then a near tie" : ""}; ` +
+      `decode ${Number(result.tps).toFixed(2)} tok/s, prompt ${Number(result.promptTps).toFixed(2)} tok/s`,
   );
+  await r.page.screenshot({ path: `${artifacts}/web-demo-${backend}${tag}.png`, fullPage: true });
+  return r;
+}
+let failed = false;
+try {
+  // 1. Greedy tokens on each backend vs native CPU; the chat checks use the first page.
+  let page = null;
+  for (const b of backends) {
+    const r = await greedy(b);
+    if (page) await r.page.close();
+    else page = r.page;
+  }
   if (!full) {
     await page.close();
     throw "done";
@@ -152,6 +184,20 @@ try {
   const alive = await r2.page.evaluate(() => document.getElementById("load-url").disabled === false);
   if (!alive) throw new Error("after the bad file the page did not come back to a usable state");
   console.log(`[test-web] OK: a non-GGUF file shows the error: ${r2.result.error}`);
+  await r2.page.close();
+
+  // 4. A model over the adapter's storage-binding limit (capped at 1 MiB) on WebGPU.
+  if (backends.includes("webgpu")) {
+    const big = new URLSearchParams({ model: modelUrl, prompt: "x", n: "4", temp: "0", backend: "webgpu", maxBinding: String(1 << 20), auto: "1" });
+    const r3 = await runPage(browser, `${base}/index.html?${big}`, 120e3);
+    await r3.page.screenshot({ path: `${artifacts}/web-demo-too-large.png`, fullPage: true });
+    if (r3.result.error === undefined || !/binds at most 1048576 bytes/.test(r3.result.error)) {
+      throw new Error(`a model over the binding limit gave ${JSON.stringify(r3.result)} (want data-error about the limit)`);
+    }
+    const alive3 = await r3.page.evaluate(() => document.getElementById("load-url").disabled === false);
+    if (!alive3) throw new Error("after the too-large model the page did not come back to a usable state");
+    console.log(`[test-web] OK: a model too large for the adapter shows the error: ${r3.result.error}`);
+  }
 } catch (e) {
   if (e !== "done") {
     console.error(`[test-web] FAIL: ${e.message}`);

@@ -3,16 +3,20 @@
 //
 //   import { init, loadModel } from "./suanpan.js";
 //   await init();                                   // fetches suanpan_wasm_bg.wasm
-//   const model = await loadModel(urlOrFileOrBytes, { onProgress: (got, total) => … });
+//   const model = await loadModel(urlOrFileOrBytes, { backend: "auto", onProgress: (got, total) => … });
+//   model.backendInfo                               // { kind: "webgpu"|"cpu", name, why, adapter }
+//                                                   // adapter.browser: GPUAdapterInfo (vendor, architecture, …)
 //   const session = model.createSession({ nCtx: 2048 });
 //   for await (const piece of session.generate("Once upon a time", { maxTokens: 64 }))
 //     out.textContent += piece;                     // whole UTF-8 pieces
 //   for await (const piece of session.chat([{ role: "user", content: "Hi" }], { signal }))
 //     …                                             // AbortController.abort() stops it
 //
-// Errors (bad file, context full, …) are thrown as `Error`s with the runtime's message.
-// Everything runs on the calling thread, one token per task: the generators yield to the
-// event loop between tokens so the page stays responsive and an abort is seen in time.
+// Errors (bad file, no WebGPU adapter, a model over the adapter's limits, context full, …)
+// are thrown as `Error`s with the runtime's message. Everything runs on the calling
+// thread, one token per task: the generators yield to the event loop between tokens so
+// the page stays responsive and an abort is seen in time. On WebGPU each token's pass is
+// submitted and its logits awaited (the browser maps results only between tasks).
 
 import wasmInit, { Model as RawModel, ModelLoader } from "./suanpan_wasm.js";
 
@@ -59,10 +63,14 @@ async function pump(reader, loader, total, onProgress, signal) {
 
 /**
  * Load a GGUF model from a URL (string or URL), a `Blob`/`File`, an `ArrayBuffer` or a
- * `Uint8Array`. Options: `onProgress(bytesLoaded, bytesTotal)` (total 0 when unknown),
- * `signal` (AbortSignal) to cancel the download.
+ * `Uint8Array`. Options: `backend` ("webgpu": the GPU backend on the page's WebGPU adapter,
+ * an error without one or when the model exceeds its limits; "cpu": wasm CPU; "auto", the
+ * default: WebGPU when it has an adapter that fits the model, else the CPU with the reason
+ * in `model.backendInfo.why`), `maxBinding` (cap the adapter's storage-binding limit, bytes:
+ * check a model against a smaller device), `onProgress(bytesLoaded, bytesTotal)` (total 0
+ * when unknown), `signal` (AbortSignal) to cancel the download.
  */
-export async function loadModel(source, { onProgress, signal } = {}) {
+export async function loadModel(source, { backend = "auto", maxBinding, onProgress, signal } = {}) {
   await init();
   let loader;
   if (typeof source === "string" || source instanceof URL) {
@@ -91,7 +99,34 @@ export async function loadModel(source, { onProgress, signal } = {}) {
     throw new TypeError("loadModel: give a URL, a File/Blob, an ArrayBuffer or a Uint8Array");
   }
   await yieldToEventLoop(); // let the page paint "100%" before the parse blocks it
-  return new Model(loader.finish());
+  const opts = { backend };
+  if (maxBinding !== undefined && maxBinding !== null) opts.maxBinding = Number(maxBinding);
+  const model = new Model(await loader.finishOn(JSON.stringify(opts)));
+  if (model.raw.backendInfo().includes('"kind":"webgpu"')) model.browserAdapter = await describeAdapter();
+  return model;
+}
+
+/**
+ * The page's WebGPU adapter as the browser describes it (`GPUAdapterInfo`: vendor,
+ * architecture, device, description, fallback), which says more than wgpu passes on
+ * (SwiftShader has no description). `null` without WebGPU.
+ */
+async function describeAdapter() {
+  try {
+    const a = await navigator.gpu?.requestAdapter();
+    if (!a) return null;
+    const i = a.info ?? {};
+    return {
+      vendor: i.vendor ?? "",
+      architecture: i.architecture ?? "",
+      device: i.device ?? "",
+      description: i.description ?? "",
+      fallback: Boolean(i.isFallbackAdapter ?? a.isFallbackAdapter),
+      features: [...a.features].sort(),
+    };
+  } catch {
+    return null;
+  }
 }
 
 /** A loaded model. */
@@ -100,9 +135,20 @@ export class Model {
     this.raw = raw;
     this.info = JSON.parse(raw.describe());
   }
-  /** E.g. `cpu (scalar, lut simd128, 1 threads)`. */
+  /** E.g. `cpu (scalar, lut simd128, 1 threads)` or `gpu (SwiftShader …, BrowserWebGpu, …)`. */
   get backend() {
     return this.raw.backendName();
+  }
+  /**
+   * The backend in use: `{ kind: "webgpu"|"cpu", name, why, adapter }`; `why` is what was
+   * asked for or why WebGPU was not taken; `adapter` (WebGPU only): name, shader_f16,
+   * subgroups, max_binding, max_buffer, weight_bytes, and `browser` (the browser's
+   * GPUAdapterInfo: vendor, architecture, device, description, fallback, features).
+   */
+  get backendInfo() {
+    const info = JSON.parse(this.raw.backendInfo());
+    if (info.adapter && this.browserAdapter) info.adapter.browser = this.browserAdapter;
+    return info;
   }
   /** Token ids of `text` (BOS added when the model wants it). */
   tokenize(text) {
@@ -155,11 +201,11 @@ export class Session {
     try {
       throwIfAborted(signal);
       await yieldToEventLoop();
-      start();
+      await start();
       for (;;) {
         await yieldToEventLoop();
         throwIfAborted(signal);
-        const piece = this.raw.step();
+        const piece = await this.raw.step();
         if (piece === undefined) return;
         if (piece.length) yield piece;
       }

@@ -150,15 +150,41 @@ impl Model {
         let path = path.as_ref();
         load::report(params.progress.as_ref(), 0.0)?;
         let file = GgufFile::open(path)?;
-        Self::from_gguf(file, path, params, t0)
+        Self::from_gguf(file, path, params, t0, None)
     }
 
     /// Build a model from an already parsed file (tests, in-memory models).
     pub fn from_file(file: GgufFile, params: &ModelParams) -> Result<Model> {
-        Self::from_gguf(file, Path::new("<memory>"), params, Instant::now())
+        Self::from_gguf(file, Path::new("<memory>"), params, Instant::now(), None)
     }
 
-    fn from_gguf(file: GgufFile, path: &Path, params: &ModelParams, t0: Instant) -> Result<Model> {
+    /// [`Self::from_file`] on a GPU device the caller opened: the browser's way, where
+    /// [`crate::backend::gpu::GpuDevice::open_async`] is awaited first (nothing may block
+    /// there). `params.backend` says what a model the device cannot run does: `Gpu` fails,
+    /// `Auto` runs on the CPU with the reason in [`Self::backend_note`], `Cpu` ignores the
+    /// device.
+    #[cfg(feature = "gpu")]
+    pub fn from_file_with_device(
+        file: GgufFile,
+        params: &ModelParams,
+        dev: std::sync::Arc<crate::backend::gpu::GpuDevice>,
+    ) -> Result<Model> {
+        Self::from_gguf(
+            file,
+            Path::new("<memory>"),
+            params,
+            Instant::now(),
+            Some(dev),
+        )
+    }
+
+    fn from_gguf(
+        file: GgufFile,
+        path: &Path,
+        params: &ModelParams,
+        t0: Instant,
+        dev: DeviceSlot,
+    ) -> Result<Model> {
         // Steps and the share of the progress bar each ends at; touching the tensor data
         // (reading every page of the mapping) is the long part and reports per tensor.
         let progress = params.progress.as_ref();
@@ -186,7 +212,7 @@ impl Model {
         };
         load::touch_tensors(&file, progress)?;
         let pool = Pool::new(params.n_threads)?;
-        let (gpu, backend_note) = gpu_for(params.backend, &config, &weights, &file)?;
+        let (gpu, backend_note) = gpu_for(params.backend, &config, &weights, &file, dev)?;
         // The CPU runs DFloat11 matrices faster as df12 (the GPU decodes DF11 itself).
         let mut weights = weights;
         let mut transcode = None;
@@ -385,12 +411,19 @@ type GpuSlot = Option<std::sync::Arc<crate::backend::gpu::GpuModel>>;
 #[cfg(not(feature = "gpu"))]
 type GpuSlot = Option<()>;
 
+/// A GPU device opened by the caller ([`Model::from_file_with_device`]).
+#[cfg(feature = "gpu")]
+type DeviceSlot = Option<std::sync::Arc<crate::backend::gpu::GpuDevice>>;
+#[cfg(not(feature = "gpu"))]
+type DeviceSlot = Option<std::convert::Infallible>;
+
 /// Open the GPU backend for `kind`: `Gpu` fails loudly, `Auto` falls back with a reason.
 fn gpu_for(
     kind: BackendKind,
     config: &ModelConfig,
     weights: &Weights,
     file: &GgufFile,
+    dev: DeviceSlot,
 ) -> Result<(GpuSlot, Option<String>)> {
     if kind == BackendKind::Cpu {
         return Ok((None, None));
@@ -404,7 +437,8 @@ fn gpu_for(
             hardware_only: kind == BackendKind::Auto,
             ..Default::default()
         };
-        let r = GpuDevice::new(&opts)
+        let r = dev
+            .map_or_else(|| GpuDevice::new(&opts), Ok)
             .and_then(|d| GpuModel::upload(d, config, weights, file))
             .map(std::sync::Arc::new);
         match (r, kind) {
@@ -415,7 +449,7 @@ fn gpu_for(
     }
     #[cfg(not(feature = "gpu"))]
     {
-        let _ = (config, weights, file);
+        let _ = (config, weights, file, dev);
         let why = "this build has no GPU backend (cargo feature `gpu`)";
         match kind {
             BackendKind::Gpu => Err(crate::Error::Backend(why.into())),

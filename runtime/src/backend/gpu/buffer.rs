@@ -116,7 +116,24 @@ impl GpuDevice {
 
     /// Read several ranges `(buffer, byte offset, bytes)` back to the host in one copy and
     /// one wait, concatenated in order (each range padded to a multiple of 4 bytes).
+    ///
+    /// In the browser this is an error: it maps only once control returns to its event
+    /// loop, so a blocking read could never finish (await a [`super::Readback`] there).
     pub fn read_many(&self, parts: &[(&GpuBuffer, u64, u64)]) -> Result<Vec<u8>> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let total: u64 = parts.iter().map(|p| p.2).sum();
+            Err(Error::Backend(format!(
+                "a blocking GPU read-back of {total} bytes is not possible in the browser \
+                 (a sliding or quantized KV cache needs one: use the default KV cache there)"
+            )))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.read_many_blocking(parts)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn read_many_blocking(&self, parts: &[(&GpuBuffer, u64, u64)]) -> Result<Vec<u8>> {
         let mut total = 0u64;
         for &(b, offset, bytes) in parts {
             let n = round4(bytes);

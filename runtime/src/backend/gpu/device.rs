@@ -7,6 +7,12 @@
 //! and [`GpuDevice::check`] turns them into an error at the next synchronization point
 //! (every [`GpuDevice::wait`]). Once lost, a device stays unusable: every later call fails
 //! with the recorded reason.
+//!
+//! In the browser (wasm32, WebGPU) nothing may block: wgpu's futures resolve only when
+//! control returns to the JS event loop. The device opens with [`GpuDevice::open_async`],
+//! error scopes of compiled pipelines are kept and awaited by [`GpuDevice::check_async`],
+//! and results come back through [`super::buffer::Readback`]. Natively the same futures
+//! are driven by `pollster` behind the synchronous API ([`GpuDevice::new`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,7 +69,15 @@ pub struct GpuDevice {
     lost: Arc<Mutex<Option<String>>>,
     next_id: AtomicU64,
     pub(crate) pipelines: super::pipeline::PipelineCache,
+    /// Error scopes of pipelines compiled in the browser, not awaited yet (kernel, scope).
+    #[cfg(target_arch = "wasm32")]
+    scopes: Mutex<Vec<(String, PendingScope)>>,
 }
+
+/// A popped error scope whose answer has not come back yet (browser only).
+#[cfg(target_arch = "wasm32")]
+pub(crate) type PendingScope =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>> + Send>>;
 
 impl std::fmt::Debug for GpuDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,21 +96,46 @@ fn is_software(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu
 }
 
+/// The adapter's name; the browser may give none (SwiftShader's WebGPU adapter does not).
+fn name(info: &wgpu::AdapterInfo) -> &str {
+    if info.name.is_empty() {
+        "(unnamed)"
+    } else {
+        &info.name
+    }
+}
+
 fn describe(info: &wgpu::AdapterInfo) -> String {
     format!(
         "{} ({:?}, {:?}, driver {} {})",
-        info.name, info.backend, info.device_type, info.driver, info.driver_info
+        name(info),
+        info.backend,
+        info.device_type,
+        info.driver,
+        info.driver_info
     )
 }
 
 impl GpuDevice {
     /// Open the best adapter that matches `opts`. No adapter is an [`Error::Backend`]
-    /// that says which adapters were seen and why none was taken.
+    /// that says which adapters were seen and why none was taken. Blocks: in the browser,
+    /// where nothing may block, it is an error; use [`Self::open_async`] there.
     pub fn new(opts: &GpuOptions) -> Result<Arc<GpuDevice>> {
-        pollster::block_on(Self::open(opts))
+        #[cfg(not(target_arch = "wasm32"))]
+        return pollster::block_on(Self::open_async(opts));
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = opts;
+            Err(backend(
+                "in the browser the GPU opens asynchronously: GpuDevice::open_async, then \
+                 Model::from_file_with_device",
+            ))
+        }
     }
 
-    async fn open(opts: &GpuOptions) -> Result<Arc<GpuDevice>> {
+    /// [`Self::new`] as a future: what the browser awaits (WebGPU's `requestAdapter` and
+    /// `requestDevice` are promises).
+    pub async fn open_async(opts: &GpuOptions) -> Result<Arc<GpuDevice>> {
         let want = opts
             .adapter
             .clone()
@@ -105,10 +144,13 @@ impl GpuDevice {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         if adapters.is_empty() {
-            return Err(backend(
+            return Err(backend(if cfg!(target_arch = "wasm32") {
+                "no WebGPU adapter: this browser has no navigator.gpu, or it gave no adapter \
+                 (WebGPU disabled or unsupported here)"
+            } else {
                 "no GPU adapter found (on Linux without a GPU install Mesa's software Vulkan: \
-                 apt-get install mesa-vulkan-drivers libvulkan1)",
-            ));
+                 apt-get install mesa-vulkan-drivers libvulkan1)"
+            }));
         }
         let seen: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
         adapters.retain(|a| {
@@ -205,6 +247,8 @@ impl GpuDevice {
             lost,
             next_id: AtomicU64::new(1),
             pipelines: super::pipeline::PipelineCache::default(),
+            #[cfg(target_arch = "wasm32")]
+            scopes: Mutex::new(Vec::new()),
         }))
     }
 
@@ -241,7 +285,40 @@ impl GpuDevice {
         Ok(())
     }
 
-    /// Block until all submitted work is done, then [`Self::check`].
+    /// Keep the error scope of kernel `what`, popped but not answered (browser only):
+    /// [`Self::check_async`] awaits it.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn defer_scope(&self, what: String, scope: PendingScope) {
+        if let Ok(mut v) = self.scopes.lock() {
+            v.push((what, scope));
+        }
+    }
+
+    /// [`Self::check`] after the answers of every pending error scope (in the browser,
+    /// those of the pipelines compiled since the last call; natively none are pending).
+    /// A pipeline that failed to compile is an [`Error::Backend`] naming its kernel.
+    pub async fn check_async(&self) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let pending = match self.scopes.lock() {
+                Ok(mut v) => std::mem::take(&mut *v),
+                Err(_) => Vec::new(),
+            };
+            let mut errs = Vec::new();
+            for (what, scope) in pending {
+                if let Some(e) = scope.await {
+                    errs.push(format!("compiling kernel {what}: {e}"));
+                }
+            }
+            if !errs.is_empty() {
+                return Err(backend(errs.join("; ")));
+            }
+        }
+        self.check()
+    }
+
+    /// Block until all submitted work is done, then [`Self::check`]. In the browser the
+    /// device runs by itself and this only checks (results come back asynchronously).
     pub fn wait(&self) -> Result<()> {
         self.check()?;
         self.device
@@ -263,7 +340,7 @@ impl GpuDevice {
             return Err(backend(format!(
                 "{what} needs a {bytes}-byte buffer but adapter {} binds at most {lim} bytes; \
                  split the tensor or use the CPU backend",
-                self.info.name
+                name(&self.info)
             )));
         }
         Ok(())

@@ -8,6 +8,7 @@ use super::kv::GpuKvCache;
 use super::lut::{lut_gemv, lut_tables};
 use super::model::{GpuEmbedding, GpuLinear, GpuModel, GpuWeights};
 use super::ops;
+use super::readback::Readback;
 use super::record::Recorder;
 use super::state::{GpuActs, GpuState, HostSide};
 use crate::backend::cpu::ops::rope_cos_sin;
@@ -29,6 +30,10 @@ pub struct GpuBackend<'a> {
     n: usize,
     /// Rows of logits recorded by [`Backend::logits`] (0: none).
     logit_rows: usize,
+    /// Leave the logits on the device at [`Backend::end`] and start a [`Readback`] of
+    /// them instead of waiting (the browser's path).
+    defer: bool,
+    readback: Option<Readback>,
 }
 
 impl<'a> GpuBackend<'a> {
@@ -52,7 +57,20 @@ impl<'a> GpuBackend<'a> {
             r: Some(Recorder::new(&m.dev, frame)),
             n: 0,
             logit_rows: 0,
+            defer: false,
+            readback: None,
         }
+    }
+
+    /// Do not wait for the logits at the end of the pass: submit, and start reading them
+    /// back for [`Self::take_readback`] ([`super::forward::forward_submit`]).
+    pub(super) fn defer_logits(&mut self) {
+        self.defer = true;
+    }
+
+    /// The read-back of the logits a deferred pass started.
+    pub(super) fn take_readback(&mut self) -> Option<Readback> {
+        self.readback.take()
     }
 
     fn rec(&mut self) -> Result<&mut Recorder<'a>> {
@@ -321,7 +339,10 @@ impl Backend for GpuBackend<'_> {
             .ok_or_else(|| Error::Internal("GPU pass ended twice".into()))?;
         r.submit()?;
         self.kv.commit();
-        if self.logit_rows > 0 {
+        if self.logit_rows > 0 && self.defer {
+            let bytes = 4 * (self.logit_rows * self.m.cfg.n_vocab) as u64;
+            self.readback = Some(self.m.dev.start_read(&self.acts.logits, 0, bytes)?);
+        } else if self.logit_rows > 0 {
             let nv = self.m.cfg.n_vocab;
             let got = self
                 .m

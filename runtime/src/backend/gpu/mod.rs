@@ -1,10 +1,11 @@
 //! The GPU backend: the graph's ops as WGSL compute shaders run through wgpu (Vulkan,
-//! Metal, DX12; lavapipe in CI).
+//! Metal, DX12; lavapipe in CI; the browser's WebGPU on wasm32).
 //!
 //! * [`device`]: adapter and device, optional features, limits, errors and device loss.
 //! * [`pipeline`]: shader families from `shaders/*.wgsl`, pipelines cached by kernel, data
 //!   type, bit width and features.
-//! * [`buffer`]: uploads, read-back and a pool of reusable scratch buffers.
+//! * [`buffer`]: uploads, read-back and a pool of reusable scratch buffers;
+//!   [`readback`]: read-back awaited instead of blocking (the browser's way).
 //! * [`record`]: dispatches recorded into one submission, parameter slots, cached bind
 //!   groups and timestamp queries.
 //! * [`matrix`]: ggml weight matrices in the GPU layout; [`ops`]: one function per op.
@@ -32,6 +33,7 @@ pub mod matrix;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod readback;
 pub mod record;
 pub mod state;
 
@@ -42,4 +44,5 @@ pub use forward::{GpuModel, GpuState};
 pub use kquant::GpuKMatrix;
 pub use kv_quant::GpuQuantKv;
 pub use matrix::GpuMatrix;
+pub use readback::Readback;
 pub use record::{Frame, Params, Recorder};

@@ -153,6 +153,7 @@ impl PipelineCache {
             },
             cache: None,
         });
+        #[cfg(not(target_arch = "wasm32"))]
         if let Some(e) = pollster::block_on(scope.pop()) {
             // Drop the module too: a broken module must not stay cached.
             self.modules.lock().map_err(lock_err)?.remove(&key.shader);
@@ -161,6 +162,12 @@ impl PipelineCache {
                 key.shader, key.entry
             )));
         }
+        // The browser answers the scope later: GpuDevice::check_async awaits it.
+        #[cfg(target_arch = "wasm32")]
+        dev.defer_scope(
+            format!("{:?}/{}", key.shader, key.entry),
+            Box::pin(scope.pop()),
+        );
         let p = Arc::new(Pipeline {
             pipeline,
             id: dev.next_id(),
