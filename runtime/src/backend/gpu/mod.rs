@@ -7,6 +7,7 @@
 //! * [`buffer`]: uploads, read-back and a pool of reusable scratch buffers.
 //! * [`record`]: dispatches recorded into one submission, parameter slots, cached bind
 //!   groups and timestamp queries.
+//! * [`kernels`]: every entry point's buffers and parameters, one struct per kernel.
 //! * [`matrix`]: ggml weight matrices in the GPU layout; [`ops`]: one function per op.
 //! * [`lut`]: T-MAC LUT matrices (GPU permutation, table build, lookup GEMV).
 //! * [`df11`]: DFloat11 tensors decoded to BF16 on the GPU.
@@ -22,6 +23,7 @@ pub mod device;
 pub mod df11;
 pub mod exec;
 pub mod forward;
+pub mod kernels;
 pub mod kv;
 pub mod kv_quant;
 pub mod lut;

@@ -68,6 +68,7 @@ fn dequant_at(row: u32, cols: u32, k: u32, soff: u32) -> f32 {
 
 // Embedding rows: Y[t][k] = W[ids[t]][k], ids in X. a.x = cols, a.y = tokens, a.w = scale
 // offset (words). One invocation per output element.
+// params: cols=a.x n=a.y scale_off=a.w
 @compute @workgroup_size(64)
 fn get_rows(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -104,6 +105,7 @@ fn finish_rows(acc: array<f32, 4>, lid: u32, row: u32, t0: u32, nt: u32) {
 // Quantized weights x Q8 activations. a.x = rows, a.y = cols, a.z = tokens, a.w = scale
 // offset (words); b.y = output row stride. Workgroups: x(+z) over row quads, y over token
 // quads.
+// params: rows=a.x cols=a.y n=a.z scale_off=a.w y_stride=b.y
 @compute @workgroup_size(64)
 fn matmul_q(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -179,6 +181,7 @@ fn matmul_q(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) w
 // Dense weights (F32/F16/BF16) x f32 activations (X holds f32 bits). Same parameters and
 // grid as matmul_q; lanes stride over elements, so a row's 16 lanes read 16 consecutive
 // elements per step.
+// params: rows=a.x cols=a.y n=a.z y_stride=b.y
 @compute @workgroup_size(64)
 fn matmul_dense(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -202,3 +205,4 @@ fn matmul_dense(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_i
     }
     finish_rows(acc, lid, row, t0, nt);
 }
+
