@@ -245,6 +245,15 @@ kernels! {
         bind { w: 1 read, x: 2 read, y: 4 read_write }
         params { rows: a.x, cols: a.y, n: a.z, y_stride: b.y }
     }
+    /// df12 weights × f32 activations: [`MatmulDense`]'s BF16 GEMV, decoding df12
+    /// ([`super::df12`]: the packed layout and its section offsets in words).
+    MatmulDf12: Matmul "matmul_df12" {
+        bind { w: 1 read, x: 2 read, y: 4 read_write }
+        params {
+            rows: a.x, cols: a.y, n: a.z, block: a.w, y_stride: b.y,
+            codes_off: c.x, starts_off: c.y, exc_off: c.z,
+        }
+    }
 
     // lut.wgsl
 

@@ -7,7 +7,8 @@
 //! ([`GpuDf11`]) and decoded to BF16 into one scratch buffer of the session just before
 //! each projection, inside the same submission, where the BF16 matmul reads them (so
 //! device memory is the compressed model plus one matrix, the largest DF11 one); df12
-//! matrices decoded to BF16 on the host at upload (no df12 shader yet).
+//! matrices kept compressed and multiplied by `matmul_df12`, which decodes each weight
+//! as it reads it ([`GpuDf12`]: no scratch, bitwise the BF16 GEMV).
 //!
 //! The token embedding is read on the GPU (`get_rows`) when its type is a ggml one. A
 //! DFloat11, df12 or LUT embedding is looked up on the host instead ([`Linear::row_into`],
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
 use super::df11::{GpuDf11, UNIT_BYTES};
+use super::df12::GpuDf12;
 use super::lut::GpuLut;
 use super::matrix::{self, GpuMatrix};
 use super::ops;
@@ -42,6 +44,8 @@ pub enum GpuWeights {
     Lut(GpuLut),
     /// A DFloat11 matrix, decoded to BF16 into the session's scratch before each use.
     Df11(GpuDf11),
+    /// A df12 matrix, multiplied in its compressed form.
+    Df12(GpuDf12),
 }
 
 /// A projection: weights and an optional bias.
@@ -59,6 +63,7 @@ impl GpuLinear {
             GpuWeights::Ggml(m) => m.bytes(),
             GpuWeights::Lut(m) => m.bytes(),
             GpuWeights::Df11(m) => m.bytes(),
+            GpuWeights::Df12(m) => m.bytes(),
         }
     }
 
@@ -194,18 +199,13 @@ impl GpuModel {
                         GpuWeights::Lut(GpuLut::upload(d, &l.name, &l.lut(file)?)?)
                     }
                     GgmlType::Df11 => GpuWeights::Df11(upload_df11(d, l, file)?),
-                    // No df12 shader yet: decoded to BF16 on the host at upload.
-                    GgmlType::Df12 => {
-                        let bits = l.df12(file)?.decode()?;
-                        GpuWeights::Ggml(GpuMatrix::upload(
-                            d,
-                            &l.name,
-                            GgmlType::BF16,
-                            l.rows,
-                            l.cols,
-                            bytemuck::cast_slice(&bits),
-                        )?)
-                    }
+                    GgmlType::Df12 => GpuWeights::Df12(GpuDf12::upload(
+                        d,
+                        &l.name,
+                        &l.df12(file)?,
+                        l.rows,
+                        l.cols,
+                    )?),
                     ty if matrix::supported(ty) => {
                         if ops::takes_q8(ty) && !l.cols.is_multiple_of(32) {
                             return Err(Error::bad_model(format!("{}: partial blocks", l.name)));
