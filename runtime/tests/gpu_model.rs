@@ -576,9 +576,12 @@ mod files {
         .clone()
     }
 
-    /// Every matrix as BF16 (embedding included), and the same as DFloat11 made from it.
-    pub fn bf16_and_df11() -> (Arc<Model>, Arc<Model>) {
-        static M: OnceLock<(Arc<Model>, Arc<Model>)> = OnceLock::new();
+    type Twins = (Arc<Model>, Arc<Model>, Arc<Model>);
+
+    /// Every matrix as BF16 (embedding included), and the same as DFloat11 and as df12
+    /// made from it.
+    fn bf16_df11_df12() -> Twins {
+        static M: OnceLock<Twins> = OnceLock::new();
         M.get_or_init(|| {
             let bf = make(
                 "bf16.gguf",
@@ -586,9 +589,26 @@ mod files {
                 ConvertParams::new(Target::Bf16),
             );
             let df = make("df11.gguf", &bf, ConvertParams::new(Target::Df11));
-            (load_and_unlink(&bf), load_and_unlink(&df))
+            let d12 = make("df12.gguf", &bf, ConvertParams::new(Target::Df12));
+            (
+                load_and_unlink(&bf),
+                load_and_unlink(&df),
+                load_and_unlink(&d12),
+            )
         })
         .clone()
+    }
+
+    /// [`bf16_df11_df12`]'s BF16 and DFloat11 models.
+    pub fn bf16_and_df11() -> (Arc<Model>, Arc<Model>) {
+        let (b, d, _) = bf16_df11_df12();
+        (b, d)
+    }
+
+    /// [`bf16_df11_df12`]'s BF16 and df12 models.
+    pub fn bf16_and_df12() -> (Arc<Model>, Arc<Model>) {
+        let (b, _, d) = bf16_df11_df12();
+        (b, d)
     }
 }
 
@@ -723,6 +743,45 @@ fn df11_file_on_gpu_equals_bf16_bitwise() {
     assert_eq!(got, want, "DF11 greedy tokens on the GPU and the CPU");
 }
 
+/// SmolLM2 as df12 (every matrix, embedding included) on the GPU: compressed on the
+/// device, multiplied by `matmul_df12`, and its logits are the GPU BF16 model's bit for bit,
+/// prefill (all tokens' logits) and greedy decode steps.
+#[test]
+fn df12_file_on_gpu_equals_bf16_bitwise() {
+    const STEPS: usize = 4;
+    let (bf, df) = files::bf16_and_df12();
+    assert_eq!(types(&df), vec![GgmlType::Df12]);
+    let gb = GpuModel::upload(dev(), bf.config(), bf.weights(), bf.file()).unwrap();
+    let gd = GpuModel::upload(dev(), df.config(), df.weights(), df.file()).unwrap();
+    eprintln!(
+        "SmolLM2 matrices on the device: df12 {} B, BF16 {} B ({:.3})",
+        gd.weight_bytes(),
+        gb.weight_bytes(),
+        gd.weight_bytes() as f64 / gb.weight_bytes() as f64
+    );
+    assert!(gd.weight_bytes() < gb.weight_bytes() * 8 / 10);
+    let v = df.config().n_vocab;
+    let ids = df.tokenizer().encode(PROMPTS[0], true, false).unwrap();
+    let mut sb = GpuState::new(&gb, 64, 64, true, false).unwrap();
+    let mut sd = GpuState::new(&gd, 64, 64, true, false).unwrap();
+    let mut batch = ids;
+    for step in 0..=STEPS {
+        let all = if step == 0 { Logits::All } else { Logits::Last };
+        let a = forward(&gb, &mut sb, bf.file(), &batch, all)
+            .unwrap()
+            .to_vec();
+        let b = forward(&gd, &mut sd, df.file(), &batch, all)
+            .unwrap()
+            .to_vec();
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()) && a.len() == b.len(),
+            "step {step}: df12 and BF16 logits differ by {}",
+            max_abs_diff(&a, &b)
+        );
+        batch = vec![argmax(&b[b.len() - v..])];
+    }
+}
+
 /// A LUT or DFloat11 matrix larger than the adapter's storage binding is refused with
 /// [`suanpan::Error::Backend`] naming the tensor, before anything reaches the device, and
 /// the device stays usable. (A device whose limit is lowered to 256 KiB stands in for a
@@ -755,8 +814,8 @@ fn lut_and_df11_beyond_the_binding_limit_are_refused() {
 
 /// Synthetic models converted by the real converter to LUT and DFloat11 forms: a mixed
 /// 2/3-bit LUT file with a DFloat11 embedding and head, a 4-bit file whose embedding and
-/// head are LUT too (host LUT row lookup), an all-DF11 file, and an all-df12 file (decoded
-/// to BF16 at upload: the GPU's BF16 GEMV, same tolerance). Two small layers keep the
+/// head are LUT too (host LUT row lookup), an all-DF11 file, and an all-df12 file (the df12
+/// GEMV, bitwise the BF16 one: same tolerance). Two small layers keep the
 /// amplification of table rounding small, so the GPU forward (prefill and decode) must
 /// match the CPU closely: measured max |Δlogit| 0 to 7e-7 for the LUT files and 3e-5 for
 /// DF11 (BF16 GEMV summation order), logits up to ~3; tolerance 1e-4 as for the other
@@ -800,7 +859,7 @@ fn synthetic_lut_and_df11_files_match_cpu() {
             p.cast = true; // the synthetic embedding is Q8_0
             p
         }),
-        // df12 runs on the GPU decoded to BF16 at upload (no df12 shader yet).
+        // df12 runs on the GPU through `matmul_df12` (tests/gpu_df12.rs: bitwise BF16).
         ("df12", {
             let mut p = ConvertParams::new(Target::Df12);
             p.cast = true;

@@ -13,9 +13,9 @@
 
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
+use super::kernels::{Df11Decode, Df11Zero};
 use super::ops::{grid, WG};
-use super::pipeline::{PipeKey, Shader};
-use super::record::{Params, Recorder};
+use super::record::Recorder;
 use crate::backend::cpu::dfloat::Df11Decoder;
 use crate::dfloat::Df11View;
 use crate::error::{Error, Result};
@@ -133,22 +133,22 @@ impl GpuDf11 {
         if (out.bytes() as usize) < 4 * words {
             return Err(Error::invalid("GPU DFloat11 decode: output too small"));
         }
-        r.dispatch(
-            PipeKey::new(Shader::Df11, "df11_zero"),
-            Params::u(&[words as u32]),
-            &[(5, out)],
+        r.run(
+            &Df11Zero {
+                out,
+                words: words as u32,
+            },
             grid(words.div_ceil(WG)),
         )?;
-        r.dispatch(
-            PipeKey::new(Shader::Df11, "df11_decode"),
-            Params::u(&[self.units as u32]),
-            &[
-                (1, &self.bitstream),
-                (2, &self.sign_mantissa),
-                (3, &self.tables),
-                (4, &self.index),
-                (5, out),
-            ],
+        r.run(
+            &Df11Decode {
+                bitstream: &self.bitstream,
+                sign_mantissa: &self.sign_mantissa,
+                tables: &self.tables,
+                index: &self.index,
+                out,
+                units: self.units as u32,
+            },
             grid(self.units.div_ceil(WG)),
         )
     }

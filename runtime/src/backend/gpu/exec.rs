@@ -143,6 +143,7 @@ fn project_one(
             m.decode(r, scratch)?;
             ops::matmul_bf16(r, scratch, w.rows, w.cols, x, out, n, y_stride)?;
         }
+        GpuWeights::Df12(m) => m.matmul(r, x, out, n, y_stride)?,
         GpuWeights::Lut(m) => {
             let Some(ls) = &acts.lut else {
                 return Err(Error::Internal("LUT scratch missing".into()));

@@ -23,9 +23,9 @@
 
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
+use super::kernels::MatmulK;
 use super::ops::grid;
-use super::pipeline::{PipeKey, Shader};
-use super::record::{Params, Recorder};
+use super::record::Recorder;
 use crate::error::{Error, Result};
 use crate::format::GgmlType;
 
@@ -179,19 +179,21 @@ pub fn matmul_k(
             y.bytes()
         )));
     }
-    let key = PipeKey::new(Shader::KQuant, "matmul_k").dtype(w.ty.id());
     for p in &w.parts {
-        let params = Params::u(&[
-            p.rows as u32,
-            w.cols as u32,
-            n as u32,
-            p.row0 as u32,
-            0,
-            y_stride as u32,
-        ]);
         let g = grid(p.rows.div_ceil(4));
         let groups = [g[0], n.div_ceil(4) as u32, g[2]];
-        r.dispatch(key, params, &[(1, &p.buf), (2, x), (4, y)], groups)?;
+        let k = MatmulK {
+            w: &p.buf,
+            x,
+            y,
+            rows: p.rows as u32,
+            cols: w.cols as u32,
+            n: n as u32,
+            row0: p.row0 as u32,
+            y_stride: y_stride as u32,
+            wtype: w.ty.id(),
+        };
+        r.run(&k, groups)?;
     }
     Ok(())
 }

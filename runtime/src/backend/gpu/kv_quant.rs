@@ -43,10 +43,10 @@ use half::f16;
 
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
+use super::kernels::{KvRotate, KvqAttention, KvqStore};
 use super::ops::kv_store;
 use super::ops::{grid, WG};
-use super::pipeline::{PipeKey, Shader};
-use super::record::{Params, Recorder};
+use super::record::Recorder;
 use crate::error::{Error, Result};
 use crate::kv::budget::{tail_rows, KvGeom, KvParams, Overflow};
 use crate::kv::hadamard;
@@ -445,27 +445,33 @@ impl GpuQuantKv {
         if let Some((signs, sb)) = &self.signs {
             let hd = self.geom.head_dim;
             let norm = 1.0 / (signs.len() as f32).sqrt();
-            r.dispatch(
-                PipeKey::new(Shader::KvAttention, "kv_rotate"),
-                Params::u(&[u(plan.n * self.geom.n_kv_head)?, u(hd)?]).with_f(&[norm]),
-                &[(8, k), (9, sb)],
+            r.run(
+                &KvRotate {
+                    keys: k,
+                    signs: sb,
+                    heads: u(plan.n * self.geom.n_kv_head)?,
+                    head_dim: u(hd)?,
+                    norm,
+                },
                 grid(plan.n * self.geom.n_kv_head),
             )?;
         }
         let ring0 = (self.ring + plan.tail_before) % self.tail_cap;
-        r.dispatch(
-            PipeKey::new(Shader::KvAttention, "kvq_store"),
-            Params::u(&[
-                u(plan.n)?,
-                u(kvd)?,
-                u(plan.sink_take)?,
-                u(plan.n_sink_before)?,
-                u(self.row0(layer))?,
-                u(self.sink_cap)?,
-                u(self.tail_cap)?,
-                u(ring0)?,
-            ]),
-            &[(1, &self.kf), (2, &self.vf), (3, k), (4, v)],
+        r.run(
+            &KvqStore {
+                k_cache: &self.kf,
+                v_cache: &self.vf,
+                k,
+                v,
+                n: u(plan.n)?,
+                kv_dim: u(kvd)?,
+                sink_take: u(plan.sink_take)?,
+                n_sink_before: u(plan.n_sink_before)?,
+                row0: u(self.row0(layer))?,
+                sink_cap: u(self.sink_cap)?,
+                tail_cap: u(self.tail_cap)?,
+                ring0: u(ring0)?,
+            },
             grid((n_vals / 2).div_ceil(WG)),
         )?;
         if self.late_pages && plan.new_pages > 0 {
@@ -501,37 +507,33 @@ impl GpuQuantKv {
             )));
         }
         let page_word = layer * self.n_slots * nk * self.pg.bytes() / 4;
-        r.dispatch(
-            PipeKey::new(Shader::KvAttention, "kvq_attention").bits(self.pg.kbits.bits() as u32),
-            Params::u(&[
-                u(n_head)?,
-                u(nk)?,
-                u(hd)?,
-                u(plan.n)?,
-                u(self.row0(layer))?,
-                u(self.sink_cap)?,
-                u(self.tail_cap)?,
-                u(self.ring)?,
-                u(page_word)?,
-                u(self.pg.page)?,
-                u(self.pg.vgroup)?,
-                u(self.pg.k_outliers)?,
-            ])
-            .with_f(&[
-                scale,
-                f32::from(u8::from(self.signs.is_some())),
-                1.0 / (hd as f32).sqrt(),
-            ]),
-            &[
-                (1, &self.kf),
-                (2, &self.vf),
-                (5, q),
-                (6, &self.pages),
-                (7, &self.span),
-                (8, out),
+        r.run(
+            &KvqAttention {
+                k_cache: &self.kf,
+                v_cache: &self.vf,
+                q,
+                pages: &self.pages,
+                span: &self.span,
+                out,
                 // Unused without rotation; any read-only buffer fills the binding.
-                (9, self.signs.as_ref().map_or(&self.span, |(_, b)| b)),
-            ],
+                signs: self.signs.as_ref().map_or(&self.span, |(_, b)| b),
+                n_head: u(n_head)?,
+                n_kv_head: u(nk)?,
+                head_dim: u(hd)?,
+                n_tokens: u(plan.n)?,
+                row0: u(self.row0(layer))?,
+                sink_cap: u(self.sink_cap)?,
+                tail_cap: u(self.tail_cap)?,
+                ring: u(self.ring)?,
+                page_word: u(page_word)?,
+                page: u(self.pg.page)?,
+                vgroup: u(self.pg.vgroup)?,
+                k_outliers: u(self.pg.k_outliers)?,
+                scale,
+                rotated: f32::from(u8::from(self.signs.is_some())),
+                inv_sqrt_hd: 1.0 / (hd as f32).sqrt(),
+                bits: self.pg.kbits.bits() as u32,
+            },
             grid(plan.n * n_head),
         )
     }

@@ -12,9 +12,9 @@
 
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
+use super::kernels::{LutGemv, LutTables};
 use super::ops::grid;
-use super::pipeline::{PipeKey, Shader};
-use super::record::{Params, Recorder};
+use super::record::Recorder;
 use crate::error::{Error, Result};
 use crate::lut::LutMatrix;
 
@@ -132,10 +132,16 @@ pub fn lut_tables(
     if (x.bytes() as usize) < 4 * cols * n {
         return Err(Error::invalid("GPU LUT tables: activations too small"));
     }
-    r.dispatch(
-        PipeKey::new(Shader::Lut, "lut_tables"),
-        Params::u(&[cols as u32, group as u32, n as u32]),
-        &[(1, x), (2, &s.tables), (3, &s.half_scales), (4, &s.sums)],
+    r.run(
+        &LutTables {
+            x,
+            tables: &s.tables,
+            half_scales: &s.half_scales,
+            sums: &s.sums,
+            cols: cols as u32,
+            group: group as u32,
+            n: n as u32,
+        },
         grid(cols / group * n),
     )
 }
@@ -157,23 +163,21 @@ pub fn lut_gemv(
         return Err(Error::invalid("GPU LUT GEMV: output too small"));
     }
     let g = grid(w.rows.div_ceil(64));
-    r.dispatch(
-        PipeKey::new(Shader::Lut, "lut_gemv").bits(w.bits as u32),
-        Params::u(&[
-            w.rows as u32,
-            w.cols as u32,
-            w.group as u32,
-            n as u32,
-            w.param_off,
-            y_stride as u32,
-        ]),
-        &[
-            (2, &s.tables),
-            (3, &s.half_scales),
-            (4, &s.sums),
-            (5, &w.buf),
-            (6, y),
-        ],
+    r.run(
+        &LutGemv {
+            tables: &s.tables,
+            half_scales: &s.half_scales,
+            sums: &s.sums,
+            w: &w.buf,
+            y,
+            rows: w.rows as u32,
+            cols: w.cols as u32,
+            group: w.group as u32,
+            n: n as u32,
+            param_off: w.param_off,
+            y_stride: y_stride as u32,
+            bits: w.bits as u32,
+        },
         [g[0], n as u32, g[2]],
     )
 }

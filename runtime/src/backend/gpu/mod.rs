@@ -8,11 +8,13 @@
 //!   [`readback`]: read-back awaited instead of blocking (the browser's way).
 //! * [`record`]: dispatches recorded into one submission, parameter slots, cached bind
 //!   groups and timestamp queries.
+//! * [`kernels`]: every entry point's buffers and parameters, one struct per kernel.
 //! * [`matrix`]: ggml weight matrices in the GPU layout; [`ops`]: one function per op.
 //! * [`kquant`]: the other ggml block types (K-quants, Q5, IQ4, ternary) and matrices
 //!   split over several bindings, with their GEMV.
 //! * [`lut`]: T-MAC LUT matrices (GPU permutation, table build, lookup GEMV).
-//! * [`df11`]: DFloat11 tensors decoded to BF16 on the GPU.
+//! * [`df11`]: DFloat11 tensors decoded to BF16 on the GPU; [`df12`]: df12 matrices kept
+//!   compressed, multiplied by a GEMV that decodes them.
 //! * [`kv_quant`]: the quantized KV cache (q8/q4/q2 pages behind an f16 window).
 //! * [`model`]: a model's weights on the device, and what the backend cannot run;
 //!   [`state`]: one session's KV cache and buffers; [`exec`]: the graph's ops recorded
@@ -23,8 +25,10 @@
 pub mod buffer;
 pub mod device;
 pub mod df11;
+pub mod df12;
 pub mod exec;
 pub mod forward;
+pub mod kernels;
 pub mod kquant;
 pub mod kv;
 pub mod kv_quant;

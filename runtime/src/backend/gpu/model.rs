@@ -8,7 +8,8 @@
 //! ([`GpuDf11`]) and decoded to BF16 into one scratch buffer of the session just before
 //! each projection, inside the same submission, where the BF16 matmul reads them (so
 //! device memory is the compressed model plus one matrix, the largest DF11 one); df12
-//! matrices decoded to BF16 on the host at upload (no df12 shader yet).
+//! matrices kept compressed and multiplied by `matmul_df12`, which decodes each weight
+//! as it reads it ([`GpuDf12`]: no scratch, bitwise the BF16 GEMV).
 //!
 //! The token embedding is read on the GPU (`get_rows`) when `matmul.wgsl` runs its type
 //! and it fits one binding. A DFloat11, df12, LUT or other ggml embedding (K-quants, Gemma
@@ -20,12 +21,12 @@
 //! and a LUT lookup a gather kernel of its own. A tied LM head of such a type is uploaded
 //! and run on the GPU like any projection (the embedding itself is not uploaded twice).
 
-use crate::backend::cpu::dfloat::Df12Decode;
 use std::sync::Arc;
 
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
 use super::df11::{GpuDf11, UNIT_BYTES};
+use super::df12::GpuDf12;
 use super::kquant::{self, GpuKMatrix};
 use super::lut::GpuLut;
 use super::matrix::{self, GpuMatrix};
@@ -49,6 +50,8 @@ pub enum GpuWeights {
     Lut(GpuLut),
     /// A DFloat11 matrix, decoded to BF16 into the session's scratch before each use.
     Df11(GpuDf11),
+    /// A df12 matrix, multiplied in its compressed form.
+    Df12(GpuDf12),
 }
 
 /// A projection: weights and an optional bias.
@@ -67,6 +70,7 @@ impl GpuLinear {
             GpuWeights::K(m) => m.bytes(),
             GpuWeights::Lut(m) => m.bytes(),
             GpuWeights::Df11(m) => m.bytes(),
+            GpuWeights::Df12(m) => m.bytes(),
         }
     }
 
@@ -211,18 +215,13 @@ impl GpuModel {
                         GpuWeights::Lut(GpuLut::upload(d, &l.name, &l.lut(file)?)?)
                     }
                     GgmlType::Df11 => GpuWeights::Df11(upload_df11(d, l, file)?),
-                    // No df12 shader yet: decoded to BF16 on the host at upload.
-                    GgmlType::Df12 => {
-                        let bits = l.df12(file)?.decode()?;
-                        GpuWeights::Ggml(GpuMatrix::upload(
-                            d,
-                            &l.name,
-                            GgmlType::BF16,
-                            l.rows,
-                            l.cols,
-                            bytemuck::cast_slice(&bits),
-                        )?)
-                    }
+                    GgmlType::Df12 => GpuWeights::Df12(GpuDf12::upload(
+                        d,
+                        &l.name,
+                        &l.df12(file)?,
+                        l.rows,
+                        l.cols,
+                    )?),
                     ty if matrix::supported(ty)
                         && (fits_one_binding(d, l, file) || !kquant::supported(ty)) =>
                     {

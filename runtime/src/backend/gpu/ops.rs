@@ -1,11 +1,15 @@
-//! The graph's ops as GPU dispatches: each function records one kernel into a
-//! [`Recorder`] with its parameters and workgroup grid. Shapes are checked here against
+//! The graph's ops as GPU dispatches: each function records one kernel (a struct of
+//! [`super::kernels`], buffers and parameters by name) into a [`Recorder`] with its
+//! workgroup grid. Shapes are checked here against
 //! the buffer sizes so a wrong call is an error, not an out-of-bounds shader access.
 
 use super::buffer::GpuBuffer;
+use super::kernels::{
+    Add, AddBias, Attention, GeluTanhMul, GetRows, KvStore, MatmulDense, MatmulQ, QuantQ8, RmsNorm,
+    RmsNormInplace, Rope, Scale, SiluMul,
+};
 use super::matrix::GpuMatrix;
-use super::pipeline::{PipeKey, Shader};
-use super::record::{Params, Recorder};
+use super::record::Recorder;
 use crate::backend::cpu::ops::RopeStyle;
 use crate::error::{Error, Result};
 use crate::format::GgmlType;
@@ -24,6 +28,13 @@ pub fn grid(n: usize) -> [u32; 3] {
     } else {
         [MAX_X as u32, 1, n.div_ceil(MAX_X) as u32]
     }
+}
+
+/// Workgroups of the row-quad GEMV kernels (`matmul.wgsl`): x(+z) over quads of rows, y
+/// over quads of tokens.
+pub fn matmul_grid(rows: usize, n: usize) -> [u32; 3] {
+    let g = grid(rows.div_ceil(4));
+    [g[0], u(n.div_ceil(4)), g[2]]
 }
 
 fn need(what: &str, b: &GpuBuffer, floats: usize) -> Result<()> {
@@ -91,10 +102,17 @@ fn norm(
             "GPU rms_norm: weight length must divide the row",
         ));
     }
-    r.dispatch(
-        PipeKey::new(Shader::Elementwise, "rms_norm"),
-        Params::u(&[u(n), u(rows), u(w_len), u(first)]).with_f(&[eps]),
-        &[(1, x), (2, w), (3, out)],
+    r.run(
+        &RmsNorm {
+            x,
+            w,
+            out,
+            n: u(n),
+            rows: u(rows),
+            w_len: u(w_len),
+            first: u(first),
+            eps,
+        },
         grid(rows),
     )
 }
@@ -110,10 +128,15 @@ pub fn rms_norm_inplace(
 ) -> Result<()> {
     need("rms_norm x", x, n * rows)?;
     need("rms_norm w", w, n)?;
-    r.dispatch(
-        PipeKey::new(Shader::Elementwise, "rms_norm_inplace"),
-        Params::u(&[u(n), u(rows), u(n)]).with_f(&[eps]),
-        &[(1, x), (2, w)],
+    r.run(
+        &RmsNormInplace {
+            x,
+            w,
+            n: u(n),
+            rows: u(rows),
+            w_len: u(n),
+            eps,
+        },
         grid(rows),
     )
 }
@@ -141,10 +164,16 @@ pub fn rope(
         RopeStyle::Interleaved => 0,
         RopeStyle::Neox => 1,
     };
-    r.dispatch(
-        PipeKey::new(Shader::Elementwise, "rope"),
-        Params::u(&[u(rows), u(head_dim), u(n_rot), style, u(heads_per_token)]),
-        &[(1, x), (2, cs)],
+    r.run(
+        &Rope {
+            x,
+            cos_sin: cs,
+            rows: u(rows),
+            head_dim: u(head_dim),
+            n_rot: u(n_rot),
+            neox: style,
+            heads_per_token: u(heads_per_token),
+        },
         grid((rows * n_rot / 2).div_ceil(WG)),
     )
 }
@@ -153,47 +182,27 @@ pub fn rope(
 pub fn silu_mul(r: &mut Recorder, gate: &GpuBuffer, up: &GpuBuffer, n: usize) -> Result<()> {
     need("silu_mul gate", gate, n)?;
     need("silu_mul up", up, n)?;
-    r.dispatch(
-        PipeKey::new(Shader::Elementwise, "silu_mul"),
-        Params::u(&[u(n)]),
-        &[(1, gate), (2, up)],
-        grid(n.div_ceil(WG)),
-    )
+    r.run(&SiluMul { gate, up, n: u(n) }, grid(n.div_ceil(WG)))
 }
 
 /// `gate = gelu_tanh(gate) * up` over `n` elements (Gemma's FFN).
 pub fn gelu_tanh_mul(r: &mut Recorder, gate: &GpuBuffer, up: &GpuBuffer, n: usize) -> Result<()> {
     need("gelu_tanh_mul gate", gate, n)?;
     need("gelu_tanh_mul up", up, n)?;
-    r.dispatch(
-        PipeKey::new(Shader::Elementwise, "gelu_tanh_mul"),
-        Params::u(&[u(n)]),
-        &[(1, gate), (2, up)],
-        grid(n.div_ceil(WG)),
-    )
+    r.run(&GeluTanhMul { gate, up, n: u(n) }, grid(n.div_ceil(WG)))
 }
 
 /// `x *= s` over `n` elements (Gemma's embedding scale).
 pub fn scale(r: &mut Recorder, x: &GpuBuffer, s: f32, n: usize) -> Result<()> {
     need("scale x", x, n)?;
-    r.dispatch(
-        PipeKey::new(Shader::Elementwise, "scale"),
-        Params::u(&[u(n)]).with_f(&[s]),
-        &[(1, x)],
-        grid(n.div_ceil(WG)),
-    )
+    r.run(&Scale { x, n: u(n), s }, grid(n.div_ceil(WG)))
 }
 
 /// `x += y` over `n` elements.
 pub fn add(r: &mut Recorder, x: &GpuBuffer, y: &GpuBuffer, n: usize) -> Result<()> {
     need("add x", x, n)?;
     need("add y", y, n)?;
-    r.dispatch(
-        PipeKey::new(Shader::Elementwise, "add"),
-        Params::u(&[u(n)]),
-        &[(1, x), (2, y)],
-        grid(n.div_ceil(WG)),
-    )
+    r.run(&Add { x, y, n: u(n) }, grid(n.div_ceil(WG)))
 }
 
 /// `x[i] += b[i % b_len]` over `n` elements.
@@ -206,10 +215,13 @@ pub fn add_bias(
 ) -> Result<()> {
     need("add_bias x", x, n)?;
     need("add_bias b", b, b_len)?;
-    r.dispatch(
-        PipeKey::new(Shader::Elementwise, "add_bias"),
-        Params::u(&[u(n), u(b_len)]),
-        &[(1, x), (2, b)],
+    r.run(
+        &AddBias {
+            x,
+            bias: b,
+            n: u(n),
+            bias_len: u(b_len),
+        },
         grid(n.div_ceil(WG)),
     )
 }
@@ -231,10 +243,15 @@ pub fn kv_store(
     need("kv_store v", v, n)?;
     need("kv_store cache", kc, (dst + n) / 2)?;
     need("kv_store cache", vc, (dst + n) / 2)?;
-    r.dispatch(
-        PipeKey::new(Shader::Attention, "kv_store"),
-        Params::u(&[u(n), u(dst)]),
-        &[(2, kc), (3, vc), (5, k), (6, v)],
+    r.run(
+        &KvStore {
+            k_cache: kc,
+            v_cache: vc,
+            k,
+            v,
+            n: u(n),
+            dst: u(dst),
+        },
         grid((n / 2).div_ceil(WG)),
     )
 }
@@ -281,20 +298,22 @@ pub fn attention(
     let end = a.layer_base + (a.pos0 + a.n_tokens) * kv_dim;
     need("attention k cache", kc, end / 2)?;
     need("attention v cache", vc, end / 2)?;
-    r.dispatch(
-        PipeKey::new(Shader::Attention, "attention"),
-        Params::u(&[
-            u(a.n_head),
-            u(a.n_kv_head),
-            u(a.head_dim),
-            u(a.pos0),
-            u(a.n_tokens),
-            u(a.layer_base),
-            u(kv_dim),
-            u(a.window),
-        ])
-        .with_f(&[a.scale]),
-        &[(1, q), (2, kc), (3, vc), (4, out)],
+    r.run(
+        &Attention {
+            q,
+            k_cache: kc,
+            v_cache: vc,
+            out,
+            n_head: u(a.n_head),
+            n_kv_head: u(a.n_kv_head),
+            head_dim: u(a.head_dim),
+            pos0: u(a.pos0),
+            n_tokens: u(a.n_tokens),
+            layer_base: u(a.layer_base),
+            kv_dim: u(kv_dim),
+            window: u(a.window),
+            scale: a.scale,
+        },
         grid(a.n_tokens * a.n_head),
     )
 }
@@ -317,10 +336,14 @@ pub fn quant_act(
     need("quant_act x", x, cols * rows)?;
     need("quant_act codes", xq, cols * rows / 4)?;
     need("quant_act scales", xd, cols * rows / 16)?;
-    r.dispatch(
-        PipeKey::new(Shader::QuantAct, "quant_q8"),
-        Params::u(&[u(cols), u(rows)]),
-        &[(1, x), (2, xq), (3, xd)],
+    r.run(
+        &QuantQ8 {
+            x,
+            codes: xq,
+            scales: xd,
+            cols: u(cols),
+            rows: u(rows),
+        },
         grid((cols / 32 * rows).div_ceil(WG)),
     )
 }
@@ -403,10 +426,8 @@ fn matmul_on(
         return Err(Error::invalid("GPU matmul: output stride or token count"));
     }
     need("matmul out", y, (n - 1) * y_stride + w.rows)?;
-    let p = Params::u(&[u(w.rows), u(w.cols), u(n), w.scale_off, 0, u(y_stride)]);
-    let g = grid(w.rows.div_ceil(4));
-    let groups = [g[0], u(n.div_ceil(4)), g[2]];
-    let key = if takes_q8(w.ty) {
+    let groups = matmul_grid(w.rows, n);
+    if takes_q8(w.ty) {
         let Some(xd) = xd else {
             return Err(Error::invalid(
                 "GPU matmul: quantized weights need Q8 activations",
@@ -414,17 +435,36 @@ fn matmul_on(
         };
         need("matmul codes", xq, w.cols * n / 4)?;
         need("matmul scales", xd, w.cols * n / 16)?;
-        return r.dispatch(
-            PipeKey::new(Shader::Matmul, "matmul_q").dtype(w.ty.id()),
-            p,
-            &[(1, w.buf), (2, xq), (3, xd), (4, y)],
+        return r.run(
+            &MatmulQ {
+                w: w.buf,
+                codes: xq,
+                scales: xd,
+                y,
+                rows: u(w.rows),
+                cols: u(w.cols),
+                n: u(n),
+                scale_off: w.scale_off,
+                y_stride: u(y_stride),
+                wtype: w.ty.id(),
+            },
             groups,
         );
-    } else {
-        PipeKey::new(Shader::Matmul, "matmul_dense").dtype(w.ty.id())
-    };
+    }
     need("matmul x", xq, w.cols * n)?;
-    r.dispatch(key, p, &[(1, w.buf), (2, xq), (4, y)], groups)
+    r.run(
+        &MatmulDense {
+            w: w.buf,
+            x: xq,
+            y,
+            rows: u(w.rows),
+            cols: u(w.cols),
+            n: u(n),
+            y_stride: u(y_stride),
+            wtype: w.ty.id(),
+        },
+        groups,
+    )
 }
 
 /// `out[t] = W[ids[t]]` dequantized (embedding lookup) for `n` tokens.
@@ -437,10 +477,16 @@ pub fn get_rows(
 ) -> Result<()> {
     need("get_rows ids", ids, n)?;
     need("get_rows out", out, n * w.cols)?;
-    r.dispatch(
-        PipeKey::new(Shader::Matmul, "get_rows").dtype(w.ty.id()),
-        Params::u(&[u(w.cols), u(n), 0, w.scale_off]),
-        &[(1, &w.buf), (2, ids), (4, out)],
+    r.run(
+        &GetRows {
+            w: &w.buf,
+            ids,
+            out,
+            cols: u(w.cols),
+            n: u(n),
+            scale_off: w.scale_off,
+            wtype: w.ty.id(),
+        },
         grid((n * w.cols).div_ceil(WG)),
     )
 }

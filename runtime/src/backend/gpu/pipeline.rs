@@ -36,6 +36,18 @@ pub enum Shader {
 const COMMON: &str = include_str!("shaders/common.wgsl");
 
 impl Shader {
+    /// Every family (the binding test parses each).
+    pub const ALL: [Shader; 8] = [
+        Shader::Elementwise,
+        Shader::QuantAct,
+        Shader::Matmul,
+        Shader::KQuant,
+        Shader::Attention,
+        Shader::KvAttention,
+        Shader::Lut,
+        Shader::Df11,
+    ];
+
     /// The WGSL source of this family (with the shared helpers prepended).
     pub fn source(self) -> String {
         let body = match self {

@@ -1,5 +1,10 @@
 //! Recording a sequence of kernel dispatches into one submission.
 //!
+//! A dispatch is a [`Kernel`] value (a struct per WGSL entry point, declared once in
+//! [`super::kernels`] with its buffers' binding numbers and its parameters' `Params`
+//! fields) and a workgroup grid: [`Recorder::run`]. There is no positional binding list
+//! outside this module.
+//!
 //! Each dispatch gets a 256-byte slot of a uniform buffer for its parameters (the WGSL
 //! `Params` struct of `common.wgsl`: 12 `u32` and 4 `f32`). Slots are numbered in dispatch
 //! order, and a [`Frame`] caches the bind group of each slot: a forward pass issues the same
@@ -15,6 +20,7 @@ use std::sync::Arc;
 
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
+use super::kernels::Kernel;
 use super::pipeline::{PipeKey, Pipeline};
 use crate::error::{Error, Result};
 
@@ -23,25 +29,17 @@ pub const SLOT: u64 = 256;
 /// Bytes of the `Params` struct.
 pub const PARAMS_BYTES: usize = 64;
 
-/// Parameters of one dispatch: `u[0..12]` are `Params.a/b/c`, `f[0..4]` is `Params.f`.
+/// Parameters of one dispatch: `u[0..12]` are `Params.a/b/c`, `f[0..4]` is `Params.f`
+/// (filled by a [`Kernel`]'s declared field names, never by position).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Params {
+    /// `a.xyzw`, `b.xyzw`, `c.xyzw`.
     pub u: [u32; 12],
+    /// `f.xyzw`.
     pub f: [f32; 4],
 }
 
 impl Params {
-    /// Unsigned parameters (the rest zero).
-    pub fn u(vals: &[u32]) -> Self {
-        let mut p = Params::default();
-        p.u[..vals.len()].copy_from_slice(vals);
-        p
-    }
-    /// With float parameters.
-    pub fn with_f(mut self, vals: &[f32]) -> Self {
-        self.f[..vals.len()].copy_from_slice(vals);
-        self
-    }
     fn bytes(&self) -> [u8; PARAMS_BYTES] {
         let mut b = [0u8; PARAMS_BYTES];
         for (i, v) in self.u.iter().enumerate() {
@@ -173,9 +171,15 @@ impl<'a> Recorder<'a> {
         self.dev
     }
 
-    /// Queue kernel `key` over `groups` workgroups with parameters `p` and buffers bound
-    /// as `(binding, buffer)` (binding 0 is the parameter slot).
-    pub fn dispatch(
+    /// Queue kernel `k` over `groups` workgroups: its parameters go to a fresh slot (binding
+    /// 0) and its buffers to the bindings its declaration names ([`super::kernels`]).
+    pub fn run<K: Kernel>(&mut self, k: &K, groups: [u32; 3]) -> Result<()> {
+        self.dispatch(k.key(), k.params(), &k.buffers(), groups)
+    }
+
+    /// Queue pipeline `key` with parameters `p` and buffers bound as `(binding, buffer)`.
+    /// Private: every caller goes through a declared [`Kernel`] ([`Self::run`]).
+    fn dispatch(
         &mut self,
         key: PipeKey,
         p: Params,

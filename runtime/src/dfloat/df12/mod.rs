@@ -376,6 +376,16 @@ impl<'a> Df12View<'a> {
         le32(self.exc_start, b0.min(nb)) as usize..le32(self.exc_start, b1.min(nb)) as usize
     }
 
+    /// First exception entry of each block, then the total: `n_blocks + 1` entries.
+    pub fn block_starts(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..=self.n_blocks()).map(|b| le32(self.exc_start, b))
+    }
+
+    /// Every exception entry in order: (value index, exponent).
+    pub fn exceptions(&self) -> impl Iterator<Item = (u32, u8)> + '_ {
+        (0..self.n_exceptions()).map(|k| (le32(self.exc_index, k), self.exc_exp[k]))
+    }
+
     /// Indices of the escaped values in `r`, increasing.
     pub fn exceptions_in(&self, r: Range<usize>) -> impl Iterator<Item = usize> + '_ {
         self.exceptions_near(&r)

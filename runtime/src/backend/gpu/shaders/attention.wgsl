@@ -26,6 +26,7 @@
 // Store keys and values: a.x = values to store (n_tokens * kv_dim, even), a.y = first
 // destination value (even). Each invocation converts two values of K and two of V to f16
 // (round to nearest even, bit-identical to the CPU cache) and writes one word of each.
+// params: n=a.x dst=a.y
 @compute @workgroup_size(64)
 fn kv_store(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -45,6 +46,7 @@ var<workgroup> probs: array<f32, 64>;
 // cached); b.x = n_tokens, b.y = first cache value of this layer, b.z = kv_dim, b.w = window
 // (0 = none); f.x = scale. Q and O are [n_tokens][n_head][head_dim]. Token t attends to
 // positions 0..=pos0 + t, or with a window w to the last w of them.
+// params: n_head=a.x n_kv_head=a.y head_dim=a.z pos0=a.w n_tokens=b.x layer_base=b.y kv_dim=b.z window=b.w scale=f.x
 @compute @workgroup_size(64)
 fn attention(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {

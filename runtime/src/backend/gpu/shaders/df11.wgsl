@@ -41,6 +41,7 @@ fn peek32(pos: u32) -> u32 {
 }
 
 // a.x = words to zero.
+// params: words=a.x
 @compute @workgroup_size(64)
 fn df11_zero(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -51,6 +52,7 @@ fn df11_zero(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) 
 }
 
 // a.x = units. Unit k decodes elements IDX[2k] .. IDX[2k+2] from bit IDX[2k+1].
+// params: units=a.x
 @compute @workgroup_size(64)
 fn df11_decode(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>) {

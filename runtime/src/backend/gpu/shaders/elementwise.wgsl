@@ -18,6 +18,7 @@ fn gid1(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 // C[row] = A[row + a.w] / sqrt(mean(A[row + a.w]^2) + eps) * B[k % a.z]
 // a.x = row length, a.y = rows, a.z = weight length (= row length, or head_dim for
 // per-head norms), a.w = first input row; f.x = eps. One workgroup per row.
+// params: n=a.x rows=a.y w_len=a.z first=a.w eps=f.x
 @compute @workgroup_size(64)
 fn rms_norm(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -39,6 +40,7 @@ fn rms_norm(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) w
 }
 
 // The same in place on A (Qwen3's per-head q_norm / k_norm).
+// params: n=a.x rows=a.y w_len=a.z eps=f.x
 @compute @workgroup_size(64)
 fn rms_norm_inplace(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -63,6 +65,7 @@ fn rms_norm_inplace(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgro
 // a.w = 0 interleaved pairs (2i, 2i+1), 1 NeoX halves (i, i + n_rot/2); a.x = rows;
 // b.x = heads per token. B holds (cos, sin) per token and frequency, computed on the host
 // exactly as the CPU backend does (GPU sin/cos are not accurate enough for large angles).
+// params: rows=a.x head_dim=a.y n_rot=a.z neox=a.w heads_per_token=b.x
 @compute @workgroup_size(64)
 fn rope(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -90,6 +93,7 @@ fn rope(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: 
 }
 
 // A = silu(A) * B over a.x elements.
+// params: n=a.x
 @compute @workgroup_size(64)
 fn silu_mul(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -102,6 +106,7 @@ fn silu_mul(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) w
 }
 
 // A = gelu_tanh(A) * B over a.x elements (the CPU's gelu_tanh_mul expression).
+// params: n=a.x
 @compute @workgroup_size(64)
 fn gelu_tanh_mul(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -114,6 +119,7 @@ fn gelu_tanh_mul(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_
 }
 
 // A *= f.x over a.x elements.
+// params: n=a.x s=f.x
 @compute @workgroup_size(64)
 fn scale(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
          @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -125,6 +131,7 @@ fn scale(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid:
 }
 
 // A += B over a.x elements.
+// params: n=a.x
 @compute @workgroup_size(64)
 fn add(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
        @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -136,6 +143,7 @@ fn add(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: v
 }
 
 // A[i] += B[i % a.y] over a.x elements (a bias broadcast over rows).
+// params: n=a.x bias_len=a.y
 @compute @workgroup_size(64)
 fn add_bias(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {

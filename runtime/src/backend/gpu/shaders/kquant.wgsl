@@ -236,6 +236,7 @@ fn dequant_unit(b: u32, s: u32) {
 // a.x = rows of this part, a.y = cols (a multiple of the block length), a.z = tokens,
 // a.w = first output row of this part; b.y = output row stride. Workgroups: x(+z) over row
 // quads, y over token quads.
+// params: rows=a.x cols=a.y n=a.z row0=a.w y_stride=b.y
 @compute @workgroup_size(64)
 fn matmul_k(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -67,6 +67,7 @@ override BITS: u32 = 8u;
 // b.z = tail_cap, b.w = ring row of the batch's first window token. SRC_K/SRC_V hold
 // [n][kv_dim] f32 (keys after RoPE). Each invocation converts two keys and two values to f16
 // (round to nearest even, bit-identical to the CPU's cache) and writes one word of each.
+// params: n=a.x kv_dim=a.y sink_take=a.z n_sink_before=a.w row0=b.x sink_cap=b.y tail_cap=b.z ring0=b.w
 @compute @workgroup_size(64)
 fn kvq_store(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -223,6 +224,7 @@ fn rotate_qs(n: u32, lid: u32, norm: f32) {
 // Rotate a.x heads of a.y values (a power of two, at most 512) of O in place, as
 // kv::hadamard::rotate does (f.x = 1/sqrt(a.y)): the keys of a rotated cache, before they
 // are stored. One workgroup per head.
+// params: heads=a.x head_dim=a.y norm=f.x
 @compute @workgroup_size(64)
 fn kv_rotate(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -248,6 +250,7 @@ fn kv_rotate(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) 
 // 32, 64 or 128), c.z = channels per value group (32, 64 or 128), c.w = key outliers per page;
 // f.x = scale, f.y = 1 when keys are rotated (f.z = 1/sqrt(head_dim)). Q and O are
 // [n_tokens][n_head][head_dim].
+// params: n_head=a.x n_kv_head=a.y head_dim=a.z n_tokens=a.w row0=b.x sink_cap=b.y tail_cap=b.z ring=b.w page_word=c.x page=c.y vgroup=c.z k_outliers=c.w scale=f.x rotated=f.y inv_sqrt_hd=f.z
 @compute @workgroup_size(64)
 fn kvq_attention(@builtin(local_invocation_id) l: vec3<u32>,
                  @builtin(workgroup_id) wid: vec3<u32>,

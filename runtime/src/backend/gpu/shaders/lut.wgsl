@@ -41,6 +41,7 @@ fn is_finite(v: f32) -> bool {
 
 // a.x = cols, a.y = group, a.z = tokens. One workgroup per (token, group); invocation s
 // builds the table of k-step s.
+// params: cols=a.x group=a.y n=a.z
 @compute @workgroup_size(64)
 fn lut_tables(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -108,6 +109,7 @@ fn lut_tables(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id)
 
 // a.x = rows, a.y = cols, a.z = group, a.w = tokens; b.x = params word offset; b.y = output
 // row stride. Workgroups: x(+z) over 64-row blocks, y over tokens.
+// params: rows=a.x cols=a.y group=a.z n=a.w param_off=b.x y_stride=b.y
 @compute @workgroup_size(64)
 fn lut_gemv(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -7,6 +7,8 @@
 //   Q4_0 (2): qs [rows][nb][4 words] then, at word P.a.w, d [rows*nb] f16 (two per word)
 //   Q4_1 (3): qs [rows][nb][4 words] then, at word P.a.w, (d | m << 16) [rows*nb] words
 //   Q8_0 (8): qs [rows][nb][8 words] then, at word P.a.w, d [rows*nb] f16 (two per word)
+//   df12 (matmul_df12 only): table | sign|mantissa | codes | block starts | exceptions
+//             (backend/gpu/df12.rs), decoded to the BF16 value in registers
 // (nb = cols/32; the qs bytes keep ggml's order: byte j holds elements j and j+16.)
 // Quantized weights take activations from quant_act.wgsl (Q8_1 for Q4_1, else Q8_0):
 // integer block dot products exactly as llama.cpp and the CPU backend compute them, then
@@ -68,6 +70,7 @@ fn dequant_at(row: u32, cols: u32, k: u32, soff: u32) -> f32 {
 
 // Embedding rows: Y[t][k] = W[ids[t]][k], ids in X. a.x = cols, a.y = tokens, a.w = scale
 // offset (words). One invocation per output element.
+// params: cols=a.x n=a.y scale_off=a.w
 @compute @workgroup_size(64)
 fn get_rows(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -104,6 +107,7 @@ fn finish_rows(acc: array<f32, 4>, lid: u32, row: u32, t0: u32, nt: u32) {
 // Quantized weights x Q8 activations. a.x = rows, a.y = cols, a.z = tokens, a.w = scale
 // offset (words); b.y = output row stride. Workgroups: x(+z) over row quads, y over token
 // quads.
+// params: rows=a.x cols=a.y n=a.z scale_off=a.w y_stride=b.y
 @compute @workgroup_size(64)
 fn matmul_q(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -179,6 +183,7 @@ fn matmul_q(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) w
 // Dense weights (F32/F16/BF16) x f32 activations (X holds f32 bits). Same parameters and
 // grid as matmul_q; lanes stride over elements, so a row's 16 lanes read 16 consecutive
 // elements per step.
+// params: rows=a.x cols=a.y n=a.z y_stride=b.y
 @compute @workgroup_size(64)
 fn matmul_dense(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -195,6 +200,78 @@ fn matmul_dense(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_i
     if (row < P.a.x) {
         for (var k = lane; k < cols; k += LANES) {
             let w = dense_at(row, cols, k);
+            for (var tt = 0u; tt < nt; tt++) {
+                acc[tt] += w * bitcast<f32>(X[(t0 + tt) * cols + k]);
+            }
+        }
+    }
+    finish_rows(acc, lid, row, t0, nt);
+}
+
+// df12 (backend/gpu/df12.rs has the layout): the tensor's exponent per code, pre-shifted
+// into BF16 position, loaded once per workgroup.
+var<workgroup> df12_exp: array<u32, 16>;
+
+// Exponent of escaped value i: binary search of its block's entries (offset in the low 24
+// bits, exponent in the high 8). Corrupt data cannot loop forever or read out of bounds
+// (WGSL clamps); it decodes to a wrong value, and the host validates the file first.
+fn df12_escape(i: u32) -> u32 {
+    let b = i / P.a.w;
+    let key = i - b * P.a.w;
+    var lo = W[P.c.y + b];
+    var hi = W[P.c.y + b + 1u];
+    while (lo < hi) {
+        let mid = lo + (hi - lo) / 2u;
+        let e = W[P.c.z + mid];
+        let off = e & 0xffffffu;
+        if (off == key) {
+            return e >> 24u;
+        }
+        if (off < key) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return 0u;
+}
+
+// Value i of a df12 matrix as f32: exactly the BF16 value the CPU decoder gives.
+fn df12_at(i: u32) -> f32 {
+    let sm = byte_of(W[4u + i / 4u], i % 4u);
+    let code = (W[P.c.x + i / 8u] >> (4u * (i % 8u))) & 15u;
+    var e = df12_exp[code];
+    if (code == 15u) {
+        e = df12_escape(i) << 7u;
+    }
+    return bitcast<f32>((((sm & 0x80u) << 8u) | e | (sm & 0x7fu)) << 16u);
+}
+
+// df12 weights x f32 activations: matmul_dense's BF16 loop and reduction with each weight
+// decoded from df12 (same products in the same order, so the same bits as the BF16 kernel
+// on the decoded matrix). a.w = values per exception block; c.x/c.y/c.z = word offsets of
+// the codes, the block starts and the exception entries. Same grid as matmul_dense.
+// params: rows=a.x cols=a.y n=a.z block=a.w y_stride=b.y codes_off=c.x starts_off=c.y exc_off=c.z
+@compute @workgroup_size(64)
+fn matmul_df12(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = l.x;
+    if (lid < 16u) {
+        df12_exp[lid] = byte_of(W[lid / 4u], lid % 4u) << 7u;
+    }
+    workgroupBarrier();
+    let row = flat_group(wid, nwg) * (WG / LANES) + lid / LANES;
+    let lane = lid % LANES;
+    let cols = P.a.y;
+    let t0 = wid.y * TT;
+    let nt = min(TT, P.a.z - t0);
+    var acc: array<f32, 4>;
+    for (var tt = 0u; tt < TT; tt++) {
+        acc[tt] = 0.0;
+    }
+    if (row < P.a.x) {
+        for (var k = lane; k < cols; k += LANES) {
+            let w = df12_at(row * cols + k);
             for (var tt = 0u; tt < nt; tt++) {
                 acc[tt] += w * bitcast<f32>(X[(t0 + tt) * cols + k]);
             }

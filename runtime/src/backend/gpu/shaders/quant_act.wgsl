@@ -15,6 +15,7 @@
 @group(0) @binding(3) var<storage, read_write> XD: array<f32>;
 
 // a.x = cols (a multiple of 32), a.y = rows (tokens).
+// params: cols=a.x rows=a.y
 @compute @workgroup_size(64)
 fn quant_q8(@builtin(local_invocation_id) l: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
