@@ -612,19 +612,18 @@ fn kernels_agree_with_the_reference_on_corrupt_streams() {
                 }
             }
             let want = decode_all(&t, Kernel::Reference, &dec);
-            for kernel in [Kernel::Multi12] {
-                let got = decode_all(&t, kernel, &dec);
-                match (&want, &got) {
-                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{kernel:?}, trial {trial}"),
-                    (Err(_), Err(e)) => {
-                        assert!(matches!(e, Error::BadModel(_)), "{kernel:?}: {e}")
-                    }
-                    _ => panic!(
-                        "{kernel:?} trial {trial}: reference {:?}, kernel {:?}",
-                        want.as_ref().err(),
-                        got.as_ref().err()
-                    ),
+            let kernel = Kernel::Multi12;
+            let got = decode_all(&t, kernel, &dec);
+            match (&want, &got) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{kernel:?}, trial {trial}"),
+                (Err(_), Err(e)) => {
+                    assert!(matches!(e, Error::BadModel(_)), "{kernel:?}: {e}")
                 }
+                _ => panic!(
+                    "{kernel:?} trial {trial}: reference {:?}, kernel {:?}",
+                    want.as_ref().err(),
+                    got.as_ref().err()
+                ),
             }
             errors += want.is_err() as usize;
         }

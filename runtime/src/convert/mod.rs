@@ -528,7 +528,8 @@ fn ternary_lossless(
     group: usize,
 ) -> Result<LutMatrix<'static>> {
     use crate::quant::ternary::{codes_tq1_0, codes_tq2_0, TQ1_0_BYTES, TQ2_0_BYTES};
-    let (bytes, codes_of): (usize, fn(&[u8], &mut [u8]) -> u16) = match ty {
+    type CodesOf = fn(&[u8], &mut [u8]) -> u16;
+    let (bytes, codes_of): (usize, CodesOf) = match ty {
         GgmlType::TQ1_0 => (TQ1_0_BYTES, codes_tq1_0),
         GgmlType::TQ2_0 => (TQ2_0_BYTES, codes_tq2_0),
         other => return Err(Error::Internal(format!("{other} is not ternary"))),

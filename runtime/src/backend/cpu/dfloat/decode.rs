@@ -13,6 +13,7 @@
 //!   and their count in byte 7. LLM exponent codes average ~2.6 bits, so one lookup yields
 //!   ~4 exponents. An entry of 0 (the window starts with a code longer than 12 bits, or with
 //!   no code) takes the per-symbol path.
+//!
 //! Multi12 hot loop: one unaligned big-endian 64-bit load per refill gives ≥ 57 valid bits,
 //! enough for four 12-bit lookups (or short lookups followed by one code of up to 32 bits).
 //! Each lookup stores its whole entry as 8 exponent bytes (bytes past the count land on
