@@ -141,7 +141,10 @@ fn expand(tree: &str, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
         }
         if let Some(b) = item.find('{') {
             let head = item[..b].trim_end_matches("::");
-            let inner = &item[b + 1..item.rfind('}').unwrap()];
+            let Some(e) = item.rfind('}').filter(|&e| e > b) else {
+                continue; // not a use tree
+            };
+            let inner = &item[b + 1..e];
             let n = prefix.len();
             prefix.extend(head.split("::").filter(|s| !s.is_empty()).map(String::from));
             expand(inner, prefix, out);
@@ -181,8 +184,12 @@ fn imports(module: &str, code: &str, mods: &BTreeMap<String, PathBuf>) -> BTreeS
     let mut rest = code;
     while let Some(i) = rest.find("use ") {
         let before = &rest[..i];
-        let at_item = before.is_empty()
-            || before.ends_with(|c: char| c.is_whitespace() || c == ';' || c == '{' || c == '}');
+        // A `use` item starts its line (rustfmt's layout), after an optional visibility;
+        // the word inside a string or a comment's leftovers does not.
+        let line = &before[before.rfind('\n').map_or(0, |n| n + 1)..];
+        let head = line.trim_start();
+        let at_item =
+            head.is_empty() || head == "pub " || head.starts_with("pub(") && head.ends_with(") ");
         let after = &rest[i + 4..];
         let end = after.find(';').unwrap_or(after.len());
         let tree: String = after[..end].split_whitespace().collect();
@@ -348,6 +355,9 @@ fn the_checker_finds_a_cycle_and_an_upward_import() {
     );
     assert!(a.contains("session") && b.contains("format::x"));
     assert!(layer_of("format::x") < layer_of("session"));
+    // `use` in a string is not an import.
+    let s = imports("session", "let m = \"cannot use the {x} here}\";\n", &mods);
+    assert!(s.is_empty(), "{s:?}");
     // Test modules at the end of a file are not counted; comments are not code.
     let code = code_of("use crate::a; // use crate::b;\n#[cfg(test)]\nmod tests { use crate::c; }");
     assert!(code.contains("crate::a") && !code.contains("crate::b") && !code.contains("crate::c"));

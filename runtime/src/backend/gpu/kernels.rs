@@ -21,7 +21,6 @@
 
 use super::buffer::GpuBuffer;
 use super::pipeline::{PipeKey, Shader};
-use super::record::Params;
 
 /// One buffer of a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +57,32 @@ pub struct KernelDecl {
     pub params: &'static [ParamDecl],
     /// WGSL `override` constants the kernel is specialized on (`WTYPE`, `BITS`).
     pub overrides: &'static [&'static str],
+}
+
+/// Bytes of the `Params` struct.
+pub const PARAMS_BYTES: usize = 64;
+
+/// Parameters of one dispatch: `u[0..12]` are `Params.a/b/c`, `f[0..4]` is `Params.f`
+/// (filled by a [`Kernel`]'s declared field names, never by position).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Params {
+    /// `a.xyzw`, `b.xyzw`, `c.xyzw`.
+    pub u: [u32; 12],
+    /// `f.xyzw`.
+    pub f: [f32; 4],
+}
+
+impl Params {
+    pub(crate) fn bytes(&self) -> [u8; PARAMS_BYTES] {
+        let mut b = [0u8; PARAMS_BYTES];
+        for (i, v) in self.u.iter().enumerate() {
+            b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        for (i, v) in self.f.iter().enumerate() {
+            b[48 + 4 * i..52 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
 }
 
 /// A kernel dispatch: buffers and parameters of one WGSL entry point.

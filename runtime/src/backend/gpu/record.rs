@@ -20,38 +20,12 @@ use std::sync::Arc;
 
 use super::buffer::GpuBuffer;
 use super::device::GpuDevice;
-use super::kernels::Kernel;
+use super::kernels::{Kernel, Params, PARAMS_BYTES};
 use super::pipeline::{PipeKey, Pipeline};
 use crate::error::{Error, Result};
 
 /// Bytes per parameter slot (the uniform offset alignment WebGPU guarantees).
 pub const SLOT: u64 = 256;
-/// Bytes of the `Params` struct.
-pub const PARAMS_BYTES: usize = 64;
-
-/// Parameters of one dispatch: `u[0..12]` are `Params.a/b/c`, `f[0..4]` is `Params.f`
-/// (filled by a [`Kernel`]'s declared field names, never by position).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Params {
-    /// `a.xyzw`, `b.xyzw`, `c.xyzw`.
-    pub u: [u32; 12],
-    /// `f.xyzw`.
-    pub f: [f32; 4],
-}
-
-impl Params {
-    fn bytes(&self) -> [u8; PARAMS_BYTES] {
-        let mut b = [0u8; PARAMS_BYTES];
-        for (i, v) in self.u.iter().enumerate() {
-            b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
-        }
-        for (i, v) in self.f.iter().enumerate() {
-            b[48 + 4 * i..52 + 4 * i].copy_from_slice(&v.to_le_bytes());
-        }
-        b
-    }
-}
-
 /// Per-stream state reused across submissions: the parameter buffer, cached bind groups,
 /// and (when profiling) the timestamp queries and accumulated kernel times.
 pub struct Frame {
