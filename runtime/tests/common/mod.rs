@@ -12,6 +12,27 @@ use std::sync::{Arc, OnceLock};
 
 use suanpan::{Model, ModelParams};
 
+/// The real Gemma 3 270M Q4_K_M file (assembled from PyPI by `scripts/test`), loaded with
+/// 2 threads. A missing file fails the test with instructions.
+pub fn gemma3() -> Arc<Model> {
+    let cache = std::env::var_os("SUANPAN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/suanpan")
+        });
+    let p = cache.join("gemma3/gemma-3-270m-q4_k_m.gguf");
+    assert!(
+        p.is_file(),
+        "Gemma 3 270M is missing at {}; run `scripts/test` to assemble it from PyPI",
+        p.display()
+    );
+    let params = ModelParams {
+        n_threads: 2,
+        ..Default::default()
+    };
+    Arc::new(Model::load(&p, &params).expect("gemma3 loads"))
+}
+
 /// The repository root (the workspace folder).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
