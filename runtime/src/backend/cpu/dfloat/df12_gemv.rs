@@ -86,7 +86,7 @@ pub fn df12_matmul_many(
             if lo >= hi {
                 continue;
             }
-            let step = if gemm {
+            let step = if gemm && n_tokens > 1 {
                 (GEMM_BLOCK_VALUES / j.cols.max(1) / 4 * 4).max(4)
             } else {
                 (BLOCK_VALUES / j.cols.max(1)).max(1)
@@ -94,7 +94,7 @@ pub fn df12_matmul_many(
             let res = BUF.with(|b| -> Result<()> {
                 let mut buf = b.borrow_mut();
                 #[cfg(target_arch = "x86_64")]
-                if !gemm && fused_x86_ok(j.cols) {
+                if n_tokens == 1 && fused_x86_ok(j.cols) {
                     // SAFETY: as below, rows lo..hi of job j's output are this thread's.
                     return unsafe { fused_rows_x86(j, lo..hi, da, p.0, &mut buf) };
                 }
@@ -132,9 +132,9 @@ pub fn df12_matmul_many(
     }
 }
 
-/// Whether the fused AVX2 row kernel applies: the BF16 row kernel it mirrors is the AVX2
-/// one (same dispatch as `backend::cpu::dot`), the table-lookup decode is on, and rows are
-/// whole 32-value steps.
+/// Whether the fused AVX2 kernel applies to a decode pass: the BF16 kernels it mirrors are
+/// the AVX2 ones (same dispatch as `backend::cpu::dot` and the f32 GEMM tile), the
+/// table-lookup decode is on, and rows are whole 32-value steps.
 #[cfg(target_arch = "x86_64")]
 fn fused_x86_ok(cols: usize) -> bool {
     crate::backend::cpu::dot::has_avx2()
@@ -142,13 +142,13 @@ fn fused_x86_ok(cols: usize) -> bool {
         && cols.is_multiple_of(32)
 }
 
-/// Rows `rows` of job `j` through [`super::df12_fused_x86::dot_row`], tokens in groups of four
-/// as the BF16 row kernel groups them; a row holding an escape is decoded into `buf` and
-/// goes through the BF16 row kernel itself.
+/// Rows `rows` of job `j` against one token through [`super::df12_fused_x86::dot_rows`],
+/// rows without escapes four at a time; a row holding an escape is decoded into `buf` and
+/// goes through the BF16 kernels themselves.
 ///
 /// # Safety
 /// As [`dense_rows_raw`] for `out` and rows `rows` of `j`; [`fused_x86_ok`] holds and `da`
-/// is prepared for the row kernels.
+/// holds one token.
 #[cfg(target_arch = "x86_64")]
 unsafe fn fused_rows_x86(
     j: &Df12Job<'_, '_>,
@@ -157,30 +157,57 @@ unsafe fn fused_rows_x86(
     out: *mut f32,
     buf: &mut Vec<u16>,
 ) -> Result<()> {
-    use super::df12_fused_x86::dot_row;
+    use super::df12_fused_x86::dot_rows;
     let c = j.cols;
     let t = &j.t;
     let n = t.n;
-    if t.sign_mantissa.len() < n || 2 * t.codes.len() < n || rows.end * c > n {
+    if t.sign_mantissa.len() < n
+        || 2 * t.codes.len() < n
+        || rows.end * c > n
+        || da.n_tokens != 1
+        || da.f32_rows.len() < 4 * c
+    {
         return Err(Error::Internal("df12: view smaller than its matrix".into()));
     }
-    let esc: Vec<usize> = t
+    let x: &[f32] = bytemuck::cast_slice(&da.f32_rows[..4 * c]);
+    let (tb, sm, codes) = (&t.table, t.sign_mantissa, t.codes);
+    let mut esc = t
         .exceptions_in(rows.start * c..rows.end * c)
         .map(|i| i / c)
-        .collect();
-    let mut e = 0;
-    let (acts, act_row_bytes, n_tokens) = (da.f32_rows, da.row_bytes, da.n_tokens);
-    let x = |tok: usize| -> &[f32] {
-        bytemuck::cast_slice(&acts[tok * act_row_bytes..tok * act_row_bytes + 4 * c])
-    };
+        .peekable();
     if buf.len() < c {
         buf.resize(c, 0);
     }
-    for r in rows {
-        while e < esc.len() && esc[e] < r {
-            e += 1;
+    // Clean rows waiting for a group of four.
+    let mut held = [0usize; 4];
+    let mut nh = 0;
+    let flush = |held: &[usize]| {
+        let st = |k: usize| held[k] * c;
+        // SAFETY: AVX2/FMA detected (fused_x86_ok); values r·c..(r+1)·c of every held row
+        // lie within the checked sections, c is a multiple of 32, x holds c f32.
+        let v: &[f32] = &match held.len() {
+            4 => unsafe { dot_rows::<4>(tb, sm, codes, [st(0), st(1), st(2), st(3)], c, x) },
+            3 => {
+                let v = unsafe { dot_rows::<3>(tb, sm, codes, [st(0), st(1), st(2)], c, x) };
+                [v[0], v[1], v[2], 0.0]
+            }
+            2 => {
+                let v = unsafe { dot_rows::<2>(tb, sm, codes, [st(0), st(1)], c, x) };
+                [v[0], v[1], 0.0, 0.0]
+            }
+            _ => {
+                let v = unsafe { dot_rows::<1>(tb, sm, codes, [st(0)], c, x) };
+                [v[0], 0.0, 0.0, 0.0]
+            }
+        }[..held.len()];
+        for (&r, &vr) in held.iter().zip(v) {
+            // SAFETY: one token, r < j.rows and row r is the caller's to write.
+            unsafe { *out.add(r) = vr };
         }
-        if e < esc.len() && esc[e] == r {
+    };
+    for r in rows {
+        while esc.next_if(|&e| e < r).is_some() {}
+        if esc.peek() == Some(&r) {
             t.decode_range(r * c..(r + 1) * c, &mut buf[..c])?;
             let w = WeightView {
                 ty: GgmlType::BF16,
@@ -192,33 +219,15 @@ unsafe fn fused_rows_x86(
             unsafe { dense_rows_raw(&w, r, j.rows, da, out) };
             continue;
         }
-        let at = |tok: usize| tok * j.rows + r;
-        let mut tok = 0;
-        while tok + 4 <= n_tokens {
-            // SAFETY: AVX2/FMA detected (fused_x86_ok); values r·c..(r+1)·c lie within the
-            // checked sections, c is a multiple of 32 and each activation row holds c f32.
-            let v = unsafe {
-                dot_row::<4>(
-                    &t.table,
-                    t.sign_mantissa,
-                    t.codes,
-                    r * c,
-                    c,
-                    [x(tok), x(tok + 1), x(tok + 2), x(tok + 3)],
-                )
-            };
-            for (k, vk) in v.into_iter().enumerate() {
-                // SAFETY: tok + k < n_tokens and r < j.rows: inside the output, our row.
-                unsafe { *out.add(at(tok + k)) = vk };
-            }
-            tok += 4;
+        held[nh] = r;
+        nh += 1;
+        if nh == 4 {
+            flush(&held);
+            nh = 0;
         }
-        for tok in tok..n_tokens {
-            // SAFETY: as above.
-            let v = unsafe { dot_row::<1>(&t.table, t.sign_mantissa, t.codes, r * c, c, [x(tok)]) };
-            // SAFETY: as above.
-            unsafe { *out.add(at(tok)) = v[0] };
-        }
+    }
+    if nh > 0 {
+        flush(&held[..nh]);
     }
     Ok(())
 }

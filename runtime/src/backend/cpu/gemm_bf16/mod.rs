@@ -40,10 +40,10 @@ mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_bf16;
 
-/// From this many tokens on, BF16-class matmuls go through the GEMM (below it, the
-/// decode row kernels). `examples/prefill_gemm_bench.rs` measured the GEMM faster from 1
-/// token on (a 4-row tile keeps 16 FMA chains busy where the row kernel has one); decode
-/// (1 token) keeps the row kernels and their f32 activations.
+/// From this many tokens on, BF16-class matmuls go through [`Bf16Kernel::best`]. Below it
+/// (decode) they go through an f32 kernel where the CPU has one ([`Bf16Kernel::for_tokens`]):
+/// its tile of 4 rows × 1 token keeps 4 FMA chains busy where the row kernel has one, with
+/// the row kernel's bits, and the activations stay f32 (no BF16 rounding at decode).
 pub const GEMM_MIN_TOKENS: usize = 2;
 
 /// Tokens per L2 block: each weight tile is applied to this many activation rows before
@@ -76,6 +76,20 @@ impl Bf16Kernel {
         }
     }
 
+    /// The kernel for a pass of `n_tokens`: [`Self::best`] from [`GEMM_MIN_TOKENS`] on;
+    /// below, only an f32 kernel (the decode row kernel's bits, without rounding the
+    /// activations to BF16), `None` where there is none (the row kernels then).
+    pub fn for_tokens(n_tokens: usize) -> Option<Self> {
+        let best = Self::best()?;
+        if n_tokens >= GEMM_MIN_TOKENS || !best.wants_bf16_acts() {
+            Some(best)
+        } else {
+            [Bf16Kernel::Avx2F32, Bf16Kernel::NeonF32]
+                .into_iter()
+                .find(|k| k.available())
+        }
+    }
+
     /// Whether this machine can run `self` (tests run every available one).
     pub fn available(self) -> bool {
         let f = super::features::cpu();
@@ -86,8 +100,12 @@ impl Bf16Kernel {
         }
     }
 
-    /// Rows × tokens of a full tile (as many accumulators as the registers hold).
-    fn tile_shape(self) -> (usize, usize) {
+    /// Rows × tokens of a full tile for a pass of `n_tokens` (as many accumulators as the
+    /// registers hold; one token: 4 rows, four independent FMA chains).
+    fn tile_shape(self, n_tokens: usize) -> (usize, usize) {
+        if n_tokens == 1 {
+            return (4, 1);
+        }
         match self {
             Bf16Kernel::Avx512Bf16 => (4, 4),
             Bf16Kernel::Avx2F32 => (3, 4),
@@ -120,15 +138,15 @@ pub struct DenseActs<'a> {
 }
 
 impl<'a> DenseActs<'a> {
-    /// Prepare with the process's kernel if `n_tokens >= GEMM_MIN_TOKENS`. `None` if the
-    /// rows are too short for `cols` values.
+    /// Prepare with the process's kernel for `n_tokens` ([`Bf16Kernel::for_tokens`]).
+    /// `None` if the rows are too short for `cols` values.
     pub fn prepare(
         f32_rows: &'a [u8],
         row_bytes: usize,
         n_tokens: usize,
         cols: usize,
     ) -> Option<Self> {
-        let k = Bf16Kernel::best().filter(|_| n_tokens >= GEMM_MIN_TOKENS);
+        let k = Bf16Kernel::for_tokens(n_tokens);
         Self::with_kernel(k, f32_rows, row_bytes, n_tokens, cols)
     }
 
@@ -206,7 +224,7 @@ pub unsafe fn dense_rows_raw(
         "dense_rows_raw: weights too small"
     );
     let n = a.n_tokens;
-    let (mr, mt) = kernel.tile_shape();
+    let (mr, mt) = kernel.tile_shape(n);
     let mut tb = 0;
     while tb < n {
         let te = (tb + TOKEN_BLOCK).min(n);

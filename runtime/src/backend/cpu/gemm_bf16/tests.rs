@@ -111,7 +111,14 @@ fn each_kernel_equals_its_scalar_model_on_random_shapes() {
 /// result where they run), and a row's result does not depend on the rows around it.
 #[test]
 fn results_do_not_depend_on_tiling_or_path() {
-    let (rows, cols, n) = (23usize, 200usize, 11usize);
+    // 1 token: the decode pass (4 rows × 1 token tiles); 11: a prefill batch.
+    for n in [1usize, 11] {
+        tiling_case(n);
+    }
+}
+
+fn tiling_case(n: usize) {
+    let (rows, cols) = (23usize, 200usize);
     let w = to_bf16_bytes(&rand_vec(rows * cols, 7, 0.5));
     let x = rand_vec(n * cols, 8, 1.0);
     let xb: &[u8] = bytemuck::cast_slice(&x);
@@ -153,7 +160,7 @@ fn results_do_not_depend_on_tiling_or_path() {
                     .iter()
                     .zip(&parts)
                     .all(|(p, q)| p.to_bits() == q.to_bits()),
-                "{k:?} split {splits:?}"
+                "{k:?} split {splits:?}, {n} tokens"
             );
         }
         if !k.wants_bf16_acts() {
@@ -162,7 +169,7 @@ fn results_do_not_depend_on_tiling_or_path() {
                     .iter()
                     .zip(&want_rows)
                     .all(|(p, q)| p.to_bits() == q.to_bits()),
-                "{k:?} differs from the row kernels"
+                "{k:?} differs from the row kernels, {n} tokens"
             );
         }
     }
@@ -227,4 +234,15 @@ fn short_activations_are_refused() {
     let x = vec![0u8; 4 * 10];
     assert!(DenseActs::prepare(&x, 4 * 10, 2, 11).is_none());
     assert!(DenseActs::prepare(&x, 4 * 10, 1, 10).is_some());
+}
+
+/// Decode (1 token) takes an f32 kernel, never one that rounds the activations to BF16;
+/// a batch takes the machine's best.
+#[test]
+fn decode_keeps_f32_activations() {
+    assert!(Bf16Kernel::for_tokens(1).is_none_or(|k| !k.wants_bf16_acts()));
+    assert_eq!(Bf16Kernel::for_tokens(GEMM_MIN_TOKENS), Bf16Kernel::best());
+    if Bf16Kernel::best().is_some() {
+        assert!(Bf16Kernel::for_tokens(1).is_some());
+    }
 }
